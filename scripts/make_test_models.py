@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Builds the test models and their golden outputs, with fixed seeds and nothing but PyPI.
+
+    python scripts/make_test_models.py                       # tests/data/tiny-t5 + tests/data/golden.json
+    python scripts/make_test_models.py --shape t5-small      # models/t5-small-shape (benchmarks, not committed)
+
+The tiny model is a random-weight T5 that uses the real T5 tokenizer (vocab 32128, tied
+embeddings), exported through the same code path as export_model.py. T5's default init makes a
+tiny random model repeat one token forever, so the init is scaled until greedy outputs vary.
+
+golden.json holds, for each prompt, what transformers (PyTorch) computes: the input ids, the
+greedy ids for 24 steps (min_new_tokens = max_new_tokens = 24), the decoded text, and at every
+step the top-5 raw logits (ids and values).
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import t5tools  # noqa: E402
+
+SHAPES = {
+    # d_model, d_kv, d_ff, layers, heads
+    "tiny": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4),
+    "t5-small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8),
+    "t5-base": dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12),
+}
+
+GOLDEN_STEPS = 24
+
+# From 1 token (EOS only) to about 100 tokens; plain ASCII, punctuation, digits and non-Latin text.
+PROMPTS = [
+    "",
+    "Hi",
+    "translate English to German: The house is wonderful.",
+    "summarize: The quick brown fox jumps over the lazy dog.",
+    "question: What is the capital of France? context: Paris is the capital and largest city of France.",
+    "Grüße aus Köln, 42 Äpfel und 3.14 Birnen!",
+    "cola sentence: The course is jumping well.",
+    "stsb sentence1: A man is playing a guitar. sentence2: A person plays an instrument.",
+    "translate English to French: " + "It was the best of times, it was the worst of times. " * 3,
+    (
+        "summarize: State authorities dispatched emergency crews Tuesday to survey the damage after an "
+        "onslaught of severe weather in Mississippi. Officials said the storms caused flooding, downed "
+        "power lines and damaged dozens of homes across several counties, while forecasters warned that "
+        "more rain was expected later in the week. Residents were urged to stay off the roads."
+    ),
+]
+
+
+def make_config(shape: str):
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=32128,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        **SHAPES[shape],
+    )
+
+
+def build_model(shape: str, seed: int):
+    import torch
+    from transformers import GenerationConfig, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(make_config(shape)).eval()
+    if shape == "tiny":
+        # The default init gives near-uniform logits, and greedy decoding repeats one token.
+        # Larger weights and a strong relative position bias make outputs depend on the input.
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "relative_attention_bias" in name:
+                    p.normal_(0.0, 3.0)
+                elif "layer_norm" in name:
+                    continue
+                else:
+                    p.normal_(0.0, 0.3)
+    model.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+    return model
+
+
+def split_off_merged(out: Path) -> None:
+    """Moves the merged decoder into a sibling directory that shares the encoder and tokenizer.
+
+    The server must load both layouts; symlinks keep the committed fixtures small.
+    """
+    merged = out.parent / (out.name + "-merged")
+    if merged.exists():
+        shutil.rmtree(merged)
+    merged.mkdir()
+    (out / "decoder_model_merged.onnx").rename(merged / "decoder_model_merged.onnx")
+    for name in sorted(p.name for p in out.iterdir()):
+        if name.endswith(".json") or name == "encoder_model.onnx":
+            (merged / name).symlink_to(Path("..") / out.name / name)
+    print(f"merged variant: {merged}")
+
+
+def golden(model, tokenizer) -> dict:
+    import torch
+
+    cases = []
+    for prompt in PROMPTS:
+        enc = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(
+                **enc,
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=GOLDEN_STEPS,
+                min_new_tokens=GOLDEN_STEPS,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        ids = out.sequences[0, 1:].tolist()  # drop the decoder start token
+        steps = []
+        for logits in out.logits:
+            top = torch.topk(logits[0].float(), 5)
+            steps.append({"ids": top.indices.tolist(), "logits": [round(v, 7) for v in top.values.tolist()]})
+        cases.append(
+            {
+                "prompt": prompt,
+                "input_ids": enc["input_ids"][0].tolist(),
+                "ids": ids,
+                "text": tokenizer.decode(ids, skip_special_tokens=True),
+                "top5": steps,
+            }
+        )
+        print(f"  {len(cases[-1]['input_ids']):3d} tokens -> {ids[:8]}... {cases[-1]['text'][:40]!r}")
+    return {
+        "generated_by": "transformers (PyTorch) greedy generate, scripts/make_test_models.py",
+        "steps": GOLDEN_STEPS,
+        "min_new_tokens": GOLDEN_STEPS,
+        "eos_token_id": 1,
+        "cases": cases,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument("--out", type=Path, help="model directory (default depends on --shape)")
+    p.add_argument("--seed", type=int, default=20261129)
+    p.add_argument("--merged", action="store_true", help="also keep decoder_model_merged.onnx (always for tiny)")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(2)
+    default_out = t5tools.ROOT / ("tests/data/tiny-t5" if args.shape == "tiny" else f"models/{args.shape}-shape")
+    out = args.out or default_out
+    tokenizer = t5tools.load_t5_tokenizer()
+    model = build_model(args.shape, args.seed)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "ckpt"
+        model.save_pretrained(ckpt)
+        tokenizer.save_pretrained(ckpt)
+        if out.exists():
+            shutil.rmtree(out)
+        t5tools.export_onnx(str(ckpt), out, keep_merged=args.shape == "tiny" or args.merged)
+    if args.shape == "tiny":
+        split_off_merged(out)
+    print(f"model: {out} ({t5tools.dir_size_mb(out):.1f} MB)")
+
+    if args.shape == "tiny":
+        data = golden(model, tokenizer)
+        path = out.parent / "golden.json"
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        print(f"golden: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+//! Request and response types of the public API, and their validation against the configured
+//! limits. Validation errors carry a message a client can act on; the HTTP layer maps them to 422.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::generation::{FinishReason, GenerationParams};
+
+/// Limits that requests are validated against (from the config).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_input_tokens: usize,
+    pub max_new_tokens_limit: usize,
+    pub default_max_new_tokens: usize,
+    pub max_client_batch_size: usize,
+}
+
+impl From<&Config> for Limits {
+    fn from(c: &Config) -> Self {
+        Self {
+            max_input_tokens: c.max_input_tokens,
+            max_new_tokens_limit: c.max_new_tokens_limit,
+            default_max_new_tokens: c.default_max_new_tokens,
+            max_client_batch_size: c.max_client_batch_size,
+        }
+    }
+}
+
+/// A request that is well-formed JSON but asks for something invalid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValidationError(pub String);
+
+fn invalid(msg: impl Into<String>) -> ValidationError {
+    ValidationError(msg.into())
+}
+
+/// `POST /v1/generate`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// A string, or a list of strings decoded together.
+    pub inputs: Value,
+    #[serde(default)]
+    pub parameters: GenerateParameters,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateParameters {
+    /// 1..=max_new_tokens_limit; default from the config.
+    pub max_new_tokens: Option<i64>,
+    /// 0..=max_new_tokens; EOS is suppressed until this many tokens are generated.
+    pub min_new_tokens: Option<i64>,
+}
+
+/// The texts of a request, and whether the client sent one string (answered with one object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Texts {
+    pub texts: Vec<String>,
+    pub single: bool,
+}
+
+/// Checks the shape of `inputs`: a non-empty string, or a non-empty list of them.
+pub fn parse_inputs(inputs: &Value, limits: &Limits) -> Result<Texts, ValidationError> {
+    let (texts, single) = match inputs {
+        Value::String(s) => (vec![s.clone()], true),
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(invalid("inputs must not be an empty list"));
+            }
+            if items.len() > limits.max_client_batch_size {
+                return Err(invalid(format!(
+                    "inputs has {} items; the limit is {} (max_client_batch_size)",
+                    items.len(),
+                    limits.max_client_batch_size
+                )));
+            }
+            let texts = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(invalid(format!("inputs[{i}] must be a string"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (texts, false)
+        }
+        _ => return Err(invalid("inputs must be a string or a list of strings")),
+    };
+    // A cheap bound before tokenizing, so a huge body costs no tokenizer time: T5 pieces are at
+    // most 16 characters, so a text of more than 32 bytes per allowed token cannot fit.
+    let byte_limit = limits.max_input_tokens.saturating_mul(32);
+    for (i, t) in texts.iter().enumerate() {
+        let name = if single {
+            "inputs".to_string()
+        } else {
+            format!("inputs[{i}]")
+        };
+        if t.trim().is_empty() {
+            return Err(invalid(format!("{name} must not be empty")));
+        }
+        if t.len() > byte_limit {
+            return Err(invalid(format!(
+                "{name} is {} bytes long; inputs are limited to {} tokens (max_input_tokens)",
+                t.len(),
+                limits.max_input_tokens
+            )));
+        }
+    }
+    Ok(Texts { texts, single })
+}
+
+impl GenerateParameters {
+    pub fn validate(&self, limits: &Limits) -> Result<GenerationParams, ValidationError> {
+        let max = match self.max_new_tokens {
+            None => limits.default_max_new_tokens as i64,
+            Some(v) if v >= 1 && v <= limits.max_new_tokens_limit as i64 => v,
+            Some(v) => {
+                return Err(invalid(format!(
+                    "parameters.max_new_tokens must be between 1 and {} (max_new_tokens_limit), got {v}",
+                    limits.max_new_tokens_limit
+                )));
+            }
+        };
+        let min = match self.min_new_tokens {
+            None => 0,
+            Some(v) if v >= 0 && v <= max => v,
+            Some(v) => {
+                return Err(invalid(format!(
+                    "parameters.min_new_tokens must be between 0 and max_new_tokens ({max}), got {v}"
+                )));
+            }
+        };
+        Ok(GenerationParams {
+            max_new_tokens: max as usize,
+            min_new_tokens: min as usize,
+        })
+    }
+}
+
+/// Checks a tokenized input against `max_input_tokens`.
+pub fn check_token_count(
+    index: Option<usize>,
+    count: usize,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
+    if count > limits.max_input_tokens {
+        let name = index.map_or("inputs".to_string(), |i| format!("inputs[{i}]"));
+        return Err(invalid(format!(
+            "{name} has {count} tokens; the limit is {} (max_input_tokens)",
+            limits.max_input_tokens
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: usize,
+    pub generated_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    pub generated_text: String,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limits() -> Limits {
+        Limits {
+            max_input_tokens: 8,
+            max_new_tokens_limit: 100,
+            default_max_new_tokens: 20,
+            max_client_batch_size: 2,
+        }
+    }
+
+    #[test]
+    fn inputs_accept_string_or_list() {
+        assert_eq!(
+            parse_inputs(&json!("hi"), &limits()).unwrap(),
+            Texts {
+                texts: vec!["hi".into()],
+                single: true
+            }
+        );
+        let t = parse_inputs(&json!(["a", "b"]), &limits()).unwrap();
+        assert_eq!((t.texts.len(), t.single), (2, false));
+    }
+
+    #[test]
+    fn inputs_reject_bad_shapes_with_their_index() {
+        let cases = [
+            (json!(""), "inputs must not be empty"),
+            (json!("   "), "inputs must not be empty"),
+            (json!([]), "inputs must not be an empty list"),
+            (json!(["a", 3]), "inputs[1] must be a string"),
+            (json!(["a", ""]), "inputs[1] must not be empty"),
+            (
+                json!(["a", "b", "c"]),
+                "inputs has 3 items; the limit is 2 (max_client_batch_size)",
+            ),
+            (json!(7), "inputs must be a string or a list of strings"),
+            (
+                json!({"a": 1}),
+                "inputs must be a string or a list of strings",
+            ),
+        ];
+        for (v, msg) in cases {
+            assert_eq!(parse_inputs(&v, &limits()).unwrap_err().0, msg, "{v}");
+        }
+    }
+
+    #[test]
+    fn parameters_default_and_ranges() {
+        let p = GenerateParameters::default().validate(&limits()).unwrap();
+        assert_eq!(
+            p,
+            GenerationParams {
+                max_new_tokens: 20,
+                min_new_tokens: 0
+            }
+        );
+        for bad in [0, -1, 101] {
+            let e = GenerateParameters {
+                max_new_tokens: Some(bad),
+                ..Default::default()
+            }
+            .validate(&limits());
+            assert!(
+                e.unwrap_err()
+                    .0
+                    .contains("max_new_tokens must be between 1 and 100")
+            );
+        }
+        let e = GenerateParameters {
+            max_new_tokens: Some(5),
+            min_new_tokens: Some(6),
+        }
+        .validate(&limits());
+        assert!(
+            e.unwrap_err()
+                .0
+                .contains("min_new_tokens must be between 0 and max_new_tokens (5), got 6")
+        );
+    }
+
+    #[test]
+    fn token_count_limit_names_the_input() {
+        assert!(check_token_count(Some(3), 8, &limits()).is_ok());
+        let e = check_token_count(Some(3), 9, &limits()).unwrap_err();
+        assert_eq!(
+            e.0,
+            "inputs[3] has 9 tokens; the limit is 8 (max_input_tokens)"
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! The one configuration of the service. Precedence: built-in defaults < the TOML file
+//! (`config/default.toml`, or `--config`) < environment variables (`T5SERVE_*`) < command-line
+//! flags. `validate()` runs at start-up and names the offending key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// The file read when neither `--config` nor `T5SERVE_CONFIG` names one, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Model directory in optimum's seq2seq-with-past layout.
+    pub model: PathBuf,
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one.
+    pub port: u16,
+    /// Path of libonnxruntime.so; unset means ORT_DYLIB_PATH, then .ort/.
+    pub ort_library: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads per session; 0 means one per core.
+    pub intra_op_threads: usize,
+    /// Let ONNX Runtime threads busy-wait between ops.
+    pub intra_op_spinning: bool,
+    /// Longest accepted input, in tokens (EOS included).
+    pub max_input_tokens: usize,
+    /// Largest `max_new_tokens` a request may ask for.
+    pub max_new_tokens_limit: usize,
+    /// `max_new_tokens` when a request does not set it.
+    pub default_max_new_tokens: usize,
+    /// Most inputs in one request.
+    pub max_client_batch_size: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Log output: pretty (human) or json (one object per line).
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("models/t5-numbers"),
+            host: "127.0.0.1".into(),
+            port: 8080,
+            ort_library: None,
+            intra_op_threads: 0,
+            intra_op_spinning: false,
+            max_input_tokens: 512,
+            max_new_tokens_limit: 512,
+            default_max_new_tokens: 64,
+            max_client_batch_size: 32,
+            max_body_bytes: 1 << 20,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// Command-line flags; each also reads its `T5SERVE_*` environment variable, and overrides the file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Overrides {
+    /// Configuration file (TOML) [default: config/default.toml when it exists]
+    #[arg(long, env = "T5SERVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Model directory (optimum seq2seq-with-past export) [default: the bundled model]
+    #[arg(long, env = "T5SERVE_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "T5SERVE_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on, 0 for any free port [default: 8080]
+    #[arg(long, env = "T5SERVE_PORT")]
+    pub port: Option<u16>,
+    /// Path of libonnxruntime.so [default: $ORT_DYLIB_PATH, then .ort/libonnxruntime.so.1.31.1]
+    #[arg(long, env = "T5SERVE_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads per session, 0 = one per core [default: 0]
+    #[arg(long, env = "T5SERVE_INTRA_OP_THREADS")]
+    pub intra_op_threads: Option<usize>,
+    /// Let ONNX Runtime threads busy-wait between ops [default: false]
+    #[arg(long, env = "T5SERVE_INTRA_OP_SPINNING")]
+    pub intra_op_spinning: Option<bool>,
+    /// Longest accepted input in tokens [default: 512]
+    #[arg(long, env = "T5SERVE_MAX_INPUT_TOKENS")]
+    pub max_input_tokens: Option<usize>,
+    /// Largest max_new_tokens a request may ask for [default: 512]
+    #[arg(long, env = "T5SERVE_MAX_NEW_TOKENS_LIMIT")]
+    pub max_new_tokens_limit: Option<usize>,
+    /// max_new_tokens when a request sets none [default: 64]
+    #[arg(long, env = "T5SERVE_DEFAULT_MAX_NEW_TOKENS")]
+    pub default_max_new_tokens: Option<usize>,
+    /// Most inputs in one request [default: 32]
+    #[arg(long, env = "T5SERVE_MAX_CLIENT_BATCH_SIZE")]
+    pub max_client_batch_size: Option<usize>,
+    /// Largest request body in bytes [default: 1048576]
+    #[arg(long, env = "T5SERVE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Log output format [default: pretty]
+    #[arg(long, env = "T5SERVE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors (a typo must not be ignored silently).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// File (explicit, or the default one when present) overlaid with flags/environment, validated.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                Self::from_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => Self::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &o.$field { self.$field = v.clone(); } )* };
+        }
+        set!(
+            model,
+            host,
+            port,
+            intra_op_threads,
+            intra_op_spinning,
+            max_input_tokens,
+            max_new_tokens_limit,
+            default_max_new_tokens,
+            max_client_batch_size,
+            max_body_bytes,
+            log_format
+        );
+        if let Some(p) = &o.ort_library {
+            self.ort_library = Some(p.clone());
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let range = |key: &str, v: usize, lo: usize, hi: usize| {
+            if v < lo || v > hi {
+                Err(ConfigError(format!(
+                    "{key} = {v} is out of range {lo}..={hi}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        if self.model.as_os_str().is_empty() {
+            return Err(ConfigError("model must name a model directory".into()));
+        }
+        if self.host.parse::<std::net::IpAddr>().is_err() && self.host != "localhost" {
+            return Err(ConfigError(format!(
+                "host = {:?} is not an IP address",
+                self.host
+            )));
+        }
+        range("intra_op_threads", self.intra_op_threads, 0, 1024)?;
+        range("max_input_tokens", self.max_input_tokens, 1, 65_536)?;
+        range("max_new_tokens_limit", self.max_new_tokens_limit, 1, 65_536)?;
+        range(
+            "default_max_new_tokens",
+            self.default_max_new_tokens,
+            1,
+            self.max_new_tokens_limit,
+        )?;
+        range("max_client_batch_size", self.max_client_batch_size, 1, 4096)?;
+        range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)?;
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let host = if self.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
+        format!("{host}:{}", self.port)
+            .parse()
+            .map_err(|e| ConfigError(format!("host/port: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_are_overridden_by_flags() {
+        let mut c: Config = toml::from_str("port = 9000\nhost = \"0.0.0.0\"").unwrap();
+        assert_eq!(c.port, 9000);
+        c.apply(&Overrides {
+            port: Some(9100),
+            ..Default::default()
+        });
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 9100));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("prot = 1").is_err());
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let c = Config {
+            default_max_new_tokens: 1000,
+            max_new_tokens_limit: 512,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("default_max_new_tokens"), "{e}");
+    }
+
+    #[test]
+    fn shipped_default_file_parses_and_validates() {
+        let c = Config::from_file(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/default.toml"
+        )))
+        .unwrap();
+        c.validate().unwrap();
+    }
+}

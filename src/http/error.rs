@@ -1,0 +1,129 @@
+//! The only place where errors become HTTP status codes. Every error body is
+//! `{"error": "...", "error_type": "..."}`; a 5xx never carries internal text (it is logged,
+//! and the `x-request-id` response header finds the log line).
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::api::ValidationError;
+use crate::scheduler::SchedulerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Well-formed JSON asking for something invalid.
+    #[error("{0}")]
+    Validation(String),
+    /// The body is not valid JSON (or not valid UTF-8).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The model worker cannot take work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or a runtime failure; the text is logged, not sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub error_type: &'static str,
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "validation",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let error = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error; the x-request-id response header identifies it in the server log"
+                    .to_string()
+            }
+            other => {
+                tracing::debug!(status = status.as_u16(), error = %other, "request rejected");
+                other.to_string()
+            }
+        };
+        (
+            status,
+            Json(ErrorBody {
+                error,
+                error_type: self.error_type(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::Validation(e.0)
+    }
+}
+
+impl From<SchedulerError> for ApiError {
+    fn from(e: SchedulerError) -> Self {
+        match e {
+            SchedulerError::WorkerGone => {
+                ApiError::Unavailable("the model is not available".into())
+            }
+            SchedulerError::Startup(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let text = r.body_text();
+        match r {
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+                "expected a request with `Content-Type: application/json`".into(),
+            ),
+            JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest(text),
+            JsonRejection::JsonDataError(_) => ApiError::Validation(text),
+            JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge("the request body is larger than max_body_bytes".into())
+            }
+            _ => ApiError::BadRequest(text),
+        }
+    }
+}

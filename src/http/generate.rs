@@ -1,0 +1,68 @@
+//! `POST /v1/generate`: text in, generated text out; a list of inputs is decoded as one batch.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::api::{self, GenerateRequest, Generation, Usage};
+use crate::scheduler::{Event, RowRequest};
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::ApiJson;
+
+pub async fn generate(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<GenerateRequest>,
+) -> Result<Response, ApiError> {
+    let texts = api::parse_inputs(&req.inputs, &app.limits)?;
+    let params = req.parameters.validate(&app.limits)?;
+    let ids = app.tokenize(texts.texts).await?;
+    let (rows, receivers): (Vec<_>, Vec<_>) = ids
+        .into_iter()
+        .map(|ids| RowRequest::new(ids, params))
+        .unzip();
+    app.scheduler.submit(rows)?;
+    let mut out = Vec::with_capacity(receivers.len());
+    for rx in receivers {
+        out.push(collect(&app, rx).await?);
+    }
+    Ok(if texts.single {
+        Json(out.pop().expect("one input, one result")).into_response()
+    } else {
+        Json(out).into_response()
+    })
+}
+
+/// Gathers one row's events into its final result.
+async fn collect(app: &AppState, mut rx: UnboundedReceiver<Event>) -> Result<Generation, ApiError> {
+    let mut ids = Vec::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Token { id } => ids.push(id),
+            Event::Finished {
+                reason,
+                input_tokens,
+                generated_tokens,
+            } => {
+                let generated_text = app
+                    .tokenizer
+                    .decode(&ids)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                return Ok(Generation {
+                    generated_text,
+                    finish_reason: reason,
+                    usage: Usage {
+                        input_tokens,
+                        generated_tokens,
+                    },
+                });
+            }
+            Event::Error(e) => return Err(ApiError::Internal(format!("decoding failed: {e}"))),
+        }
+    }
+    Err(ApiError::Internal(
+        "the decode thread dropped a row without finishing it".into(),
+    ))
+}

@@ -1,0 +1,125 @@
+//! The HTTP surface: the router, its shared state, and every cross-cutting layer (request id,
+//! tracing, body limit, panics -> 500) in one place. Handlers live one per file and stay thin.
+
+pub mod error;
+pub mod generate;
+pub mod health;
+pub mod json;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::api::{self, Limits};
+use crate::model::TextTokenizer;
+use crate::scheduler::{SchedulerHandle, WorkerInfo};
+
+use error::ApiError;
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub scheduler: SchedulerHandle,
+    pub tokenizer: Arc<TextTokenizer>,
+    pub limits: Arc<Limits>,
+    pub info: Arc<WorkerInfo>,
+}
+
+impl AppState {
+    /// Tokenizes on the blocking pool (never on the async workers) and checks each length.
+    pub async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
+        let tokenizer = self.tokenizer.clone();
+        let limits = self.limits.clone();
+        let many = texts.len() > 1;
+        tokio::task::spawn_blocking(move || {
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let ids = tokenizer
+                        .encode(t)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    api::check_token_count(many.then_some(i), ids.len(), &limits)?;
+                    Ok(ids)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
+    }
+}
+
+/// Request ids: the client's `x-request-id` is kept; otherwise a process-unique one is made.
+#[derive(Clone)]
+struct NextRequestId {
+    prefix: u32,
+    counter: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for NextRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:08x}-{n:08x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("a handler panicked".into()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("method not allowed on this route".into())
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let ids = NextRequestId {
+        prefix: std::process::id()
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)),
+        counter: Arc::new(AtomicU64::new(1)),
+    };
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+        let id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    });
+    Router::new()
+        .route("/v1/generate", post(generate::generate))
+        .route("/health", get(health::health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::new(
+            REQUEST_ID.parse().expect("valid header name"),
+        ))
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID.parse().expect("valid header name"),
+            ids,
+        ))
+}

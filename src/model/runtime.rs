@@ -1,0 +1,110 @@
+//! The process-wide ONNX Runtime: finding and loading the shared library, and the one
+//! `Environment` that every session is built from. Session construction lives in `t5.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+
+use super::ModelError;
+
+/// The ONNX Runtime release the project is built and tested against (PyPI `onnxruntime`).
+pub const ORT_VERSION: &str = "1.31.1";
+const FIX_HINT: &str = "run `scripts/setup_ort.sh` (it downloads the PyPI wheel onnxruntime==1.31.1 into .ort/), \
+                        or point ORT_DYLIB_PATH / --ort-library at libonnxruntime.so.1.31.1";
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+
+/// Where to look for the library: an explicit path, else `ORT_DYLIB_PATH`, else `.ort/` in the
+/// working directory (where `scripts/setup_ort.sh` puts it).
+pub fn library_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(format!(".ort/libonnxruntime.so.{ORT_VERSION}"))
+}
+
+/// Loads ONNX Runtime once per process and returns the shared environment.
+///
+/// Without this check ort panics at the first API call; here a missing or wrong library is an
+/// error that names the path tried and the command that fixes it.
+pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, ModelError> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let path = library_path(explicit);
+    let path = std::path::absolute(&path).unwrap_or(path);
+    if !path.is_file() {
+        return Err(ModelError::Runtime(format!(
+            "ONNX Runtime library not found at {}: {FIX_HINT}",
+            path.display()
+        )));
+    }
+    // Check the version ourselves first: ort accepts any newer release and reports an older one
+    // only in a generic error.
+    let version = library_version(&path).map_err(|e| {
+        ModelError::Runtime(format!(
+            "cannot load ONNX Runtime from {}: {e}; {FIX_HINT}",
+            path.display()
+        ))
+    })?;
+    let wanted_minor = ORT_VERSION
+        .rsplit_once('.')
+        .map_or(ORT_VERSION, |(mm, _)| mm);
+    if version != wanted_minor && !version.starts_with(&format!("{wanted_minor}.")) {
+        return Err(ModelError::Runtime(format!(
+            "ONNX Runtime at {} is version {version}, expected {ORT_VERSION}; {FIX_HINT}",
+            path.display()
+        )));
+    }
+    let builder = ort::init_from(&path).map_err(|e| {
+        ModelError::Runtime(format!(
+            "cannot load ONNX Runtime from {}: {e}; {FIX_HINT}",
+            path.display()
+        ))
+    })?;
+    let env = builder
+        .with_name("t5serve")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| {
+            ModelError::Runtime(format!("cannot create the ONNX Runtime environment: {e}"))
+        })?;
+    tracing::info!(
+        library = %path.display(),
+        version = %version,
+        "ONNX Runtime loaded"
+    );
+    Ok(ENVIRONMENT.get_or_init(|| env))
+}
+
+/// The version string of the library at `path` (`OrtGetApiBase()->GetVersionString()`).
+fn library_version(path: &Path) -> Result<String, String> {
+    // SAFETY: loading libonnxruntime runs its initialisers, which is what ort does next anyway;
+    // the symbol has the C signature declared by onnxruntime_c_api.h (mirrored in ort-sys), and
+    // the returned string is static and NUL-terminated per that header.
+    unsafe {
+        let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").map_err(|_| {
+                "the library does not export OrtGetApiBase (is it ONNX Runtime?)".to_string()
+            })?;
+        let base = get_base();
+        if base.is_null() {
+            return Err("OrtGetApiBase returned null".into());
+        }
+        let version = ((*base).GetVersionString)();
+        if version.is_null() {
+            return Err("GetVersionString returned null".into());
+        }
+        let version = std::ffi::CStr::from_ptr(version)
+            .to_string_lossy()
+            .into_owned();
+        // ort opens the same library next; unloading it in between would only cost time.
+        std::mem::forget(lib);
+        Ok(version)
+    }
+}

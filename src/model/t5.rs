@@ -1,0 +1,492 @@
+//! The T5 encoder and decoder graphs behind one synchronous API: encode a padded batch once,
+//! run the first decoder step (which yields the cross-attention K/V), then feed one token per
+//! row per step while the self-attention cache grows. Works with the split optimum pair and
+//! with the merged decoder. Owns ORT sessions, so it lives on the scheduler's thread.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use ndarray::{Array2, Array3};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue, SessionOutputs};
+use ort::value::{DynValue, Tensor, TensorRef};
+
+use super::files::{DecoderLayout, ModelDims, ModelFiles};
+use super::kv::{DecoderState, gather_rows};
+use super::{ModelError, runtime};
+
+/// How ONNX Runtime sessions are built.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSettings {
+    /// Intra-op threads per session; 0 lets ONNX Runtime pick (one per core).
+    pub intra_threads: usize,
+    /// Busy-wait in intra-op threads between ops. Off by default: with three sessions on a small
+    /// machine, spinning threads compete for the same cores.
+    pub spinning: bool,
+    /// Explicit path of libonnxruntime; `None` uses ORT_DYLIB_PATH or `.ort/`.
+    pub ort_library: Option<std::path::PathBuf>,
+}
+
+
+enum Decoder {
+    Split { first: Session, with_past: Session },
+    Merged(Session),
+}
+
+/// The encoder output of a batch, kept for every later decoder step.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// `[batch, src_len, d_model]`
+    pub hidden: Array3<f32>,
+    /// `[batch, src_len]`, 1 for real tokens, 0 for padding.
+    pub mask: Array2<i64>,
+}
+
+impl Encoded {
+    pub fn batch(&self) -> usize {
+        self.mask.nrows()
+    }
+
+    /// Keeps the given rows, in that order.
+    pub fn select_rows(&self, rows: &[usize]) -> Self {
+        Self {
+            hidden: self.hidden.select(ndarray::Axis(0), rows),
+            mask: self.mask.select(ndarray::Axis(0), rows),
+        }
+    }
+}
+
+/// Last-position logits of a decoder run, one row of `vocab` floats per batch row.
+#[derive(Debug, Clone)]
+pub struct Logits {
+    data: Vec<f32>,
+    vocab: usize,
+}
+
+impl Logits {
+    pub fn rows(&self) -> usize {
+        self.data.len() / self.vocab
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.vocab..(i + 1) * self.vocab]
+    }
+}
+
+type Inputs<'v> = Vec<(Cow<'static, str>, SessionInputValue<'v>)>;
+
+pub struct Seq2SeqModel {
+    pub dims: ModelDims,
+    pub files: ModelFiles,
+    encoder: Session,
+    decoder: Decoder,
+}
+
+fn build_session(path: &Path, settings: &SessionSettings) -> ort::Result<Session> {
+    let env = runtime::environment(settings.ort_library.as_deref())
+        .map_err(|e| ort::Error::new(e.to_string()))?;
+    let mut builder = Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::All)?
+        .with_intra_op_spinning(settings.spinning)?
+        .with_inter_op_spinning(false)?;
+    if settings.intra_threads > 0 {
+        builder = builder.with_intra_threads(settings.intra_threads)?;
+    }
+    builder.commit_from_file(path)
+}
+
+fn session(path: &Path, settings: &SessionSettings) -> Result<Session, ModelError> {
+    build_session(path, settings)
+        .map_err(|e| ModelError::Session(format!("cannot load {}: {e}", path.display())))
+}
+
+fn input_names(s: &Session) -> Vec<String> {
+    s.inputs().iter().map(|i| i.name().to_string()).collect()
+}
+
+impl Seq2SeqModel {
+    pub fn load(dir: &Path, settings: &SessionSettings) -> Result<Self, ModelError> {
+        // Load the library first, so a missing one is reported as such and not as a bad model.
+        runtime::environment(settings.ort_library.as_deref())?;
+        let files = ModelFiles::discover(dir)?;
+        let dims = files.dims()?;
+        let encoder = session(&files.encoder, settings)?;
+        let decoder = match &files.decoder {
+            DecoderLayout::Split { first, with_past } => Decoder::Split {
+                first: session(first, settings)?,
+                with_past: session(with_past, settings)?,
+            },
+            DecoderLayout::Merged(path) => Decoder::Merged(session(path, settings)?),
+        };
+        let model = Self {
+            dims,
+            files,
+            encoder,
+            decoder,
+        };
+        model.check_graphs()?;
+        Ok(model)
+    }
+
+    /// Fails early, with the graph named, when a file is not a T5 seq2seq export with past.
+    fn check_graphs(&self) -> Result<(), ModelError> {
+        let want = |s: &Session, graph: &str, names: &[&str]| -> Result<(), ModelError> {
+            let have = input_names(s);
+            for n in names {
+                if !have.iter().any(|h| h == n) {
+                    return Err(ModelError::Files(format!(
+                        "{graph} has no input `{n}` (inputs: {}); export with scripts/export_model.py",
+                        have.join(", ")
+                    )));
+                }
+            }
+            Ok(())
+        };
+        want(
+            &self.encoder,
+            "encoder_model.onnx",
+            &["input_ids", "attention_mask"],
+        )?;
+        let past = "past_key_values.0.decoder.key";
+        match &self.decoder {
+            Decoder::Split { first, with_past } => {
+                want(
+                    first,
+                    "decoder_model.onnx",
+                    &[
+                        "input_ids",
+                        "encoder_hidden_states",
+                        "encoder_attention_mask",
+                    ],
+                )?;
+                want(
+                    with_past,
+                    "decoder_with_past_model.onnx",
+                    &["input_ids", "encoder_attention_mask", past],
+                )?;
+            }
+            Decoder::Merged(s) => want(
+                s,
+                "decoder_model_merged.onnx",
+                &[
+                    "input_ids",
+                    "encoder_hidden_states",
+                    "encoder_attention_mask",
+                    past,
+                    "use_cache_branch",
+                ],
+            )?,
+        }
+        Ok(())
+    }
+
+    pub fn layout_name(&self) -> &'static str {
+        match self.decoder {
+            Decoder::Split { .. } => "split",
+            Decoder::Merged(_) => "merged",
+        }
+    }
+
+    /// Runs the encoder over a right-padded batch.
+    pub fn encode(
+        &mut self,
+        input_ids: Array2<i64>,
+        mask: Array2<i64>,
+    ) -> Result<Encoded, ModelError> {
+        let (batch, len) = input_ids.dim();
+        let d = self.dims.d_model;
+        let hidden = {
+            let inputs: Inputs<'_> = vec![
+                (
+                    "input_ids".into(),
+                    TensorRef::from_array_view(input_ids.view())?.into(),
+                ),
+                (
+                    "attention_mask".into(),
+                    TensorRef::from_array_view(mask.view())?.into(),
+                ),
+            ];
+            let out = self.encoder.run(inputs)?;
+            let (shape, data) = out
+                .get("last_hidden_state")
+                .ok_or_else(|| ModelError::Output("encoder output last_hidden_state".into()))?
+                .try_extract_tensor::<f32>()?;
+            if shape[..] != [batch as i64, len as i64, d as i64] {
+                return Err(ModelError::Output(format!(
+                    "encoder output shape {shape:?}"
+                )));
+            }
+            Array3::from_shape_vec((batch, len, d), data.to_vec()).expect("shape checked above")
+        };
+        Ok(Encoded { hidden, mask })
+    }
+
+    /// The first decoder step: one token per row (normally the decoder start token). Returns
+    /// the logits and a cache holding the self K/V (length 1) and the cross K/V.
+    pub fn decode_first(
+        &mut self,
+        tokens: &[i64],
+        enc: &Encoded,
+    ) -> Result<(Logits, DecoderState), ModelError> {
+        let layers = self.dims.num_decoder_layers;
+        let ids =
+            Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("one token per row");
+        let (logits, kv) = match &mut self.decoder {
+            Decoder::Split { first, .. } => {
+                let inputs: Inputs<'_> = vec![
+                    (
+                        "input_ids".into(),
+                        TensorRef::from_array_view(ids.view())?.into(),
+                    ),
+                    (
+                        "encoder_hidden_states".into(),
+                        TensorRef::from_array_view(enc.hidden.view())?.into(),
+                    ),
+                    (
+                        "encoder_attention_mask".into(),
+                        TensorRef::from_array_view(enc.mask.view())?.into(),
+                    ),
+                ];
+                let mut out = first.run(inputs)?;
+                (last_logits(&out)?, take_presents(&mut out, layers, true)?)
+            }
+            Decoder::Merged(s) => {
+                let (b, src) = enc.mask.dim();
+                let (h, dk) = (self.dims.num_heads, self.dims.d_kv);
+                // The no-cache branch ignores the past inputs, but they must be present.
+                let dummy_self =
+                    Tensor::<f32>::from_array(([b, h, 1, dk], vec![0f32; b * h * dk]))?;
+                let dummy_cross =
+                    Tensor::<f32>::from_array(([b, h, src, dk], vec![0f32; b * h * src * dk]))?;
+                let mut inputs: Inputs<'_> = vec![
+                    (
+                        "input_ids".into(),
+                        TensorRef::from_array_view(ids.view())?.into(),
+                    ),
+                    (
+                        "encoder_hidden_states".into(),
+                        TensorRef::from_array_view(enc.hidden.view())?.into(),
+                    ),
+                    (
+                        "encoder_attention_mask".into(),
+                        TensorRef::from_array_view(enc.mask.view())?.into(),
+                    ),
+                    (
+                        "use_cache_branch".into(),
+                        Tensor::<bool>::from_array(([1usize], vec![false]))?.into(),
+                    ),
+                ];
+                for i in 0..layers {
+                    for kind in ["key", "value"] {
+                        inputs.push((
+                            format!("past_key_values.{i}.decoder.{kind}").into(),
+                            (&dummy_self).into(),
+                        ));
+                        inputs.push((
+                            format!("past_key_values.{i}.encoder.{kind}").into(),
+                            (&dummy_cross).into(),
+                        ));
+                    }
+                }
+                let mut out = s.run(inputs)?;
+                (last_logits(&out)?, take_presents(&mut out, layers, true)?)
+            }
+        };
+        let (self_kv, cross_kv) = kv;
+        let state = DecoderState::new(
+            self_kv,
+            cross_kv.expect("first step returns cross K/V"),
+            tokens.len(),
+            1,
+        );
+        Ok((logits, state))
+    }
+
+    /// One cached decoder step: one new token per row; the self-attention cache grows by one.
+    pub fn decode_next(
+        &mut self,
+        tokens: &[i64],
+        enc: &Encoded,
+        state: &mut DecoderState,
+    ) -> Result<Logits, ModelError> {
+        let layers = self.dims.num_decoder_layers;
+        if tokens.len() != state.batch() || enc.batch() != state.batch() {
+            return Err(ModelError::Output(format!(
+                "batch mismatch: {} tokens, {} encoder rows, {} cache rows",
+                tokens.len(),
+                enc.batch(),
+                state.batch()
+            )));
+        }
+        let ids =
+            Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("one token per row");
+        let (logits, self_kv) = {
+            let mut inputs: Inputs<'_> = vec![
+                (
+                    "input_ids".into(),
+                    TensorRef::from_array_view(ids.view())?.into(),
+                ),
+                (
+                    "encoder_attention_mask".into(),
+                    TensorRef::from_array_view(enc.mask.view())?.into(),
+                ),
+            ];
+            for i in 0..layers {
+                for (k, kind) in ["key", "value"].into_iter().enumerate() {
+                    inputs.push((
+                        format!("past_key_values.{i}.decoder.{kind}").into(),
+                        (&state.self_kv[2 * i + k]).into(),
+                    ));
+                    inputs.push((
+                        format!("past_key_values.{i}.encoder.{kind}").into(),
+                        (&state.cross_kv[2 * i + k]).into(),
+                    ));
+                }
+            }
+            let mut out = match &mut self.decoder {
+                Decoder::Split { with_past, .. } => with_past.run(inputs)?,
+                Decoder::Merged(s) => {
+                    inputs.push((
+                        "encoder_hidden_states".into(),
+                        TensorRef::from_array_view(enc.hidden.view())?.into(),
+                    ));
+                    inputs.push((
+                        "use_cache_branch".into(),
+                        Tensor::<bool>::from_array(([1usize], vec![true]))?.into(),
+                    ));
+                    s.run(inputs)?
+                }
+            };
+            // In the merged graph's cache branch the encoder presents are dummies: keep ours.
+            (
+                last_logits(&out)?,
+                take_presents(&mut out, layers, false)?.0,
+            )
+        };
+        state.advance(self_kv);
+        Ok(logits)
+    }
+
+    /// Runs the decoder over a whole prefix without any cache and returns the logits of every
+    /// position, `[batch, prefix_len, vocab]`. Slow (quadratic); the reference the cache is tested against.
+    pub fn decode_uncached(
+        &mut self,
+        prefix: &Array2<i64>,
+        enc: &Encoded,
+    ) -> Result<Array3<f32>, ModelError> {
+        let layers = self.dims.num_decoder_layers;
+        let (b, t) = prefix.dim();
+        let v = self.dims.vocab_size;
+        let (h, dk, src) = (self.dims.num_heads, self.dims.d_kv, enc.mask.ncols());
+        let mut inputs: Inputs<'_> = vec![
+            (
+                "input_ids".into(),
+                TensorRef::from_array_view(prefix.view())?.into(),
+            ),
+            (
+                "encoder_hidden_states".into(),
+                TensorRef::from_array_view(enc.hidden.view())?.into(),
+            ),
+            (
+                "encoder_attention_mask".into(),
+                TensorRef::from_array_view(enc.mask.view())?.into(),
+            ),
+        ];
+        let out = match &mut self.decoder {
+            Decoder::Split { first, .. } => first.run(inputs)?,
+            Decoder::Merged(s) => {
+                inputs.push((
+                    "use_cache_branch".into(),
+                    Tensor::<bool>::from_array(([1usize], vec![false]))?.into(),
+                ));
+                for i in 0..layers {
+                    for kind in ["key", "value"] {
+                        let d = Tensor::<f32>::from_array(([b, h, 1, dk], vec![0f32; b * h * dk]))?;
+                        let c = Tensor::<f32>::from_array((
+                            [b, h, src, dk],
+                            vec![0f32; b * h * src * dk],
+                        ))?;
+                        inputs.push((
+                            format!("past_key_values.{i}.decoder.{kind}").into(),
+                            d.into(),
+                        ));
+                        inputs.push((
+                            format!("past_key_values.{i}.encoder.{kind}").into(),
+                            c.into(),
+                        ));
+                    }
+                }
+                s.run(inputs)?
+            }
+        };
+        let (shape, data) = out
+            .get("logits")
+            .ok_or_else(|| ModelError::Output("decoder output logits".into()))?
+            .try_extract_tensor::<f32>()?;
+        if shape[..] != [b as i64, t as i64, v as i64] {
+            return Err(ModelError::Output(format!(
+                "decoder logits shape {shape:?}"
+            )));
+        }
+        Ok(Array3::from_shape_vec((b, t, v), data.to_vec()).expect("shape checked above"))
+    }
+
+    /// Keeps the given rows of a running batch (finished or cancelled rows leave).
+    pub fn retain_rows(
+        &self,
+        rows: &[usize],
+        enc: &mut Encoded,
+        state: &mut DecoderState,
+    ) -> Result<(), ModelError> {
+        *enc = enc.select_rows(rows);
+        state.select_rows(rows, gather_rows)
+    }
+}
+
+/// Copies the logits of the last position of each row.
+fn last_logits(out: &SessionOutputs<'_>) -> Result<Logits, ModelError> {
+    let (shape, data) = out
+        .get("logits")
+        .ok_or_else(|| ModelError::Output("decoder output logits".into()))?
+        .try_extract_tensor::<f32>()?;
+    if shape.len() != 3 {
+        return Err(ModelError::Output(format!(
+            "decoder logits shape {shape:?}"
+        )));
+    }
+    let (b, t, v) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
+    let mut rows = Vec::with_capacity(b * v);
+    for r in 0..b {
+        let start = (r * t + t - 1) * v;
+        rows.extend_from_slice(&data[start..start + v]);
+    }
+    Ok(Logits {
+        data: rows,
+        vocab: v,
+    })
+}
+
+type Presents = (Vec<DynValue>, Option<Vec<DynValue>>);
+
+/// Takes `present.{i}.decoder.{key,value}` (and, on a first step, the encoder ones) out of the outputs,
+/// ordered layer by layer, key before value.
+fn take_presents(
+    out: &mut SessionOutputs<'_>,
+    layers: usize,
+    with_cross: bool,
+) -> Result<Presents, ModelError> {
+    let mut take = |name: String| {
+        out.remove(&name)
+            .ok_or_else(|| ModelError::Output(format!("decoder output {name}")))
+    };
+    let mut self_kv = Vec::with_capacity(2 * layers);
+    let mut cross_kv = Vec::with_capacity(2 * layers);
+    for i in 0..layers {
+        for kind in ["key", "value"] {
+            self_kv.push(take(format!("present.{i}.decoder.{kind}"))?);
+            if with_cross {
+                cross_kv.push(take(format!("present.{i}.encoder.{kind}"))?);
+            }
+        }
+    }
+    Ok((self_kv, with_cross.then_some(cross_kv)))
+}

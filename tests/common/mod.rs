@@ -1,0 +1,131 @@
+//! Shared by the integration tests: the committed tiny model, its golden outputs (computed by
+//! transformers), and a real server on port 0.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use t5serve::generation::GenerationParams;
+use t5serve::model::{Seq2SeqModel, SessionSettings};
+use t5serve::scheduler::batch::{StepObserver, run_batch};
+use t5serve::scheduler::{Event, RowRequest};
+
+/// Absolute tolerance on logits, as the issue sets it.
+pub const TOL: f32 = 1e-4;
+
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+pub fn tiny_model() -> PathBuf {
+    data_dir().join("tiny-t5")
+}
+
+pub fn tiny_model_merged() -> PathBuf {
+    data_dir().join("tiny-t5-merged")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Golden {
+    pub steps: usize,
+    pub min_new_tokens: usize,
+    pub eos_token_id: u32,
+    pub cases: Vec<GoldenCase>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GoldenCase {
+    pub prompt: String,
+    pub input_ids: Vec<u32>,
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub top5: Vec<TopK>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TopK {
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+pub fn golden() -> Golden {
+    let text =
+        std::fs::read_to_string(data_dir().join("golden.json")).expect("tests/data/golden.json");
+    serde_json::from_str(&text).expect("golden.json parses")
+}
+
+pub fn load(dir: &std::path::Path) -> Seq2SeqModel {
+    Seq2SeqModel::load(dir, &SessionSettings::default()).expect("model loads")
+}
+
+/// Records every row's logits at every step.
+#[derive(Default)]
+pub struct Recorder {
+    pub steps: std::collections::HashMap<usize, Vec<Vec<f32>>>,
+}
+
+impl StepObserver for Recorder {
+    fn logits(&mut self, row: usize, step: usize, logits: &[f32]) {
+        let rows = self.steps.entry(row).or_default();
+        assert_eq!(rows.len(), step, "steps arrive in order");
+        rows.push(logits.to_vec());
+    }
+}
+
+/// One decoded row: its ids and how it finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub ids: Vec<u32>,
+    pub finished: Event,
+}
+
+/// Decodes the inputs as one batch on the calling thread, recording logits.
+pub fn decode_batch(
+    model: &mut Seq2SeqModel,
+    inputs: &[Vec<u32>],
+    params: GenerationParams,
+    rec: &mut Recorder,
+) -> Vec<Decoded> {
+    let (rows, mut rxs): (Vec<_>, Vec<_>) = inputs
+        .iter()
+        .map(|ids| RowRequest::new(ids.clone(), params))
+        .unzip();
+    run_batch(model, rows, rec);
+    rxs.iter_mut()
+        .map(|rx| {
+            let mut ids = Vec::new();
+            loop {
+                match rx
+                    .try_recv()
+                    .expect("the batch is finished, all events are queued")
+                {
+                    Event::Token { id } => ids.push(id),
+                    other => {
+                        return Decoded {
+                            ids,
+                            finished: other,
+                        };
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+pub fn golden_params(g: &Golden) -> GenerationParams {
+    GenerationParams {
+        max_new_tokens: g.steps,
+        min_new_tokens: g.min_new_tokens,
+    }
+}
+
+/// Starts the real server on 127.0.0.1:0 with the given model.
+pub async fn start_server(model: PathBuf) -> t5serve::RunningServer {
+    let config = t5serve::Config {
+        model,
+        host: "127.0.0.1".into(),
+        port: 0,
+        ..Default::default()
+    };
+    t5serve::start(config).await.expect("server starts")
+}
