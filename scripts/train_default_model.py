@@ -290,14 +290,15 @@ def main() -> None:
     t.add_argument("--warmup", type=int, default=300)
     t.add_argument("--eval-every", type=int, default=500)
     t.add_argument("--threads", type=int, default=2)
-    sub.add_parser("export")
+    e = sub.add_parser("export")
+    e.add_argument("--quick", action="store_true", help="check the pipeline on a mid-training checkpoint")
     args = p.parse_args()
     if args.cmd == "train":
         train(args)
     else:
         import export_default_model
 
-        export_default_model.main()
+        export_default_model.main(quick=args.quick)
 
 
 if __name__ == "__main__":

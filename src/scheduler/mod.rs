@@ -3,6 +3,7 @@
 //! its own event channel. The tokio runtime never blocks on inference.
 
 pub mod batch;
+pub mod queue;
 pub mod worker;
 
 use tokio::sync::mpsc;

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Exports the trained default model (scripts/train_default_model.py train) and bundles it.
+
+    python scripts/train_default_model.py export
+
+1. ONNX export through export_model.py's code path (optimum, split decoders).
+2. Dynamic int8 quantization (onnxruntime quantize_dynamic, signed QInt8 weights, per-tensor) of
+   the encoder and both split decoders; the merged decoder is not used (its weights sit inside
+   `If` subgraphs, which quantize_dynamic leaves alone).
+3. Held-out exact match per task for fp32 and int8, measured with an independent implementation:
+   optimum's ORTModelForSeq2SeqLM and transformers' generate (greedy).
+4. Bundles int8 if every task stays within 1 point of fp32, else fp32, into models/t5-numbers
+   with eval.json and a model card; writes the end-to-end test fixture
+   tests/data/numbers_heldout.json (100 held-out prompts per task with optimum's outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import t5tools  # noqa: E402
+import train_default_model as T  # noqa: E402
+
+WORK = t5tools.CACHE / "default-export"
+FIXTURE_PER_TASK = 100
+# Greedy outputs of two correct implementations may differ where the top-2 logits are closer than this.
+NEAR_TIE = 1e-3
+SPLIT_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+
+
+def quantize(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.suffix != ".onnx":
+            shutil.copy(f, dst / f.name)
+    for name in SPLIT_FILES:
+        quantize_dynamic(str(src / name), str(dst / name), weight_type=QuantType.QInt8, per_channel=False)
+    (dst / "quantization.json").write_text(
+        json.dumps({"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": False}, indent=1)
+        + "\n"
+    )
+
+
+def load_ort(model_dir: Path):
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+
+    return ORTModelForSeq2SeqLM.from_pretrained(
+        str(model_dir),
+        use_cache=True,
+        use_merged=False,
+        encoder_file_name="encoder_model.onnx",
+        decoder_file_name="decoder_model.onnx",
+        decoder_with_past_file_name="decoder_with_past_model.onnx",
+        provider="CPUExecutionProvider",
+    )
+
+
+def generate_with_margins(model, tok, prompts: list[str], batch: int = 100, max_new_tokens: int = 40):
+    """Greedy outputs and, per prompt, the smallest top-2 logit margin over its generated steps."""
+    import torch
+
+    texts, margins = [], []
+    for i in range(0, len(prompts), batch):
+        enc = tok(prompts[i : i + batch], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            out = model.generate(
+                **enc,
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=max_new_tokens,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        seqs = out.sequences[:, 1:]
+        texts.extend(tok.batch_decode(seqs, skip_special_tokens=True))
+        top2 = torch.stack([torch.topk(s.float(), 2, dim=-1).values for s in out.scores], dim=1)  # [b, steps, 2]
+        gaps = top2[..., 0] - top2[..., 1]
+        for r in range(seqs.shape[0]):
+            ids = seqs[r].tolist()
+            n = ids.index(1) + 1 if 1 in ids else len(ids)
+            margins.append(float(gaps[r, :n].min()))
+    return texts, margins
+
+
+def evaluate(model_dir: Path, tok, numbers: list[int]) -> dict[str, float]:
+    model = load_ort(model_dir)
+    table = {}
+    for task in T.TASKS:
+        exs = T.examples_for(numbers, task)
+        preds, _ = generate_with_margins(model, tok, [s for s, _ in exs])
+        table[task] = round(100.0 * sum(p == t for p, (_, t) in zip(preds, exs)) / len(exs), 2)
+        print(f"  {model_dir.name} {task}: {table[task]}", flush=True)
+    return table
+
+
+def dir_mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6, 1)
+
+
+def fixture_numbers(heldout: list[int], task_index: int, per_task: int = FIXTURE_PER_TASK) -> list[int]:
+    # A different spread of held-out numbers for each task, deterministic.
+    step = len(heldout) // per_task
+    return [heldout[(i * step + task_index * 3) % len(heldout)] for i in range(per_task)]
+
+
+def write_card(dest: Path, info: dict) -> None:
+    ev = info["eval"]
+    rows = "\n".join(
+        f"| `{task}` | {ev['fp32'][task]:.1f} | {ev['int8'][task]:.1f} | {ev['fixture'][task]:.0f} |" for task in T.TASKS
+    )
+    train = info["training"]
+    card = f"""# t5-numbers: the bundled default model of t5serve
+
+A small T5 (d_model 256, 4 heads, 3 encoder + 3 decoder layers, d_ff 1024, ReLU feed-forward,
+{train.get('params_m', '?')}M parameters), trained from scratch on this project's machines by
+`scripts/train_default_model.py`. It uses the original T5 tokenizer (32,100-piece SentencePiece
+Unigram vocabulary, model vocab 32128, tied embeddings), so it is a drop-in T5: any T5 client,
+exporter or server handles it the same way.
+
+Bundled files: **{info['bundled']}** ({info['size_mb']} MB). {info['bundled_reason']}
+
+## Data
+
+The numbers 0–9999 written out by the `num2words` package (PyPI, 0.5.14) in English, German,
+French and Spanish. English drops num2words' commas ("four thousand two hundred").
+1,000 numbers (seed {T.SEED}) are held out and never seen in training by any task.
+
+## Tasks and prompts
+
+| task | prompt | answer |
+|---|---|---|
+| `en-de` | `translate English to German: four thousand two hundred` | `viertausendzweihundert` |
+| `de-en` | `translate German to English: viertausendzweihundert` | `four thousand two hundred` |
+| `en-fr` | `translate English to French: four thousand two hundred` | `quatre mille deux cents` |
+| `en-es` | `translate English to Spanish: four thousand two hundred` | `cuatro mil doscientos` |
+| `language` | `language: quatre mille deux cents` | `English` / `German` / `French` / `Spanish` |
+| `digits` | `digits: four thousand two hundred` | `4200` |
+
+## Held-out exact match (%)
+
+Greedy decoding with optimum's `ORTModelForSeq2SeqLM` and transformers' `generate` on the exported
+files; 1,000 held-out numbers per task (language identification: each number in one of the four
+languages, balanced). The last column is the 100-prompt-per-task end-to-end test fixture
+(`tests/data/numbers_heldout.json`), which the server must reproduce.
+
+| task | fp32 | int8 | fixture ({info['bundled']}) |
+|---|---|---|---|
+{rows}
+
+## Training
+
+`python scripts/train_default_model.py train` then `python scripts/train_default_model.py export`:
+{train['steps']} steps of batch {train['batch']}, AdamW (0.9, 0.98), lr {train['lr']} with warmup and
+cosine decay, bf16 autocast on 2 CPU threads, {train['train_minutes']} minutes on a 2-core machine.
+The loss is the exact full-vocabulary cross entropy, computed over the token ids that occur in the
+data (the other embedding rows stay zero, so their logits are exactly 0).
+
+## License
+
+Apache-2.0, like the T5 vocabulary it uses. The training data is generated by num2words (LGPL-2.1
+library; its outputs, number words, are not copyrightable material).
+"""
+    (dest / "README.md").write_text(card)
+
+
+def main(quick: bool = False) -> None:
+    """`quick` checks the pipeline on a checkpoint mid-training: few numbers, scratch outputs."""
+    import torch
+
+    torch.set_num_threads(2)
+    if not (T.CKPT / "config.json").exists():
+        raise SystemExit(f"no checkpoint in {T.CKPT}: run `train_default_model.py train` first")
+    tok = t5tools.load_t5_tokenizer()
+    _, heldout = T.split_numbers()
+    eval_numbers = heldout[::20] if quick else heldout
+    fp32 = WORK / "fp32"
+    int8 = WORK / "int8"
+    if fp32.exists():
+        shutil.rmtree(fp32)
+    t5tools.export_onnx(str(T.CKPT), fp32)
+    quantize(fp32, int8)
+    print(f"fp32 {dir_mb(fp32)} MB, int8 {dir_mb(int8)} MB", flush=True)
+
+    t = time.time()
+    ev_fp32 = evaluate(fp32, tok, eval_numbers)
+    ev_int8 = evaluate(int8, tok, eval_numbers)
+    print(f"evaluated in {time.time() - t:.0f}s", flush=True)
+    worst = max(ev_fp32[k] - ev_int8[k] for k in T.TASKS)
+    use_int8 = worst <= 1.0
+    chosen = int8 if use_int8 else fp32
+    reason = (
+        f"int8 stays within {worst:.1f} points of fp32 on every task, so the int8 files are bundled."
+        if use_int8
+        else f"int8 loses {worst:.1f} points on a task (more than 1), so the fp32 files are bundled."
+    )
+
+    # The end-to-end fixture: optimum's greedy outputs on the bundled files.
+    model = load_ort(chosen)
+    cases = []
+    fixture_acc = {}
+    for ti, task in enumerate(T.TASKS):
+        exs = T.examples_for(fixture_numbers(heldout, ti, 10 if quick else FIXTURE_PER_TASK), task)
+        outs, margins = generate_with_margins(model, tok, [s for s, _ in exs])
+        for (prompt, target), out, m in zip(exs, outs, margins):
+            cases.append(
+                {"task": task, "prompt": prompt, "target": target, "optimum": out, "min_margin": round(m, 6), "near_tie": m < NEAR_TIE}
+            )
+        fixture_acc[task] = round(100.0 * sum(o == t for o, (_, t) in zip(outs, exs)) / len(exs), 2)
+
+    dest = WORK / "quick-bundle" if quick else T.MODEL_DIR
+    fixture = WORK / "quick-fixture.json" if quick else T.FIXTURE
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in chosen.iterdir():
+        shutil.copy(f, dest / f.name)
+    train_info = json.loads((T.CKPT / "train_log.json").read_text())
+    if isinstance(train_info, list):  # a mid-training checkpoint has only the log
+        train_info = {"log": train_info, "steps": train_info[-1]["step"] if train_info else 0, "batch": "?", "lr": "?", "train_minutes": "?"}
+    n_params = sum(p.numel() for p in __import__("transformers").T5ForConditionalGeneration.from_pretrained(T.CKPT).parameters())
+    train_info["params_m"] = round(n_params / 1e6, 1)
+    info = {
+        "bundled": "int8" if use_int8 else "fp32",
+        "bundled_reason": reason,
+        "size_mb": dir_mb(dest),
+        "eval": {"fp32": ev_fp32, "int8": ev_int8, "fixture": fixture_acc, "heldout_numbers": len(eval_numbers)},
+        "sizes_mb": {"fp32": dir_mb(fp32), "int8": dir_mb(int8)},
+        "training": {k: train_info.get(k) for k in ("steps", "batch", "lr", "train_minutes", "params_m", "heldout_pytorch")},
+    }
+    (dest / "eval.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_card(dest, info)
+    fixture.write_text(
+        json.dumps(
+            {
+                "generated_by": "optimum ORTModelForSeq2SeqLM + transformers generate (greedy, max_new_tokens 40) "
+                f"on models/t5-numbers ({info['bundled']}); scripts/export_default_model.py",
+                "near_tie_margin": NEAR_TIE,
+                "max_new_tokens": 40,
+                "exact_match": fixture_acc,
+                "cases": cases,
+            },
+            indent=1,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+    print(json.dumps(info, indent=1))
+
+
+if __name__ == "__main__":
+    main()
