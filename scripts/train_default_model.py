@@ -156,13 +156,14 @@ def evaluate(model, tok, numbers: list[int]) -> dict[str, float]:
     return table
 
 
-def full_vocab_loss(model, input_ids, mask, labels, used_ids, local):
+def full_vocab_loss(model, input_ids, mask, labels, used_ids, local, unused_row):
     """Exact full-vocabulary cross entropy at the cost of the used tokens only.
 
-    The embedding rows (tied with the LM head) of tokens that never occur in the data are zero
-    and receive no gradient, so their logits are exactly 0 and the partition function over the
-    full vocabulary is the sum over used tokens plus (vocab - used) * exp(0). The model stays a
-    drop-in T5 with the full vocabulary; skipping 32k-wide logits halves the step time.
+    Tokens that never occur in the data share one learnable embedding row (`unused_row`;
+    embeddings are tied with the LM head), so their logits are all equal and the partition
+    function over the full vocabulary is the sum over used tokens plus (vocab - used) times
+    exp(that logit). The model stays a drop-in T5 with the full vocabulary (`materialize`
+    writes the shared row into every unused slot); skipping 32k-wide logits halves the step time.
     """
     import torch
 
@@ -171,12 +172,20 @@ def full_vocab_loss(model, input_ids, mask, labels, used_ids, local):
     dec = model.decoder(input_ids=dec_in, encoder_hidden_states=enc, encoder_attention_mask=mask).last_hidden_state
     h = dec * (model.config.d_model**-0.5)
     logits = (h @ model.shared.weight[used_ids].T).float()
-    others = math.log(model.config.vocab_size - len(used_ids))
-    log_z = torch.logaddexp(torch.logsumexp(logits, dim=-1), torch.full_like(logits[..., 0], others))
+    others = (h @ unused_row).float() + math.log(model.config.vocab_size - len(used_ids))
+    log_z = torch.logaddexp(torch.logsumexp(logits, dim=-1), others)
     valid = labels >= 0
     target = local[labels.clamp(min=0)]
     picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     return ((log_z - picked) * valid).sum() / valid.sum()
+
+
+def materialize(model, keep, unused_row) -> None:
+    """Writes the shared row into every unused embedding slot: the exported model is a plain T5."""
+    import torch
+
+    with torch.no_grad():
+        model.shared.weight[~keep] = unused_row.detach()
 
 
 def train(args) -> None:
@@ -214,13 +223,12 @@ def train(args) -> None:
     used_ids = torch.tensor(used)
     local = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
     local[used_ids] = torch.arange(len(used))
-    with torch.no_grad():
-        keep = torch.zeros(model.config.vocab_size, dtype=torch.bool)
-        keep[used_ids] = True
-        model.shared.weight[~keep] = 0.0
-    print(f"{len(used)} token ids occur in the data; the other embedding rows stay zero", flush=True)
+    keep = torch.zeros(model.config.vocab_size, dtype=torch.bool)
+    keep[used_ids] = True
+    unused_row = torch.nn.Parameter(model.shared.weight[~keep].mean(dim=0).detach().clone())
+    print(f"{len(used)} token ids occur in the data; the others share one embedding row", flush=True)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = torch.optim.AdamW(list(model.parameters()) + [unused_row], lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = args.warmup
 
     def lr_at(step: int) -> float:
@@ -247,7 +255,7 @@ def train(args) -> None:
             mask[i, : len(s)] = 1
             labels[i, : len(t)] = torch.tensor(t)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = full_vocab_loss(model, input_ids, mask, labels, used_ids, local)
+            loss = full_vocab_loss(model, input_ids, mask, labels, used_ids, local, unused_row)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -256,6 +264,7 @@ def train(args) -> None:
             el = time.time() - start
             print(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} {el / (step + 1):.2f}s/step", flush=True)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            materialize(model, keep, unused_row)
             acc = evaluate(model, tok, eval_numbers)
             entry = {"step": step + 1, "minutes": round((time.time() - start) / 60, 1), "heldout_subset": acc}
             log.append(entry)
@@ -264,6 +273,7 @@ def train(args) -> None:
             tok.save_pretrained(CKPT)
             (CKPT / "train_log.json").write_text(json.dumps(log, indent=1))
     minutes = (time.time() - start) / 60
+    materialize(model, keep, unused_row)
     final = evaluate(model, tok, heldout)
     print("final held-out exact match (PyTorch fp32):", json.dumps(final), flush=True)
     model.save_pretrained(CKPT)

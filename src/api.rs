@@ -10,6 +10,8 @@ use crate::generation::{FinishReason, GenerationParams};
 /// Limits that requests are validated against (from the config).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    pub max_concurrent_requests: usize,
+    pub queue_deadline_ms: u64,
     pub max_input_tokens: usize,
     pub max_new_tokens_limit: usize,
     pub default_max_new_tokens: usize,
@@ -19,6 +21,8 @@ pub struct Limits {
 impl From<&Config> for Limits {
     fn from(c: &Config) -> Self {
         Self {
+            max_concurrent_requests: c.max_concurrent_requests,
+            queue_deadline_ms: c.queue_deadline_ms,
             max_input_tokens: c.max_input_tokens,
             max_new_tokens_limit: c.max_new_tokens_limit,
             default_max_new_tokens: c.default_max_new_tokens,
@@ -53,6 +57,8 @@ pub struct GenerateParameters {
     pub max_new_tokens: Option<i64>,
     /// 0..=max_new_tokens; EOS is suppressed until this many tokens are generated.
     pub min_new_tokens: Option<i64>,
+    /// 1..=queue_deadline_ms: answer 504 if the request is still queued after this long.
+    pub deadline_ms: Option<i64>,
 }
 
 /// The texts of a request, and whether the client sent one string (answered with one object).
@@ -93,11 +99,7 @@ pub fn parse_inputs(inputs: &Value, limits: &Limits) -> Result<Texts, Validation
     // most 16 characters, so a text of more than 32 bytes per allowed token cannot fit.
     let byte_limit = limits.max_input_tokens.saturating_mul(32);
     for (i, t) in texts.iter().enumerate() {
-        let name = if single {
-            "inputs".to_string()
-        } else {
-            format!("inputs[{i}]")
-        };
+        let name = if single { "inputs".to_string() } else { format!("inputs[{i}]") };
         if t.trim().is_empty() {
             return Err(invalid(format!("{name} must not be empty")));
         }
@@ -133,19 +135,27 @@ impl GenerateParameters {
                 )));
             }
         };
-        Ok(GenerationParams {
-            max_new_tokens: max as usize,
-            min_new_tokens: min as usize,
-        })
+        Ok(GenerationParams { max_new_tokens: max as usize, min_new_tokens: min as usize })
+    }
+
+    /// How long the request may stay queued.
+    pub fn queue_deadline(&self, limits: &Limits) -> Result<std::time::Duration, ValidationError> {
+        let ms = match self.deadline_ms {
+            None => limits.queue_deadline_ms,
+            Some(v) if v >= 1 && v as u64 <= limits.queue_deadline_ms => v as u64,
+            Some(v) => {
+                return Err(invalid(format!(
+                    "parameters.deadline_ms must be between 1 and {} (queue_deadline_ms), got {v}",
+                    limits.queue_deadline_ms
+                )));
+            }
+        };
+        Ok(std::time::Duration::from_millis(ms))
     }
 }
 
 /// Checks a tokenized input against `max_input_tokens`.
-pub fn check_token_count(
-    index: Option<usize>,
-    count: usize,
-    limits: &Limits,
-) -> Result<(), ValidationError> {
+pub fn check_token_count(index: Option<usize>, count: usize, limits: &Limits) -> Result<(), ValidationError> {
     if count > limits.max_input_tokens {
         let name = index.map_or("inputs".to_string(), |i| format!("inputs[{i}]"));
         return Err(invalid(format!(
@@ -176,6 +186,8 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
+            max_concurrent_requests: 4,
+            queue_deadline_ms: 1000,
             max_input_tokens: 8,
             max_new_tokens_limit: 100,
             default_max_new_tokens: 20,
@@ -185,13 +197,7 @@ mod tests {
 
     #[test]
     fn inputs_accept_string_or_list() {
-        assert_eq!(
-            parse_inputs(&json!("hi"), &limits()).unwrap(),
-            Texts {
-                texts: vec!["hi".into()],
-                single: true
-            }
-        );
+        assert_eq!(parse_inputs(&json!("hi"), &limits()).unwrap(), Texts { texts: vec!["hi".into()], single: true });
         let t = parse_inputs(&json!(["a", "b"]), &limits()).unwrap();
         assert_eq!((t.texts.len(), t.single), (2, false));
     }
@@ -204,15 +210,9 @@ mod tests {
             (json!([]), "inputs must not be an empty list"),
             (json!(["a", 3]), "inputs[1] must be a string"),
             (json!(["a", ""]), "inputs[1] must not be empty"),
-            (
-                json!(["a", "b", "c"]),
-                "inputs has 3 items; the limit is 2 (max_client_batch_size)",
-            ),
+            (json!(["a", "b", "c"]), "inputs has 3 items; the limit is 2 (max_client_batch_size)"),
             (json!(7), "inputs must be a string or a list of strings"),
-            (
-                json!({"a": 1}),
-                "inputs must be a string or a list of strings",
-            ),
+            (json!({"a": 1}), "inputs must be a string or a list of strings"),
         ];
         for (v, msg) in cases {
             assert_eq!(parse_inputs(&v, &limits()).unwrap_err().0, msg, "{v}");
@@ -222,44 +222,29 @@ mod tests {
     #[test]
     fn parameters_default_and_ranges() {
         let p = GenerateParameters::default().validate(&limits()).unwrap();
-        assert_eq!(
-            p,
-            GenerationParams {
-                max_new_tokens: 20,
-                min_new_tokens: 0
-            }
-        );
+        assert_eq!(p, GenerationParams { max_new_tokens: 20, min_new_tokens: 0 });
         for bad in [0, -1, 101] {
-            let e = GenerateParameters {
-                max_new_tokens: Some(bad),
-                ..Default::default()
-            }
+            let e = GenerateParameters { max_new_tokens: Some(bad), ..Default::default() }.validate(&limits());
+            assert!(e.unwrap_err().0.contains("max_new_tokens must be between 1 and 100"));
+        }
+        let e = GenerateParameters { max_new_tokens: Some(5), min_new_tokens: Some(6), ..Default::default() }
             .validate(&limits());
-            assert!(
-                e.unwrap_err()
-                    .0
-                    .contains("max_new_tokens must be between 1 and 100")
-            );
-        }
-        let e = GenerateParameters {
-            max_new_tokens: Some(5),
-            min_new_tokens: Some(6),
-        }
-        .validate(&limits());
-        assert!(
-            e.unwrap_err()
-                .0
-                .contains("min_new_tokens must be between 0 and max_new_tokens (5), got 6")
-        );
+        assert!(e.unwrap_err().0.contains("min_new_tokens must be between 0 and max_new_tokens (5), got 6"));
+    }
+
+    #[test]
+    fn deadline_defaults_to_the_config_and_may_only_shorten() {
+        let ms = |v| GenerateParameters { deadline_ms: v, ..Default::default() }.queue_deadline(&limits());
+        assert_eq!(ms(None).unwrap().as_millis(), 1000);
+        assert_eq!(ms(Some(20)).unwrap().as_millis(), 20);
+        assert!(ms(Some(0)).is_err());
+        assert!(ms(Some(1001)).unwrap_err().0.contains("deadline_ms must be between 1 and 1000"));
     }
 
     #[test]
     fn token_count_limit_names_the_input() {
         assert!(check_token_count(Some(3), 8, &limits()).is_ok());
         let e = check_token_count(Some(3), 9, &limits()).unwrap_err();
-        assert_eq!(
-            e.0,
-            "inputs[3] has 9 tokens; the limit is 8 (max_input_tokens)"
-        );
+        assert_eq!(e.0, "inputs[3] has 9 tokens; the limit is 8 (max_input_tokens)");
     }
 }

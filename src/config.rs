@@ -43,6 +43,18 @@ pub struct Config {
     pub max_client_batch_size: usize,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Requests in flight at once (queued or decoding); beyond it, 429 at once.
+    pub max_concurrent_requests: usize,
+    /// Most rows decoding at once, over all cohorts.
+    pub max_batch_size: usize,
+    /// Memory budget of running rows (encoder output + worst-case key/value cache), in MiB.
+    pub max_batch_memory_mb: usize,
+    /// How long a queued request may wait for others to start a batch with, in milliseconds.
+    pub max_queue_delay_ms: u64,
+    /// Most batches (cohorts) decoding side by side.
+    pub max_cohorts: usize,
+    /// Default deadline of a request while queued, in milliseconds; a request may set a shorter one.
+    pub queue_deadline_ms: u64,
     /// Log output: pretty (human) or json (one object per line).
     pub log_format: LogFormat,
 }
@@ -61,6 +73,12 @@ impl Default for Config {
             default_max_new_tokens: 64,
             max_client_batch_size: 32,
             max_body_bytes: 1 << 20,
+            max_concurrent_requests: 256,
+            max_batch_size: 32,
+            max_batch_memory_mb: 1024,
+            max_queue_delay_ms: 2,
+            max_cohorts: 4,
+            queue_deadline_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
     }
@@ -105,6 +123,24 @@ pub struct Overrides {
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "T5SERVE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Requests in flight at once; beyond it, 429 [default: 256]
+    #[arg(long, env = "T5SERVE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    /// Most rows decoding at once [default: 32]
+    #[arg(long, env = "T5SERVE_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
+    /// Memory budget of running rows in MiB [default: 1024]
+    #[arg(long, env = "T5SERVE_MAX_BATCH_MEMORY_MB")]
+    pub max_batch_memory_mb: Option<usize>,
+    /// Wait for company before starting a batch, in ms [default: 2]
+    #[arg(long, env = "T5SERVE_MAX_QUEUE_DELAY_MS")]
+    pub max_queue_delay_ms: Option<u64>,
+    /// Most batches decoding side by side [default: 4]
+    #[arg(long, env = "T5SERVE_MAX_COHORTS")]
+    pub max_cohorts: Option<usize>,
+    /// Default queue deadline of a request in ms [default: 30000]
+    #[arg(long, env = "T5SERVE_QUEUE_DEADLINE_MS")]
+    pub queue_deadline_ms: Option<u64>,
     /// Log output format [default: pretty]
     #[arg(long, env = "T5SERVE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -117,8 +153,8 @@ pub struct ConfigError(String);
 impl Config {
     /// Reads a TOML file; unknown keys are errors (a typo must not be ignored silently).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
     }
 
@@ -126,9 +162,7 @@ impl Config {
     pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
         let mut config = match &overrides.config {
             Some(path) => Self::from_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
-                Self::from_file(Path::new(DEFAULT_CONFIG_FILE))?
-            }
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => Self::from_file(Path::new(DEFAULT_CONFIG_FILE))?,
             None => Self::default(),
         };
         config.apply(overrides);
@@ -151,6 +185,12 @@ impl Config {
             default_max_new_tokens,
             max_client_batch_size,
             max_body_bytes,
+            max_concurrent_requests,
+            max_batch_size,
+            max_batch_memory_mb,
+            max_queue_delay_ms,
+            max_cohorts,
+            queue_deadline_ms,
             log_format
         );
         if let Some(p) = &o.ort_library {
@@ -160,46 +200,41 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let range = |key: &str, v: usize, lo: usize, hi: usize| {
-            if v < lo || v > hi {
-                Err(ConfigError(format!(
-                    "{key} = {v} is out of range {lo}..={hi}"
-                )))
-            } else {
-                Ok(())
-            }
+            if v < lo || v > hi { Err(ConfigError(format!("{key} = {v} is out of range {lo}..={hi}"))) } else { Ok(()) }
         };
         if self.model.as_os_str().is_empty() {
             return Err(ConfigError("model must name a model directory".into()));
         }
         if self.host.parse::<std::net::IpAddr>().is_err() && self.host != "localhost" {
-            return Err(ConfigError(format!(
-                "host = {:?} is not an IP address",
-                self.host
-            )));
+            return Err(ConfigError(format!("host = {:?} is not an IP address", self.host)));
         }
         range("intra_op_threads", self.intra_op_threads, 0, 1024)?;
         range("max_input_tokens", self.max_input_tokens, 1, 65_536)?;
         range("max_new_tokens_limit", self.max_new_tokens_limit, 1, 65_536)?;
-        range(
-            "default_max_new_tokens",
-            self.default_max_new_tokens,
-            1,
-            self.max_new_tokens_limit,
-        )?;
+        range("default_max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_limit)?;
         range("max_client_batch_size", self.max_client_batch_size, 1, 4096)?;
         range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)?;
+        range("max_concurrent_requests", self.max_concurrent_requests, 1, 1 << 20)?;
+        range("max_batch_size", self.max_batch_size, 1, 4096)?;
+        range("max_batch_memory_mb", self.max_batch_memory_mb, 1, 1 << 20)?;
+        range("max_queue_delay_ms", self.max_queue_delay_ms as usize, 0, 10_000)?;
+        range("max_cohorts", self.max_cohorts, 1, 64)?;
+        range("queue_deadline_ms", self.queue_deadline_ms as usize, 1, 3_600_000)?;
         Ok(())
     }
 
+    pub fn scheduler_settings(&self) -> crate::scheduler::SchedulerSettings {
+        crate::scheduler::SchedulerSettings {
+            max_batch_size: self.max_batch_size,
+            max_batch_bytes: self.max_batch_memory_mb.saturating_mul(1 << 20),
+            max_queue_delay: std::time::Duration::from_millis(self.max_queue_delay_ms),
+            max_cohorts: self.max_cohorts,
+        }
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        let host = if self.host == "localhost" {
-            "127.0.0.1"
-        } else {
-            &self.host
-        };
-        format!("{host}:{}", self.port)
-            .parse()
-            .map_err(|e| ConfigError(format!("host/port: {e}")))
+        let host = if self.host == "localhost" { "127.0.0.1" } else { &self.host };
+        format!("{host}:{}", self.port).parse().map_err(|e| ConfigError(format!("host/port: {e}")))
     }
 }
 
@@ -211,10 +246,7 @@ mod tests {
     fn file_values_are_overridden_by_flags() {
         let mut c: Config = toml::from_str("port = 9000\nhost = \"0.0.0.0\"").unwrap();
         assert_eq!(c.port, 9000);
-        c.apply(&Overrides {
-            port: Some(9100),
-            ..Default::default()
-        });
+        c.apply(&Overrides { port: Some(9100), ..Default::default() });
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 9100));
     }
 
@@ -225,22 +257,14 @@ mod tests {
 
     #[test]
     fn validate_names_the_key() {
-        let c = Config {
-            default_max_new_tokens: 1000,
-            max_new_tokens_limit: 512,
-            ..Default::default()
-        };
+        let c = Config { default_max_new_tokens: 1000, max_new_tokens_limit: 512, ..Default::default() };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("default_max_new_tokens"), "{e}");
     }
 
     #[test]
     fn shipped_default_file_parses_and_validates() {
-        let c = Config::from_file(Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/default.toml"
-        )))
-        .unwrap();
+        let c = Config::from_file(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))).unwrap();
         c.validate().unwrap();
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod generation;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod scheduler;
 
@@ -54,12 +55,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ort_library: config.ort_library.clone(),
     };
     let model_dir = config.model.clone();
+    let scheduling = config.scheduler_settings();
     let (scheduler, info) =
-        tokio::task::spawn_blocking(move || SchedulerHandle::start(model_dir, settings))
+        tokio::task::spawn_blocking(move || SchedulerHandle::start(model_dir, settings, scheduling))
             .await
             .context("model loading task")?
             .with_context(|| format!("cannot start on model {}", config.model.display()))?;
-    let tokenizer = TextTokenizer::from_file(&info.dims_tokenizer_path())?;
+    let tokenizer = TextTokenizer::from_file(&info.tokenizer_path())?;
     tracing::info!(
         model = %info.dims.name,
         dir = %info.model_dir.display(),
@@ -73,16 +75,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         "model loaded"
     );
     let state = http::AppState {
-        scheduler,
+        scheduler: scheduler.clone(),
+        admission: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
+        metrics: Arc::new(metrics::Metrics::new(scheduler.stats.clone())),
         tokenizer: Arc::new(tokenizer),
         limits: Arc::new((&config).into()),
         info: Arc::new(info),
     };
     let app = http::router(state, config.max_body_bytes);
     let addr = config.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -93,11 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .await
     });
     tracing::info!(%addr, "listening");
-    Ok(RunningServer {
-        addr,
-        shutdown: Some(tx),
-        task,
-    })
+    Ok(RunningServer { addr, shutdown: Some(tx), task })
 }
 
 /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
@@ -112,15 +110,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -5,11 +5,7 @@ use t5serve::config::{Config, LogFormat, Overrides};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(
-    name = "t5serve",
-    version,
-    about = "HTTP inference service for T5-family models on ONNX Runtime"
-)]
+#[command(name = "t5serve", version, about = "HTTP inference service for T5-family models on ONNX Runtime")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,8 +19,7 @@ enum Command {
 
 fn init_logging(format: LogFormat) {
     // ort logs every session option at info level; keep it to warnings unless asked.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -43,10 +38,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("t5serve: cannot start the async runtime: {e}");

@@ -28,12 +28,8 @@ async fn health_and_generate_over_a_socket() {
     // "" is not a valid input over HTTP; every other golden prompt is.
     let cases: Vec<&GoldenCase> = g.cases.iter().filter(|c| !c.prompt.is_empty()).collect();
     for case in &cases {
-        let (status, body) = post(
-            &client,
-            &format!("{base}/v1/generate"),
-            &json!({"inputs": case.prompt, "parameters": params}),
-        )
-        .await;
+        let (status, body) =
+            post(&client, &format!("{base}/v1/generate"), &json!({"inputs": case.prompt, "parameters": params})).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["generated_text"], case.text, "{:?}", case.prompt);
         assert_eq!(body["finish_reason"], "length");
@@ -43,30 +39,19 @@ async fn health_and_generate_over_a_socket() {
 
     // All prompts in one request: one result per input, in order, equal to the single answers.
     let prompts: Vec<&str> = cases.iter().map(|c| c.prompt.as_str()).collect();
-    let (status, body) = post(
-        &client,
-        &format!("{base}/v1/generate"),
-        &json!({"inputs": prompts, "parameters": params}),
-    )
-    .await;
+    let (status, body) =
+        post(&client, &format!("{base}/v1/generate"), &json!({"inputs": prompts, "parameters": params})).await;
     assert_eq!(status, 200, "{body}");
     let results = body.as_array().expect("a list input gives a list");
     assert_eq!(results.len(), cases.len());
     for (r, case) in results.iter().zip(&cases) {
-        assert_eq!(
-            r["generated_text"], case.text,
-            "{:?} in a batch",
-            case.prompt
-        );
+        assert_eq!(r["generated_text"], case.text, "{:?} in a batch", case.prompt);
     }
 
     // Without min_new_tokens the defaults apply and max_new_tokens bounds the output.
-    let (status, body) = post(
-        &client,
-        &format!("{base}/v1/generate"),
-        &json!({"inputs": "Hi", "parameters": {"max_new_tokens": 3}}),
-    )
-    .await;
+    let (status, body) =
+        post(&client, &format!("{base}/v1/generate"), &json!({"inputs": "Hi", "parameters": {"max_new_tokens": 3}}))
+            .await;
     assert_eq!(status, 200);
     assert!(body["usage"]["generated_tokens"].as_u64().unwrap() <= 3);
 
@@ -81,70 +66,16 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     let json_ct = "application/json";
     // (description, content type, raw body, expected status, expected error_type)
     let cases: &[(&str, Option<&str>, &str, u16, &str)] = &[
-        (
-            "invalid JSON",
-            Some(json_ct),
-            r#"{"inputs": "Hi""#,
-            400,
-            "bad_request",
-        ),
-        (
-            "not JSON at all",
-            Some(json_ct),
-            "inputs=Hi",
-            400,
-            "bad_request",
-        ),
-        (
-            "wrong content type",
-            Some("text/plain"),
-            r#"{"inputs": "Hi"}"#,
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "no content type",
-            None,
-            r#"{"inputs": "Hi"}"#,
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "empty string",
-            Some(json_ct),
-            r#"{"inputs": ""}"#,
-            422,
-            "validation",
-        ),
-        (
-            "empty list",
-            Some(json_ct),
-            r#"{"inputs": []}"#,
-            422,
-            "validation",
-        ),
-        (
-            "empty item",
-            Some(json_ct),
-            r#"{"inputs": ["Hi", ""]}"#,
-            422,
-            "validation",
-        ),
-        (
-            "missing inputs",
-            Some(json_ct),
-            r#"{"parameters": {"max_new_tokens": 4}}"#,
-            422,
-            "validation",
-        ),
+        ("invalid JSON", Some(json_ct), r#"{"inputs": "Hi""#, 400, "bad_request"),
+        ("not JSON at all", Some(json_ct), "inputs=Hi", 400, "bad_request"),
+        ("wrong content type", Some("text/plain"), r#"{"inputs": "Hi"}"#, 415, "unsupported_media_type"),
+        ("no content type", None, r#"{"inputs": "Hi"}"#, 415, "unsupported_media_type"),
+        ("empty string", Some(json_ct), r#"{"inputs": ""}"#, 422, "validation"),
+        ("empty list", Some(json_ct), r#"{"inputs": []}"#, 422, "validation"),
+        ("empty item", Some(json_ct), r#"{"inputs": ["Hi", ""]}"#, 422, "validation"),
+        ("missing inputs", Some(json_ct), r#"{"parameters": {"max_new_tokens": 4}}"#, 422, "validation"),
         ("empty object", Some(json_ct), "{}", 422, "validation"),
-        (
-            "inputs of wrong type",
-            Some(json_ct),
-            r#"{"inputs": 42}"#,
-            422,
-            "validation",
-        ),
+        ("inputs of wrong type", Some(json_ct), r#"{"inputs": 42}"#, 422, "validation"),
         (
             "zero max_new_tokens",
             Some(json_ct),
@@ -173,20 +104,8 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
             422,
             "validation",
         ),
-        (
-            "unknown field",
-            Some(json_ct),
-            r#"{"inputs": "Hi", "temprature": 1}"#,
-            422,
-            "validation",
-        ),
-        (
-            "unknown parameter",
-            Some(json_ct),
-            r#"{"inputs": "Hi", "parameters": {"max_tokens": 3}}"#,
-            422,
-            "validation",
-        ),
+        ("unknown field", Some(json_ct), r#"{"inputs": "Hi", "temprature": 1}"#, 422, "validation"),
+        ("unknown parameter", Some(json_ct), r#"{"inputs": "Hi", "parameters": {"max_tokens": 3}}"#, 422, "validation"),
     ];
     for (what, ct, body, status, error_type) in cases {
         let mut req = client.post(&url).body(body.to_string());
@@ -196,70 +115,37 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
         let r = req.send().await.unwrap();
         assert_eq!(r.status().as_u16(), *status, "{what}");
         assert!(r.headers().contains_key("x-request-id"), "{what}");
-        let v: Value = r
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
         assert_eq!(v["error_type"], *error_type, "{what}: {v}");
-        assert!(
-            v["error"].as_str().is_some_and(|s| !s.is_empty()),
-            "{what}: {v}"
-        );
+        assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()), "{what}: {v}");
     }
     // The messages name what is wrong.
-    let (_, v) = post(
-        &client,
-        &url,
-        &json!({"inputs": "Hi", "parameters": {"max_new_tokens": -5}}),
-    )
-    .await;
-    assert!(
-        v["error"].as_str().unwrap().contains("max_new_tokens"),
-        "{v}"
-    );
+    let (_, v) = post(&client, &url, &json!({"inputs": "Hi", "parameters": {"max_new_tokens": -5}})).await;
+    assert!(v["error"].as_str().unwrap().contains("max_new_tokens"), "{v}");
     let (_, v) = post(&client, &url, &json!({"inputs": ["Hi", ""]})).await;
     assert!(v["error"].as_str().unwrap().contains("inputs[1]"), "{v}");
 
     // Unknown routes and methods are JSON errors too.
-    let r = client
-        .get(format!("http://{}/nope", server.addr))
-        .send()
-        .await
-        .unwrap();
+    let r = client.get(format!("http://{}/nope", server.addr)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error_type"], "not_found");
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error_type"],
-        "method_not_allowed"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error_type"], "method_not_allowed");
 
     // A body over max_body_bytes is refused with 413 and JSON.
     let big = json!({"inputs": "a ".repeat(600_000)});
     let (status, v) = post(&client, &url, &big).await;
-    assert_eq!(
-        (status, v["error_type"].as_str()),
-        (413, Some("payload_too_large")),
-        "{v}"
-    );
+    assert_eq!((status, v["error_type"].as_str()), (413, Some("payload_too_large")), "{v}");
 
     // An input over max_input_tokens is refused before decoding, naming the limit.
     let long = "word ".repeat(600);
     let (status, v) = post(&client, &url, &json!({"inputs": long})).await;
     assert_eq!(status, 422);
-    assert!(
-        v["error"].as_str().unwrap().contains("max_input_tokens"),
-        "{v}"
-    );
+    assert!(v["error"].as_str().unwrap().contains("max_input_tokens"), "{v}");
 
     // After all that, a good request still succeeds.
-    let (status, v) = post(
-        &client,
-        &url,
-        &json!({"inputs": "Hi", "parameters": {"max_new_tokens": 4}}),
-    )
-    .await;
+    let (status, v) = post(&client, &url, &json!({"inputs": "Hi", "parameters": {"max_new_tokens": 4}})).await;
     assert_eq!(status, 200, "{v}");
     assert!(v["generated_text"].is_string());
     server.shutdown().await.unwrap();

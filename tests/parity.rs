@@ -11,13 +11,7 @@ use t5serve::scheduler::batch::pad_batch;
 
 /// Compares one prompt's served ids and logits with the golden ones. Returns how many steps
 /// were compared before a near-tie (if any) ended the comparison.
-fn compare_case(
-    case: &GoldenCase,
-    ids: &[u32],
-    logits: &[Vec<f32>],
-    eos: u32,
-    min_new: usize,
-) -> usize {
+fn compare_case(case: &GoldenCase, ids: &[u32], logits: &[Vec<f32>], eos: u32, min_new: usize) -> usize {
     assert_eq!(logits.len(), ids.len());
     for (step, top) in case.top5.iter().enumerate() {
         let served = &logits[step];
@@ -38,10 +32,7 @@ fn compare_case(
             .filter(|(id, _)| step >= min_new || *id != eos)
             .collect();
         let (best, second) = (allowed[0], allowed.get(1).copied());
-        assert_eq!(
-            best.0, case.ids[step],
-            "golden ids are the argmax of golden logits"
-        );
+        assert_eq!(best.0, case.ids[step], "golden ids are the argmax of golden logits");
         if let Some(second) = second
             && best.1 - second.1 < TOL
         {
@@ -55,11 +46,7 @@ fn compare_case(
             );
             return step;
         }
-        assert_eq!(
-            ids[step], case.ids[step],
-            "{:?} step {step}: token differs from transformers",
-            case.prompt
-        );
+        assert_eq!(ids[step], case.ids[step], "{:?} step {step}: token differs from transformers", case.prompt);
     }
     case.top5.len()
 }
@@ -69,8 +56,7 @@ fn parity_for(model_dir: std::path::PathBuf) {
     let mut model = load(&model_dir);
     let eos = model.dims.eos_token_id;
     assert_eq!(eos, g.eos_token_id);
-    let tokenizer =
-        t5serve::model::TextTokenizer::from_file(&model_dir.join("tokenizer.json")).unwrap();
+    let tokenizer = t5serve::model::TextTokenizer::from_file(&model_dir.join("tokenizer.json")).unwrap();
     let mut compared = 0;
     for case in &g.cases {
         assert_eq!(
@@ -80,12 +66,7 @@ fn parity_for(model_dir: std::path::PathBuf) {
             case.prompt
         );
         let mut rec = Recorder::default();
-        let out = decode_batch(
-            &mut model,
-            std::slice::from_ref(&case.input_ids),
-            golden_params(&g),
-            &mut rec,
-        );
+        let out = decode_batch(&mut model, std::slice::from_ref(&case.input_ids), golden_params(&g), &mut rec);
         assert_eq!(out[0].ids.len(), g.steps);
         assert!(
             matches!(out[0].finished, Event::Finished { reason: FinishReason::Length, generated_tokens, .. } if generated_tokens == g.steps)
@@ -93,10 +74,7 @@ fn parity_for(model_dir: std::path::PathBuf) {
         compared += compare_case(case, &out[0].ids, &rec.steps[&0], eos, g.min_new_tokens);
     }
     // Near-ties may end a prompt early, but most steps must really be compared.
-    assert!(
-        compared >= g.cases.len() * g.steps * 3 / 4,
-        "only {compared} steps compared"
-    );
+    assert!(compared >= g.cases.len() * g.steps * 3 / 4, "only {compared} steps compared");
 }
 
 #[test]
@@ -117,17 +95,8 @@ fn a_batch_gives_the_same_ids_as_one_by_one() {
     let mut rec = Recorder::default();
     let batched = decode_batch(&mut model, &inputs, golden_params(&g), &mut rec);
     for (i, input) in inputs.iter().enumerate() {
-        let alone = decode_batch(
-            &mut model,
-            std::slice::from_ref(input),
-            golden_params(&g),
-            &mut Recorder::default(),
-        );
-        assert_eq!(
-            batched[i], alone[0],
-            "row {i} ({:?}) differs between batch and single",
-            g.cases[i].prompt
-        );
+        let alone = decode_batch(&mut model, std::slice::from_ref(input), golden_params(&g), &mut Recorder::default());
+        assert_eq!(batched[i], alone[0], "row {i} ({:?}) differs between batch and single", g.cases[i].prompt);
     }
 }
 
@@ -137,23 +106,12 @@ fn rows_leave_the_batch_as_they_finish() {
     let g = golden();
     let mut model = load(&tiny_model());
     let mut rec = Recorder::default();
-    let inputs: Vec<Vec<u32>> = g
-        .cases
-        .iter()
-        .take(3)
-        .map(|c| c.input_ids.clone())
-        .collect();
+    let inputs: Vec<Vec<u32>> = g.cases.iter().take(3).map(|c| c.input_ids.clone()).collect();
     let (rows, mut rxs): (Vec<_>, Vec<_>) = inputs
         .iter()
         .zip([3usize, 24, 10])
         .map(|(ids, n)| {
-            t5serve::scheduler::RowRequest::new(
-                ids.clone(),
-                GenerationParams {
-                    max_new_tokens: n,
-                    min_new_tokens: n,
-                },
-            )
+            t5serve::scheduler::RowRequest::new(ids.clone(), GenerationParams { max_new_tokens: n, min_new_tokens: n })
         })
         .unzip();
     t5serve::scheduler::batch::run_batch(&mut model, rows, &mut rec);
@@ -200,32 +158,12 @@ fn cached_decoding_equals_uncached_decoding() {
         // The shortest, a middle and the longest prompt.
         for case in [&g.cases[1], &g.cases[4], &g.cases[9]] {
             let mut rec = Recorder::default();
-            let cached = decode_batch(
-                &mut model,
-                std::slice::from_ref(&case.input_ids),
-                golden_params(&g),
-                &mut rec,
-            );
-            let (uncached, logits) =
-                greedy_uncached(&mut model, &case.input_ids, &golden_params(&g));
-            assert_eq!(
-                cached[0].ids,
-                uncached,
-                "{}: {:?}",
-                dir.display(),
-                case.prompt
-            );
+            let cached = decode_batch(&mut model, std::slice::from_ref(&case.input_ids), golden_params(&g), &mut rec);
+            let (uncached, logits) = greedy_uncached(&mut model, &case.input_ids, &golden_params(&g));
+            assert_eq!(cached[0].ids, uncached, "{}: {:?}", dir.display(), case.prompt);
             for (step, (a, b)) in rec.steps[&0].iter().zip(&logits).enumerate() {
-                let diff = a
-                    .iter()
-                    .zip(b)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0f32, f32::max);
-                assert!(
-                    diff <= TOL,
-                    "{:?} step {step}: cached and uncached logits differ by {diff}",
-                    case.prompt
-                );
+                let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(diff <= TOL, "{:?} step {step}: cached and uncached logits differ by {diff}", case.prompt);
             }
         }
     }

@@ -5,21 +5,14 @@ use std::process::Command;
 
 fn serve(args: &[&str], ort: Option<&str>) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_t5serve"));
-    cmd.arg("serve")
-        .args(args)
-        .args(["--port", "0"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.arg("serve").args(args).args(["--port", "0"]).current_dir(env!("CARGO_MANIFEST_DIR"));
     match ort {
         Some(p) => cmd.env("ORT_DYLIB_PATH", p),
         None => cmd.env_remove("ORT_DYLIB_PATH"),
     };
     cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
     let out = cmd.output().expect("binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("panicked"), "no panic expected:\n{text}");
     (out.status.code().unwrap_or(-1), text)
 }
@@ -28,25 +21,16 @@ const TINY: &str = "tests/data/tiny-t5";
 
 #[test]
 fn missing_onnx_runtime_names_the_path_and_the_fix() {
-    let (code, text) = serve(
-        &["--model", TINY],
-        Some("/nonexistent/libonnxruntime.so.1.31.1"),
-    );
+    let (code, text) = serve(&["--model", TINY], Some("/nonexistent/libonnxruntime.so.1.31.1"));
     assert_ne!(code, 0);
-    assert!(
-        text.contains("/nonexistent/libonnxruntime.so.1.31.1"),
-        "{text}"
-    );
+    assert!(text.contains("/nonexistent/libonnxruntime.so.1.31.1"), "{text}");
     assert!(text.contains("scripts/setup_ort.sh"), "{text}");
 }
 
 #[test]
 fn a_library_that_is_not_onnx_runtime_is_refused() {
     // Any shared library without OrtGetApiBase: the ORT provider bridge that ships beside it.
-    let lib = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/.ort/libonnxruntime_providers_shared.so"
-    );
+    let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/.ort/libonnxruntime_providers_shared.so");
     let (code, text) = serve(&["--model", TINY], Some(lib));
     assert_ne!(code, 0);
     assert!(text.contains("OrtGetApiBase"), "{text}");
@@ -66,11 +50,8 @@ fn incomplete_model_directory_names_the_missing_file() {
     let ort = concat!(env!("CARGO_MANIFEST_DIR"), "/.ort/libonnxruntime.so.1.31.1");
     let dir = std::env::temp_dir().join(format!("t5serve-incomplete-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        format!("{}/{TINY}/encoder_model.onnx", env!("CARGO_MANIFEST_DIR")),
-        dir.join("encoder_model.onnx"),
-    )
-    .unwrap();
+    std::fs::copy(format!("{}/{TINY}/encoder_model.onnx", env!("CARGO_MANIFEST_DIR")), dir.join("encoder_model.onnx"))
+        .unwrap();
     let (code, text) = serve(&["--model", dir.to_str().unwrap()], Some(ort));
     std::fs::remove_dir_all(&dir).ok();
     assert_ne!(code, 0);

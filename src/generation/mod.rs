@@ -42,12 +42,7 @@ pub fn greedy_next(logits: &[f32], generated: usize, params: &GenerationParams, 
 }
 
 /// Whether a row stops after emitting `token` as its `generated`-th token (1-based).
-pub fn finish_reason(
-    token: u32,
-    generated: usize,
-    params: &GenerationParams,
-    eos: u32,
-) -> Option<FinishReason> {
+pub fn finish_reason(token: u32, generated: usize, params: &GenerationParams, eos: u32) -> Option<FinishReason> {
     if token == eos {
         Some(FinishReason::Eos)
     } else if generated >= params.max_new_tokens {
@@ -61,10 +56,7 @@ pub fn finish_reason(
 mod tests {
     use super::*;
 
-    const P: GenerationParams = GenerationParams {
-        max_new_tokens: 3,
-        min_new_tokens: 2,
-    };
+    const P: GenerationParams = GenerationParams { max_new_tokens: 3, min_new_tokens: 2 };
 
     #[test]
     fn argmax_takes_first_of_equal_values() {

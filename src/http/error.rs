@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -27,6 +27,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// `max_concurrent_requests` are in flight; retry later.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The request waited in the queue past its deadline and never ran.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The model worker cannot take work.
     #[error("{0}")]
     Unavailable(String),
@@ -50,6 +56,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -63,6 +71,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::DeadlineExceeded(_) => "deadline_exceeded",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -75,22 +85,18 @@ impl IntoResponse for ApiError {
         let error = match &self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
-                "internal error; the x-request-id response header identifies it in the server log"
-                    .to_string()
+                "internal error; the x-request-id response header identifies it in the server log".to_string()
             }
             other => {
                 tracing::debug!(status = status.as_u16(), error = %other, "request rejected");
                 other.to_string()
             }
         };
-        (
-            status,
-            Json(ErrorBody {
-                error,
-                error_type: self.error_type(),
-            }),
-        )
-            .into_response()
+        let mut response = (status, Json(ErrorBody { error, error_type: self.error_type() })).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -103,9 +109,8 @@ impl From<ValidationError> for ApiError {
 impl From<SchedulerError> for ApiError {
     fn from(e: SchedulerError) -> Self {
         match e {
-            SchedulerError::WorkerGone => {
-                ApiError::Unavailable("the model is not available".into())
-            }
+            SchedulerError::WorkerGone => ApiError::Unavailable("the model is not available".into()),
+            e @ SchedulerError::TooLarge { .. } => ApiError::Validation(e.to_string()),
             SchedulerError::Startup(e) => ApiError::Internal(e.to_string()),
         }
     }
@@ -115,9 +120,9 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let text = r.body_text();
         match r {
-            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-                "expected a request with `Content-Type: application/json`".into(),
-            ),
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::UnsupportedMediaType("expected a request with `Content-Type: application/json`".into())
+            }
             JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest(text),
             JsonRejection::JsonDataError(_) => ApiError::Validation(text),
             JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {

@@ -3,10 +3,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use std::time::Instant;
+
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::api::{self, GenerateRequest, Generation, Usage};
-use crate::scheduler::{Event, RowRequest};
+use crate::scheduler::{Event, RowError, RowRequest};
 
 use super::AppState;
 use super::error::ApiError;
@@ -16,12 +18,17 @@ pub async fn generate(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
+    let _permit = app.admit()?;
     let texts = api::parse_inputs(&req.inputs, &app.limits)?;
     let params = req.parameters.validate(&app.limits)?;
+    let deadline = Instant::now() + req.parameters.queue_deadline(&app.limits)?;
     let ids = app.tokenize(texts.texts).await?;
     let (rows, receivers): (Vec<_>, Vec<_>) = ids
         .into_iter()
-        .map(|ids| RowRequest::new(ids, params))
+        .map(|ids| {
+            let (row, rx) = RowRequest::new(ids, params);
+            (row.with_deadline(Some(deadline)), rx)
+        })
         .unzip();
     app.scheduler.submit(rows)?;
     let mut out = Vec::with_capacity(receivers.len());
@@ -41,28 +48,19 @@ async fn collect(app: &AppState, mut rx: UnboundedReceiver<Event>) -> Result<Gen
     while let Some(event) = rx.recv().await {
         match event {
             Event::Token { id } => ids.push(id),
-            Event::Finished {
-                reason,
-                input_tokens,
-                generated_tokens,
-            } => {
-                let generated_text = app
-                    .tokenizer
-                    .decode(&ids)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Event::Finished { reason, input_tokens, generated_tokens } => {
+                let generated_text = app.tokenizer.decode(&ids).map_err(|e| ApiError::Internal(e.to_string()))?;
                 return Ok(Generation {
                     generated_text,
                     finish_reason: reason,
-                    usage: Usage {
-                        input_tokens,
-                        generated_tokens,
-                    },
+                    usage: Usage { input_tokens, generated_tokens },
                 });
             }
-            Event::Error(e) => return Err(ApiError::Internal(format!("decoding failed: {e}"))),
+            Event::Error(RowError::DeadlineExceeded) => {
+                return Err(ApiError::DeadlineExceeded("the request waited in the queue past its deadline".into()));
+            }
+            Event::Error(RowError::Internal(e)) => return Err(ApiError::Internal(format!("decoding failed: {e}"))),
         }
     }
-    Err(ApiError::Internal(
-        "the decode thread dropped a row without finishing it".into(),
-    ))
+    Err(ApiError::Internal("the decode thread dropped a row without finishing it".into()))
 }

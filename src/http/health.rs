@@ -9,9 +9,7 @@ use super::error::ApiError;
 
 pub async fn health(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     if !app.scheduler.is_alive() {
-        return Err(ApiError::Unavailable(
-            "the decode thread has stopped".into(),
-        ));
+        return Err(ApiError::Unavailable("the decode thread has stopped".into()));
     }
     Ok(Json(json!({ "status": "ok", "model": app.info.dims.name })))
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod generate;
 pub mod health;
 pub mod json;
+pub mod metrics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,9 +16,7 @@ use axum::http::{HeaderValue, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::api::{self, Limits};
@@ -32,12 +31,25 @@ const REQUEST_ID: &str = "x-request-id";
 #[derive(Clone)]
 pub struct AppState {
     pub scheduler: SchedulerHandle,
+    /// One permit per request in flight (`max_concurrent_requests`).
+    pub admission: Arc<tokio::sync::Semaphore>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub tokenizer: Arc<TextTokenizer>,
     pub limits: Arc<Limits>,
     pub info: Arc<WorkerInfo>,
 }
 
 impl AppState {
+    /// Admission: a permit, or 429 at once rather than an unbounded wait.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.admission.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Overloaded(format!(
+                "the server is at max_concurrent_requests ({}); retry later",
+                self.limits.max_concurrent_requests
+            ))
+        })
+    }
+
     /// Tokenizes on the blocking pool (never on the async workers) and checks each length.
     pub async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
         let tokenizer = self.tokenizer.clone();
@@ -48,9 +60,7 @@ impl AppState {
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    let ids = tokenizer
-                        .encode(t)
-                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    let ids = tokenizer.encode(t).map_err(|e| ApiError::Internal(e.to_string()))?;
                     api::check_token_count(many.then_some(i), ids.len(), &limits)?;
                     Ok(ids)
                 })
@@ -71,9 +81,7 @@ struct NextRequestId {
 impl MakeRequestId for NextRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n:08x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&format!("{:08x}-{n:08x}", self.prefix)).ok().map(RequestId::new)
     }
 }
 
@@ -99,27 +107,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         counter: Arc::new(AtomicU64::new(1)),
     };
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-        let id = req
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
+        let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
     });
     Router::new()
         .route("/v1/generate", post(generate::generate))
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(trace)
-        .layer(PropagateRequestIdLayer::new(
-            REQUEST_ID.parse().expect("valid header name"),
-        ))
-        .layer(SetRequestIdLayer::new(
-            REQUEST_ID.parse().expect("valid header name"),
-            ids,
-        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.parse().expect("valid header name")))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.parse().expect("valid header name"), ids))
 }

@@ -112,10 +112,7 @@ fn required(dir: &Path, name: &str) -> Result<PathBuf, ModelError> {
 impl ModelFiles {
     pub fn discover(dir: &Path) -> Result<Self, ModelError> {
         if !dir.is_dir() {
-            return Err(ModelError::Files(format!(
-                "model directory {} does not exist",
-                dir.display()
-            )));
+            return Err(ModelError::Files(format!("model directory {} does not exist", dir.display())));
         }
         let encoder = required(dir, "encoder_model.onnx")?;
         let tokenizer = required(dir, "tokenizer.json")?;
@@ -134,12 +131,7 @@ impl ModelFiles {
                 dir.display()
             )));
         };
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            encoder,
-            decoder,
-            tokenizer,
-        })
+        Ok(Self { dir: dir.to_path_buf(), encoder, decoder, tokenizer })
     }
 
     pub fn dims(&self) -> Result<ModelDims, ModelError> {
@@ -153,18 +145,11 @@ impl ModelFiles {
                 .map_err(|e| ModelError::Files(format!("cannot read {}: {e}", p.display())))
         };
         let raw = read("config.json")?.unwrap_or_default();
-        let cfg: RawConfig = serde_json::from_str(&raw).map_err(|e| {
-            ModelError::Files(format!(
-                "invalid config.json in {}: {e}",
-                self.dir.display()
-            ))
-        })?;
+        let cfg: RawConfig = serde_json::from_str(&raw)
+            .map_err(|e| ModelError::Files(format!("invalid config.json in {}: {e}", self.dir.display())))?;
         let generation: RawGenerationConfig = match read("generation_config.json")? {
             Some(text) => serde_json::from_str(&text).map_err(|e| {
-                ModelError::Files(format!(
-                    "invalid generation_config.json in {}: {e}",
-                    self.dir.display()
-                ))
+                ModelError::Files(format!("invalid generation_config.json in {}: {e}", self.dir.display()))
             })?,
             None => RawGenerationConfig::default(),
         };
@@ -184,10 +169,7 @@ impl ModelFiles {
             num_layers: cfg.num_layers,
             num_decoder_layers: cfg.num_decoder_layers.unwrap_or(cfg.num_layers),
             // T5 starts decoding from the pad token and ends at id 1 unless the config says otherwise.
-            decoder_start_token_id: generation
-                .decoder_start_token_id
-                .or(cfg.decoder_start_token_id)
-                .unwrap_or(0),
+            decoder_start_token_id: generation.decoder_start_token_id.or(cfg.decoder_start_token_id).unwrap_or(0),
             eos_token_id: generation
                 .eos_token_id
                 .as_ref()

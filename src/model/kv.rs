@@ -16,18 +16,8 @@ pub struct DecoderState {
 }
 
 impl DecoderState {
-    pub(crate) fn new(
-        self_kv: Vec<DynValue>,
-        cross_kv: Vec<DynValue>,
-        batch: usize,
-        dec_len: usize,
-    ) -> Self {
-        Self {
-            self_kv,
-            cross_kv,
-            batch,
-            dec_len,
-        }
+    pub(crate) fn new(self_kv: Vec<DynValue>, cross_kv: Vec<DynValue>, batch: usize, dec_len: usize) -> Self {
+        Self { self_kv, cross_kv, batch, dec_len }
     }
 
     pub fn batch(&self) -> usize {
@@ -79,9 +69,7 @@ pub(crate) fn gather_rows(value: &DynValue, rows: &[usize]) -> Result<DynValue, 
     let mut out = Vec::with_capacity(rows.len() * row);
     for &r in rows {
         if r >= batch {
-            return Err(ModelError::Output(format!(
-                "row {r} out of a batch of {batch}"
-            )));
+            return Err(ModelError::Output(format!("row {r} out of a batch of {batch}")));
         }
         out.extend_from_slice(&data[r * row..(r + 1) * row]);
     }

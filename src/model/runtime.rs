@@ -38,22 +38,14 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Mode
     let path = library_path(explicit);
     let path = std::path::absolute(&path).unwrap_or(path);
     if !path.is_file() {
-        return Err(ModelError::Runtime(format!(
-            "ONNX Runtime library not found at {}: {FIX_HINT}",
-            path.display()
-        )));
+        return Err(ModelError::Runtime(format!("ONNX Runtime library not found at {}: {FIX_HINT}", path.display())));
     }
     // Check the version ourselves first: ort accepts any newer release and reports an older one
     // only in a generic error.
     let version = library_version(&path).map_err(|e| {
-        ModelError::Runtime(format!(
-            "cannot load ONNX Runtime from {}: {e}; {FIX_HINT}",
-            path.display()
-        ))
+        ModelError::Runtime(format!("cannot load ONNX Runtime from {}: {e}; {FIX_HINT}", path.display()))
     })?;
-    let wanted_minor = ORT_VERSION
-        .rsplit_once('.')
-        .map_or(ORT_VERSION, |(mm, _)| mm);
+    let wanted_minor = ORT_VERSION.rsplit_once('.').map_or(ORT_VERSION, |(mm, _)| mm);
     if version != wanted_minor && !version.starts_with(&format!("{wanted_minor}.")) {
         return Err(ModelError::Runtime(format!(
             "ONNX Runtime at {} is version {version}, expected {ORT_VERSION}; {FIX_HINT}",
@@ -61,18 +53,13 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Mode
         )));
     }
     let builder = ort::init_from(&path).map_err(|e| {
-        ModelError::Runtime(format!(
-            "cannot load ONNX Runtime from {}: {e}; {FIX_HINT}",
-            path.display()
-        ))
+        ModelError::Runtime(format!("cannot load ONNX Runtime from {}: {e}; {FIX_HINT}", path.display()))
     })?;
     let env = builder
         .with_name("t5serve")
         .with_telemetry(false)
         .build()
-        .map_err(|e| {
-            ModelError::Runtime(format!("cannot create the ONNX Runtime environment: {e}"))
-        })?;
+        .map_err(|e| ModelError::Runtime(format!("cannot create the ONNX Runtime environment: {e}")))?;
     tracing::info!(
         library = %path.display(),
         version = %version,
@@ -88,10 +75,9 @@ fn library_version(path: &Path) -> Result<String, String> {
     // the returned string is static and NUL-terminated per that header.
     unsafe {
         let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
-        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
-            lib.get(b"OrtGetApiBase").map_err(|_| {
-                "the library does not export OrtGetApiBase (is it ONNX Runtime?)".to_string()
-            })?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> = lib
+            .get(b"OrtGetApiBase")
+            .map_err(|_| "the library does not export OrtGetApiBase (is it ONNX Runtime?)".to_string())?;
         let base = get_base();
         if base.is_null() {
             return Err("OrtGetApiBase returned null".into());
@@ -100,9 +86,7 @@ fn library_version(path: &Path) -> Result<String, String> {
         if version.is_null() {
             return Err("GetVersionString returned null".into());
         }
-        let version = std::ffi::CStr::from_ptr(version)
-            .to_string_lossy()
-            .into_owned();
+        let version = std::ffi::CStr::from_ptr(version).to_string_lossy().into_owned();
         // ort opens the same library next; unloading it in between would only cost time.
         std::mem::forget(lib);
         Ok(version)

@@ -27,7 +27,6 @@ pub struct SessionSettings {
     pub ort_library: Option<std::path::PathBuf>,
 }
 
-
 enum Decoder {
     Split { first: Session, with_past: Session },
     Merged(Session),
@@ -49,10 +48,7 @@ impl Encoded {
 
     /// Keeps the given rows, in that order.
     pub fn select_rows(&self, rows: &[usize]) -> Self {
-        Self {
-            hidden: self.hidden.select(ndarray::Axis(0), rows),
-            mask: self.mask.select(ndarray::Axis(0), rows),
-        }
+        Self { hidden: self.hidden.select(ndarray::Axis(0), rows), mask: self.mask.select(ndarray::Axis(0), rows) }
     }
 }
 
@@ -82,8 +78,7 @@ pub struct Seq2SeqModel {
 }
 
 fn build_session(path: &Path, settings: &SessionSettings) -> ort::Result<Session> {
-    let env = runtime::environment(settings.ort_library.as_deref())
-        .map_err(|e| ort::Error::new(e.to_string()))?;
+    let env = runtime::environment(settings.ort_library.as_deref()).map_err(|e| ort::Error::new(e.to_string()))?;
     let mut builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_op_spinning(settings.spinning)?
@@ -95,8 +90,7 @@ fn build_session(path: &Path, settings: &SessionSettings) -> ort::Result<Session
 }
 
 fn session(path: &Path, settings: &SessionSettings) -> Result<Session, ModelError> {
-    build_session(path, settings)
-        .map_err(|e| ModelError::Session(format!("cannot load {}: {e}", path.display())))
+    build_session(path, settings).map_err(|e| ModelError::Session(format!("cannot load {}: {e}", path.display())))
 }
 
 fn input_names(s: &Session) -> Vec<String> {
@@ -111,18 +105,12 @@ impl Seq2SeqModel {
         let dims = files.dims()?;
         let encoder = session(&files.encoder, settings)?;
         let decoder = match &files.decoder {
-            DecoderLayout::Split { first, with_past } => Decoder::Split {
-                first: session(first, settings)?,
-                with_past: session(with_past, settings)?,
-            },
+            DecoderLayout::Split { first, with_past } => {
+                Decoder::Split { first: session(first, settings)?, with_past: session(with_past, settings)? }
+            }
             DecoderLayout::Merged(path) => Decoder::Merged(session(path, settings)?),
         };
-        let model = Self {
-            dims,
-            files,
-            encoder,
-            decoder,
-        };
+        let model = Self { dims, files, encoder, decoder };
         model.check_graphs()?;
         Ok(model)
     }
@@ -141,39 +129,17 @@ impl Seq2SeqModel {
             }
             Ok(())
         };
-        want(
-            &self.encoder,
-            "encoder_model.onnx",
-            &["input_ids", "attention_mask"],
-        )?;
+        want(&self.encoder, "encoder_model.onnx", &["input_ids", "attention_mask"])?;
         let past = "past_key_values.0.decoder.key";
         match &self.decoder {
             Decoder::Split { first, with_past } => {
-                want(
-                    first,
-                    "decoder_model.onnx",
-                    &[
-                        "input_ids",
-                        "encoder_hidden_states",
-                        "encoder_attention_mask",
-                    ],
-                )?;
-                want(
-                    with_past,
-                    "decoder_with_past_model.onnx",
-                    &["input_ids", "encoder_attention_mask", past],
-                )?;
+                want(first, "decoder_model.onnx", &["input_ids", "encoder_hidden_states", "encoder_attention_mask"])?;
+                want(with_past, "decoder_with_past_model.onnx", &["input_ids", "encoder_attention_mask", past])?;
             }
             Decoder::Merged(s) => want(
                 s,
                 "decoder_model_merged.onnx",
-                &[
-                    "input_ids",
-                    "encoder_hidden_states",
-                    "encoder_attention_mask",
-                    past,
-                    "use_cache_branch",
-                ],
+                &["input_ids", "encoder_hidden_states", "encoder_attention_mask", past, "use_cache_branch"],
             )?,
         }
         Ok(())
@@ -187,23 +153,13 @@ impl Seq2SeqModel {
     }
 
     /// Runs the encoder over a right-padded batch.
-    pub fn encode(
-        &mut self,
-        input_ids: Array2<i64>,
-        mask: Array2<i64>,
-    ) -> Result<Encoded, ModelError> {
+    pub fn encode(&mut self, input_ids: Array2<i64>, mask: Array2<i64>) -> Result<Encoded, ModelError> {
         let (batch, len) = input_ids.dim();
         let d = self.dims.d_model;
         let hidden = {
             let inputs: Inputs<'_> = vec![
-                (
-                    "input_ids".into(),
-                    TensorRef::from_array_view(input_ids.view())?.into(),
-                ),
-                (
-                    "attention_mask".into(),
-                    TensorRef::from_array_view(mask.view())?.into(),
-                ),
+                ("input_ids".into(), TensorRef::from_array_view(input_ids.view())?.into()),
+                ("attention_mask".into(), TensorRef::from_array_view(mask.view())?.into()),
             ];
             let out = self.encoder.run(inputs)?;
             let (shape, data) = out
@@ -211,9 +167,7 @@ impl Seq2SeqModel {
                 .ok_or_else(|| ModelError::Output("encoder output last_hidden_state".into()))?
                 .try_extract_tensor::<f32>()?;
             if shape[..] != [batch as i64, len as i64, d as i64] {
-                return Err(ModelError::Output(format!(
-                    "encoder output shape {shape:?}"
-                )));
+                return Err(ModelError::Output(format!("encoder output shape {shape:?}")));
             }
             Array3::from_shape_vec((batch, len, d), data.to_vec()).expect("shape checked above")
         };
@@ -222,29 +176,15 @@ impl Seq2SeqModel {
 
     /// The first decoder step: one token per row (normally the decoder start token). Returns
     /// the logits and a cache holding the self K/V (length 1) and the cross K/V.
-    pub fn decode_first(
-        &mut self,
-        tokens: &[i64],
-        enc: &Encoded,
-    ) -> Result<(Logits, DecoderState), ModelError> {
+    pub fn decode_first(&mut self, tokens: &[i64], enc: &Encoded) -> Result<(Logits, DecoderState), ModelError> {
         let layers = self.dims.num_decoder_layers;
-        let ids =
-            Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("one token per row");
+        let ids = Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("one token per row");
         let (logits, kv) = match &mut self.decoder {
             Decoder::Split { first, .. } => {
                 let inputs: Inputs<'_> = vec![
-                    (
-                        "input_ids".into(),
-                        TensorRef::from_array_view(ids.view())?.into(),
-                    ),
-                    (
-                        "encoder_hidden_states".into(),
-                        TensorRef::from_array_view(enc.hidden.view())?.into(),
-                    ),
-                    (
-                        "encoder_attention_mask".into(),
-                        TensorRef::from_array_view(enc.mask.view())?.into(),
-                    ),
+                    ("input_ids".into(), TensorRef::from_array_view(ids.view())?.into()),
+                    ("encoder_hidden_states".into(), TensorRef::from_array_view(enc.hidden.view())?.into()),
+                    ("encoder_attention_mask".into(), TensorRef::from_array_view(enc.mask.view())?.into()),
                 ];
                 let mut out = first.run(inputs)?;
                 (last_logits(&out)?, take_presents(&mut out, layers, true)?)
@@ -253,38 +193,18 @@ impl Seq2SeqModel {
                 let (b, src) = enc.mask.dim();
                 let (h, dk) = (self.dims.num_heads, self.dims.d_kv);
                 // The no-cache branch ignores the past inputs, but they must be present.
-                let dummy_self =
-                    Tensor::<f32>::from_array(([b, h, 1, dk], vec![0f32; b * h * dk]))?;
-                let dummy_cross =
-                    Tensor::<f32>::from_array(([b, h, src, dk], vec![0f32; b * h * src * dk]))?;
+                let dummy_self = Tensor::<f32>::from_array(([b, h, 1, dk], vec![0f32; b * h * dk]))?;
+                let dummy_cross = Tensor::<f32>::from_array(([b, h, src, dk], vec![0f32; b * h * src * dk]))?;
                 let mut inputs: Inputs<'_> = vec![
-                    (
-                        "input_ids".into(),
-                        TensorRef::from_array_view(ids.view())?.into(),
-                    ),
-                    (
-                        "encoder_hidden_states".into(),
-                        TensorRef::from_array_view(enc.hidden.view())?.into(),
-                    ),
-                    (
-                        "encoder_attention_mask".into(),
-                        TensorRef::from_array_view(enc.mask.view())?.into(),
-                    ),
-                    (
-                        "use_cache_branch".into(),
-                        Tensor::<bool>::from_array(([1usize], vec![false]))?.into(),
-                    ),
+                    ("input_ids".into(), TensorRef::from_array_view(ids.view())?.into()),
+                    ("encoder_hidden_states".into(), TensorRef::from_array_view(enc.hidden.view())?.into()),
+                    ("encoder_attention_mask".into(), TensorRef::from_array_view(enc.mask.view())?.into()),
+                    ("use_cache_branch".into(), Tensor::<bool>::from_array(([1usize], vec![false]))?.into()),
                 ];
                 for i in 0..layers {
                     for kind in ["key", "value"] {
-                        inputs.push((
-                            format!("past_key_values.{i}.decoder.{kind}").into(),
-                            (&dummy_self).into(),
-                        ));
-                        inputs.push((
-                            format!("past_key_values.{i}.encoder.{kind}").into(),
-                            (&dummy_cross).into(),
-                        ));
+                        inputs.push((format!("past_key_values.{i}.decoder.{kind}").into(), (&dummy_self).into()));
+                        inputs.push((format!("past_key_values.{i}.encoder.{kind}").into(), (&dummy_cross).into()));
                     }
                 }
                 let mut out = s.run(inputs)?;
@@ -292,12 +212,7 @@ impl Seq2SeqModel {
             }
         };
         let (self_kv, cross_kv) = kv;
-        let state = DecoderState::new(
-            self_kv,
-            cross_kv.expect("first step returns cross K/V"),
-            tokens.len(),
-            1,
-        );
+        let state = DecoderState::new(self_kv, cross_kv.expect("first step returns cross K/V"), tokens.len(), 1);
         Ok((logits, state))
     }
 
@@ -317,18 +232,11 @@ impl Seq2SeqModel {
                 state.batch()
             )));
         }
-        let ids =
-            Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("one token per row");
+        let ids = Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("one token per row");
         let (logits, self_kv) = {
             let mut inputs: Inputs<'_> = vec![
-                (
-                    "input_ids".into(),
-                    TensorRef::from_array_view(ids.view())?.into(),
-                ),
-                (
-                    "encoder_attention_mask".into(),
-                    TensorRef::from_array_view(enc.mask.view())?.into(),
-                ),
+                ("input_ids".into(), TensorRef::from_array_view(ids.view())?.into()),
+                ("encoder_attention_mask".into(), TensorRef::from_array_view(enc.mask.view())?.into()),
             ];
             for i in 0..layers {
                 for (k, kind) in ["key", "value"].into_iter().enumerate() {
@@ -345,22 +253,15 @@ impl Seq2SeqModel {
             let mut out = match &mut self.decoder {
                 Decoder::Split { with_past, .. } => with_past.run(inputs)?,
                 Decoder::Merged(s) => {
-                    inputs.push((
-                        "encoder_hidden_states".into(),
-                        TensorRef::from_array_view(enc.hidden.view())?.into(),
-                    ));
-                    inputs.push((
-                        "use_cache_branch".into(),
-                        Tensor::<bool>::from_array(([1usize], vec![true]))?.into(),
-                    ));
+                    inputs
+                        .push(("encoder_hidden_states".into(), TensorRef::from_array_view(enc.hidden.view())?.into()));
+                    inputs
+                        .push(("use_cache_branch".into(), Tensor::<bool>::from_array(([1usize], vec![true]))?.into()));
                     s.run(inputs)?
                 }
             };
             // In the merged graph's cache branch the encoder presents are dummies: keep ours.
-            (
-                last_logits(&out)?,
-                take_presents(&mut out, layers, false)?.0,
-            )
+            (last_logits(&out)?, take_presents(&mut out, layers, false)?.0)
         };
         state.advance(self_kv);
         Ok(logits)
@@ -368,51 +269,26 @@ impl Seq2SeqModel {
 
     /// Runs the decoder over a whole prefix without any cache and returns the logits of every
     /// position, `[batch, prefix_len, vocab]`. Slow (quadratic); the reference the cache is tested against.
-    pub fn decode_uncached(
-        &mut self,
-        prefix: &Array2<i64>,
-        enc: &Encoded,
-    ) -> Result<Array3<f32>, ModelError> {
+    pub fn decode_uncached(&mut self, prefix: &Array2<i64>, enc: &Encoded) -> Result<Array3<f32>, ModelError> {
         let layers = self.dims.num_decoder_layers;
         let (b, t) = prefix.dim();
         let v = self.dims.vocab_size;
         let (h, dk, src) = (self.dims.num_heads, self.dims.d_kv, enc.mask.ncols());
         let mut inputs: Inputs<'_> = vec![
-            (
-                "input_ids".into(),
-                TensorRef::from_array_view(prefix.view())?.into(),
-            ),
-            (
-                "encoder_hidden_states".into(),
-                TensorRef::from_array_view(enc.hidden.view())?.into(),
-            ),
-            (
-                "encoder_attention_mask".into(),
-                TensorRef::from_array_view(enc.mask.view())?.into(),
-            ),
+            ("input_ids".into(), TensorRef::from_array_view(prefix.view())?.into()),
+            ("encoder_hidden_states".into(), TensorRef::from_array_view(enc.hidden.view())?.into()),
+            ("encoder_attention_mask".into(), TensorRef::from_array_view(enc.mask.view())?.into()),
         ];
         let out = match &mut self.decoder {
             Decoder::Split { first, .. } => first.run(inputs)?,
             Decoder::Merged(s) => {
-                inputs.push((
-                    "use_cache_branch".into(),
-                    Tensor::<bool>::from_array(([1usize], vec![false]))?.into(),
-                ));
+                inputs.push(("use_cache_branch".into(), Tensor::<bool>::from_array(([1usize], vec![false]))?.into()));
                 for i in 0..layers {
                     for kind in ["key", "value"] {
                         let d = Tensor::<f32>::from_array(([b, h, 1, dk], vec![0f32; b * h * dk]))?;
-                        let c = Tensor::<f32>::from_array((
-                            [b, h, src, dk],
-                            vec![0f32; b * h * src * dk],
-                        ))?;
-                        inputs.push((
-                            format!("past_key_values.{i}.decoder.{kind}").into(),
-                            d.into(),
-                        ));
-                        inputs.push((
-                            format!("past_key_values.{i}.encoder.{kind}").into(),
-                            c.into(),
-                        ));
+                        let c = Tensor::<f32>::from_array(([b, h, src, dk], vec![0f32; b * h * src * dk]))?;
+                        inputs.push((format!("past_key_values.{i}.decoder.{kind}").into(), d.into()));
+                        inputs.push((format!("past_key_values.{i}.encoder.{kind}").into(), c.into()));
                     }
                 }
                 s.run(inputs)?
@@ -423,20 +299,13 @@ impl Seq2SeqModel {
             .ok_or_else(|| ModelError::Output("decoder output logits".into()))?
             .try_extract_tensor::<f32>()?;
         if shape[..] != [b as i64, t as i64, v as i64] {
-            return Err(ModelError::Output(format!(
-                "decoder logits shape {shape:?}"
-            )));
+            return Err(ModelError::Output(format!("decoder logits shape {shape:?}")));
         }
         Ok(Array3::from_shape_vec((b, t, v), data.to_vec()).expect("shape checked above"))
     }
 
     /// Keeps the given rows of a running batch (finished or cancelled rows leave).
-    pub fn retain_rows(
-        &self,
-        rows: &[usize],
-        enc: &mut Encoded,
-        state: &mut DecoderState,
-    ) -> Result<(), ModelError> {
+    pub fn retain_rows(&self, rows: &[usize], enc: &mut Encoded, state: &mut DecoderState) -> Result<(), ModelError> {
         *enc = enc.select_rows(rows);
         state.select_rows(rows, gather_rows)
     }
@@ -449,9 +318,7 @@ fn last_logits(out: &SessionOutputs<'_>) -> Result<Logits, ModelError> {
         .ok_or_else(|| ModelError::Output("decoder output logits".into()))?
         .try_extract_tensor::<f32>()?;
     if shape.len() != 3 {
-        return Err(ModelError::Output(format!(
-            "decoder logits shape {shape:?}"
-        )));
+        return Err(ModelError::Output(format!("decoder logits shape {shape:?}")));
     }
     let (b, t, v) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
     let mut rows = Vec::with_capacity(b * v);
@@ -459,25 +326,15 @@ fn last_logits(out: &SessionOutputs<'_>) -> Result<Logits, ModelError> {
         let start = (r * t + t - 1) * v;
         rows.extend_from_slice(&data[start..start + v]);
     }
-    Ok(Logits {
-        data: rows,
-        vocab: v,
-    })
+    Ok(Logits { data: rows, vocab: v })
 }
 
 type Presents = (Vec<DynValue>, Option<Vec<DynValue>>);
 
 /// Takes `present.{i}.decoder.{key,value}` (and, on a first step, the encoder ones) out of the outputs,
 /// ordered layer by layer, key before value.
-fn take_presents(
-    out: &mut SessionOutputs<'_>,
-    layers: usize,
-    with_cross: bool,
-) -> Result<Presents, ModelError> {
-    let mut take = |name: String| {
-        out.remove(&name)
-            .ok_or_else(|| ModelError::Output(format!("decoder output {name}")))
-    };
+fn take_presents(out: &mut SessionOutputs<'_>, layers: usize, with_cross: bool) -> Result<Presents, ModelError> {
+    let mut take = |name: String| out.remove(&name).ok_or_else(|| ModelError::Output(format!("decoder output {name}")));
     let mut self_kv = Vec::with_capacity(2 * layers);
     let mut cross_kv = Vec::with_capacity(2 * layers);
     for i in 0..layers {

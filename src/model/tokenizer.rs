@@ -17,26 +17,19 @@ impl TextTokenizer {
         let mut inner = Tokenizer::from_file(path)
             .map_err(|e| ModelError::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        inner.with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         Ok(Self { inner })
     }
 
     /// Token ids of `text`, with the EOS the T5 post-processor appends.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let enc = self.inner.encode(text, true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Text of generated ids, special tokens (EOS, padding) left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+        self.inner.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 
     pub fn vocab_size(&self) -> usize {

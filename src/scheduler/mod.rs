@@ -1,30 +1,35 @@
-//! Work between the HTTP layer and the model: requests become rows, rows are decoded on a
-//! dedicated OS thread that owns the ONNX Runtime sessions, and each row reports back through
-//! its own event channel. The tokio runtime never blocks on inference.
+//! Work between the HTTP layer and the model: requests become rows, rows wait in a FIFO queue,
+//! and a dedicated OS thread that owns the ONNX Runtime sessions decodes them in cohorts. Each
+//! row reports back through its own event channel. The tokio runtime never blocks on inference.
 
 pub mod batch;
 pub mod queue;
 pub mod worker;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use tokio::sync::mpsc;
 
 use crate::generation::{FinishReason, GenerationParams};
 
-pub use worker::{SchedulerHandle, WorkerInfo};
+pub use worker::{SchedulerHandle, SchedulerSettings, WorkerInfo};
 
 /// What the decode loop reports for one row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Token {
-        id: u32,
-    },
-    Finished {
-        reason: FinishReason,
-        input_tokens: usize,
-        generated_tokens: usize,
-    },
-    /// The row failed; the message is for logs, never for clients.
-    Error(String),
+    Token { id: u32 },
+    Finished { reason: FinishReason, input_tokens: usize, generated_tokens: usize },
+    Error(RowError),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowError {
+    /// The row was still queued at its deadline; it never ran.
+    DeadlineExceeded,
+    /// The model failed; the message is for logs, never for clients.
+    Internal(String),
 }
 
 /// One input sequence to decode. A closed `events` receiver means the client went away.
@@ -33,29 +38,64 @@ pub struct RowRequest {
     pub input_ids: Vec<u32>,
     pub params: GenerationParams,
     pub events: mpsc::UnboundedSender<Event>,
+    /// Still queued at this instant: answered with `DeadlineExceeded`, never run.
+    pub deadline: Option<Instant>,
 }
 
 impl RowRequest {
-    pub fn new(
-        input_ids: Vec<u32>,
-        params: GenerationParams,
-    ) -> (Self, mpsc::UnboundedReceiver<Event>) {
+    pub fn new(input_ids: Vec<u32>, params: GenerationParams) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Self {
-                input_ids,
-                params,
-                events: tx,
-            },
-            rx,
-        )
+        (Self { input_ids, params, events: tx, deadline: None }, rx)
+    }
+
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
     }
 }
+
+impl queue::Waiting for RowRequest {
+    fn input_len(&self) -> usize {
+        self.input_ids.len()
+    }
+    fn max_new_tokens(&self) -> usize {
+        self.params.max_new_tokens
+    }
+    fn is_closed(&self) -> bool {
+        self.events.is_closed()
+    }
+}
+
+/// Counters and gauges the decode thread keeps; metrics and tests read them.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    pub active_rows: AtomicU64,
+    pub queued_rows: AtomicU64,
+    pub cohorts: AtomicU64,
+    pub kv_cache_bytes: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub cancelled_rows: AtomicU64,
+    pub expired_rows: AtomicU64,
+    pub failed_rows: AtomicU64,
+}
+
+impl SchedulerStats {
+    pub fn get(v: &AtomicU64) -> u64 {
+        v.load(Ordering::Relaxed)
+    }
+}
+
+pub type SharedStats = Arc<SchedulerStats>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
     #[error("the decode thread is not running")]
     WorkerGone,
+    /// A request that could never fit the memory budget, even alone.
+    #[error(
+        "the request needs {need} bytes of encoder output and key/value cache, more than max_batch_bytes ({limit}); shorten the input or max_new_tokens"
+    )]
+    TooLarge { need: usize, limit: usize },
     #[error(transparent)]
     Startup(#[from] crate::model::ModelError),
 }

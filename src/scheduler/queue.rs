@@ -18,10 +18,7 @@ pub struct CostModel {
 impl CostModel {
     pub fn from_dims(d_model: usize, decoder_layers: usize, heads: usize, d_kv: usize) -> Self {
         let kv = 2 * decoder_layers * heads * d_kv * 4;
-        Self {
-            bytes_per_encoder_token: d_model * 4 + kv,
-            bytes_per_decoder_token: kv,
-        }
+        Self { bytes_per_encoder_token: d_model * 4 + kv, bytes_per_decoder_token: kv }
     }
 
     /// Worst-case bytes of a batch of `(input_len, max_new_tokens)` rows: inputs are padded to
@@ -81,11 +78,7 @@ pub struct Queue<T> {
 
 impl<T: Waiting> Queue<T> {
     pub fn new(limits: QueueLimits, cost: CostModel) -> Self {
-        Self {
-            entries: VecDeque::new(),
-            limits,
-            cost,
-        }
+        Self { entries: VecDeque::new(), limits, cost }
     }
 
     pub fn len(&self) -> usize {
@@ -101,34 +94,19 @@ impl<T: Waiting> Queue<T> {
     }
 
     /// Whether a request of this size can ever run, alone; `Err` carries the budget in bytes.
-    pub fn fits_alone(
-        &self,
-        input_len: usize,
-        max_new_tokens: usize,
-    ) -> Result<(), (usize, usize)> {
+    pub fn fits_alone(&self, input_len: usize, max_new_tokens: usize) -> Result<(), (usize, usize)> {
         let need = self.cost.batch_bytes([(input_len, max_new_tokens)]);
-        if need > self.limits.max_batch_bytes {
-            Err((need, self.limits.max_batch_bytes))
-        } else {
-            Ok(())
-        }
+        if need > self.limits.max_batch_bytes { Err((need, self.limits.max_batch_bytes)) } else { Ok(()) }
     }
 
     pub fn push(&mut self, item: T, now: Instant, deadline: Option<Instant>) {
-        self.entries.push_back(Entry {
-            item,
-            enqueued: now,
-            deadline,
-        });
+        self.entries.push_back(Entry { item, enqueued: now, deadline });
     }
 
     /// The earliest instant at which waiting entries should be looked at again (queue delay or a
     /// deadline), if any.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let delay = self
-            .entries
-            .front()
-            .map(|e| e.enqueued + self.limits.max_queue_delay);
+        let delay = self.entries.front().map(|e| e.enqueued + self.limits.max_queue_delay);
         let deadline = self.entries.iter().filter_map(|e| e.deadline).min();
         match (delay, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -136,12 +114,12 @@ impl<T: Waiting> Queue<T> {
         }
     }
 
-    /// Removes expired and closed entries, then takes the longest FIFO prefix that fits beside
-    /// the `running` rows (`(input_len, max_new_tokens)` each) under the batch-size cap and the
-    /// memory budget. While nothing runs, a batch that is not full waits up to `max_queue_delay`
-    /// for company. Strict FIFO: a request that does not fit yet blocks those behind it, so a
-    /// large request is never starved by small ones.
-    pub fn next_batch(&mut self, now: Instant, running: &[(usize, usize)]) -> Formed<T> {
+    /// Removes expired and closed entries; then, if `may_start`, takes the longest FIFO prefix
+    /// that fits beside the `running` rows (`(input_len, max_new_tokens)` each) under the
+    /// batch-size cap and the memory budget. A batch that is not full waits up to
+    /// `max_queue_delay` (from its oldest entry) for company. Strict FIFO: a request that does
+    /// not fit yet blocks those behind it, so a large request is never starved by small ones.
+    pub fn next_batch(&mut self, now: Instant, running: &[(usize, usize)], may_start: bool) -> Formed<T> {
         let mut expired = Vec::new();
         let mut closed = 0;
         let mut kept = VecDeque::with_capacity(self.entries.len());
@@ -170,21 +148,10 @@ impl<T: Waiting> Queue<T> {
             take += 1;
         }
         let full = take < self.entries.len() || rows.len() >= self.limits.max_batch_size;
-        let waited_enough = self
-            .entries
-            .front()
-            .is_some_and(|e| now >= e.enqueued + self.limits.max_queue_delay);
-        let start = take > 0 && (!running.is_empty() || full || waited_enough);
-        let batch = if start {
-            self.entries.drain(..take).collect()
-        } else {
-            Vec::new()
-        };
-        Formed {
-            batch,
-            expired,
-            closed,
-        }
+        let waited_enough = self.entries.front().is_some_and(|e| now >= e.enqueued + self.limits.max_queue_delay);
+        let start = may_start && take > 0 && (full || waited_enough);
+        let batch = if start { self.entries.drain(..take).collect() } else { Vec::new() };
+        Formed { batch, expired, closed }
     }
 }
 
@@ -215,29 +182,14 @@ mod tests {
     }
 
     fn req(id: usize, input: usize, max_new: usize) -> Req {
-        Req {
-            id,
-            input,
-            max_new,
-            closed: Rc::new(Cell::new(false)),
-        }
+        Req { id, input, max_new, closed: Rc::new(Cell::new(false)) }
     }
 
     /// One byte per token either way keeps budgets readable.
-    const UNIT: CostModel = CostModel {
-        bytes_per_encoder_token: 1,
-        bytes_per_decoder_token: 1,
-    };
+    const UNIT: CostModel = CostModel { bytes_per_encoder_token: 1, bytes_per_decoder_token: 1 };
 
     fn queue(max_batch_size: usize, max_batch_bytes: usize) -> Queue<Req> {
-        Queue::new(
-            QueueLimits {
-                max_batch_size,
-                max_batch_bytes,
-                max_queue_delay: Duration::from_millis(5),
-            },
-            UNIT,
-        )
+        Queue::new(QueueLimits { max_batch_size, max_batch_bytes, max_queue_delay: Duration::from_millis(5) }, UNIT)
     }
 
     fn ids(f: &Formed<Req>) -> Vec<usize> {
@@ -260,7 +212,7 @@ mod tests {
         for i in 0..5 {
             q.push(req(i, 5, 5), t, None);
         }
-        let f = q.next_batch(t + Duration::from_millis(10), &[]);
+        let f = q.next_batch(t + Duration::from_millis(10), &[], true);
         assert_eq!(ids(&f), vec![0, 1, 2, 3, 4]);
         assert!(q.is_empty());
     }
@@ -272,7 +224,7 @@ mod tests {
         for i in 0..5 {
             q.push(req(i, 5, 5), t, None);
         }
-        let f = q.next_batch(t, &[(5, 5)]);
+        let f = q.next_batch(t + Duration::from_millis(10), &[(5, 5)], true);
         assert_eq!(ids(&f), vec![0, 1, 2]);
         assert_eq!(q.len(), 2);
     }
@@ -285,7 +237,7 @@ mod tests {
         for i in 0..3 {
             q.push(req(i, 10, 5), t, None);
         }
-        let f = q.next_batch(t, &[]);
+        let f = q.next_batch(t + Duration::from_millis(10), &[], true);
         assert_eq!(ids(&f), vec![0, 1]);
         assert_eq!(q.len(), 1);
     }
@@ -297,14 +249,12 @@ mod tests {
         q.push(req(0, 10, 5), t, None); // 16
         q.push(req(1, 40, 40), t, None); // alone 81; with row 0: 80 + 47 = 127 > 100
         q.push(req(2, 1, 1), t, None); // would fit, but must not overtake row 1
-        let f = q.next_batch(t, &[]);
+        let later = t + Duration::from_millis(10);
+        let f = q.next_batch(later, &[], true);
         assert_eq!(ids(&f), vec![0]);
-        let f = q.next_batch(t, &[(10, 5)]);
-        assert!(
-            f.batch.is_empty(),
-            "row 1 waits for room, row 2 waits behind it"
-        );
-        let f = q.next_batch(t, &[]);
+        let f = q.next_batch(later, &[(10, 5)], true);
+        assert!(f.batch.is_empty(), "row 1 waits for room, row 2 waits behind it");
+        let f = q.next_batch(later, &[], true);
         assert_eq!(ids(&f), vec![1]);
     }
 
@@ -313,14 +263,10 @@ mod tests {
         let mut q = queue(4, 10_000);
         let t = Instant::now();
         q.push(req(0, 5, 5), t, None);
-        assert!(
-            q.next_batch(t + Duration::from_millis(1), &[])
-                .batch
-                .is_empty()
-        );
+        assert!(q.next_batch(t + Duration::from_millis(1), &[], true).batch.is_empty());
         q.push(req(1, 5, 5), t + Duration::from_millis(2), None);
         assert_eq!(q.next_wakeup(), Some(t + Duration::from_millis(5)));
-        let f = q.next_batch(t + Duration::from_millis(5), &[]);
+        let f = q.next_batch(t + Duration::from_millis(5), &[], true);
         assert_eq!(ids(&f), vec![0, 1]);
     }
 
@@ -331,15 +277,28 @@ mod tests {
         q.push(req(0, 5, 5), t, None);
         q.push(req(1, 5, 5), t, None);
         q.push(req(2, 5, 5), t, None);
-        assert_eq!(ids(&q.next_batch(t, &[])), vec![0, 1]);
+        assert_eq!(ids(&q.next_batch(t, &[], true)), vec![0, 1]);
     }
 
     #[test]
-    fn test_rows_join_a_running_batch_at_once() {
+    fn test_rows_start_beside_running_rows_after_the_delay() {
         let mut q = queue(8, 10_000);
         let t = Instant::now();
         q.push(req(0, 5, 5), t, None);
-        assert_eq!(ids(&q.next_batch(t, &[(5, 5)])), vec![0]);
+        assert!(q.next_batch(t, &[(5, 5)], true).batch.is_empty());
+        assert_eq!(ids(&q.next_batch(t + Duration::from_millis(10), &[(5, 5)], true)), vec![0]);
+    }
+
+    #[test]
+    fn test_no_batch_without_room_but_queue_is_still_pruned() {
+        let mut q = queue(8, 10_000);
+        let t = Instant::now();
+        q.push(req(0, 5, 5), t, Some(t + Duration::from_millis(1)));
+        q.push(req(1, 5, 5), t, None);
+        let f = q.next_batch(t + Duration::from_millis(10), &[], false);
+        assert!(f.batch.is_empty());
+        assert_eq!(f.expired.len(), 1);
+        assert_eq!(q.len(), 1);
     }
 
     #[test]
@@ -350,7 +309,7 @@ mod tests {
         gone.closed.set(true);
         q.push(gone, t, None);
         q.push(req(1, 5, 5), t, None);
-        let f = q.next_batch(t + Duration::from_millis(10), &[]);
+        let f = q.next_batch(t + Duration::from_millis(10), &[], true);
         assert_eq!(ids(&f), vec![1]);
         assert_eq!(f.closed, 1);
     }
@@ -361,11 +320,8 @@ mod tests {
         let t = Instant::now();
         q.push(req(0, 5, 5), t, Some(t + Duration::from_millis(3)));
         q.push(req(1, 5, 5), t, Some(t + Duration::from_secs(60)));
-        let f = q.next_batch(t + Duration::from_millis(10), &[]);
-        assert_eq!(
-            f.expired.iter().map(|e| e.item.id).collect::<Vec<_>>(),
-            vec![0]
-        );
+        let f = q.next_batch(t + Duration::from_millis(10), &[], true);
+        assert_eq!(f.expired.iter().map(|e| e.item.id).collect::<Vec<_>>(), vec![0]);
         assert_eq!(ids(&f), vec![1]);
     }
 
@@ -380,10 +336,7 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self, n: u64) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((self.0 >> 33) % n) as usize
         }
     }
@@ -409,8 +362,7 @@ mod tests {
                         continue;
                     }
                     let r = req(next_id, input, max_new);
-                    let deadline = (rng.next(5) == 0)
-                        .then(|| now + Duration::from_millis(rng.next(10) as u64));
+                    let deadline = (rng.next(5) == 0).then(|| now + Duration::from_millis(rng.next(10) as u64));
                     handles.push((r.clone(), deadline));
                     q.push(r, now, deadline);
                     next_id += 1;
@@ -421,34 +373,19 @@ mod tests {
                     closed_ids.push(r.id);
                 }
                 let rows: Vec<(usize, usize)> = running.iter().map(|&(_, i, m)| (i, m)).collect();
-                let f = q.next_batch(now, &rows);
+                let f = q.next_batch(now, &rows, true);
                 for e in &f.expired {
-                    assert!(
-                        e.deadline.unwrap() <= now,
-                        "only expired entries are dropped"
-                    );
+                    assert!(e.deadline.unwrap() <= now, "only expired entries are dropped");
                 }
                 for e in &f.batch {
-                    assert!(
-                        !e.item.closed.get(),
-                        "seed {seed}: a closed request was scheduled"
-                    );
-                    assert!(
-                        e.deadline.is_none_or(|d| d > now),
-                        "seed {seed}: an expired request was scheduled"
-                    );
+                    assert!(!e.item.closed.get(), "seed {seed}: a closed request was scheduled");
+                    assert!(e.deadline.is_none_or(|d| d > now), "seed {seed}: an expired request was scheduled");
                     started.push(e.item.id);
                     running.push((e.item.id, e.item.input, e.item.max_new));
                 }
                 let all: Vec<(usize, usize)> = running.iter().map(|&(_, i, m)| (i, m)).collect();
-                assert!(
-                    UNIT.batch_bytes(all.iter().copied()) <= budget,
-                    "seed {seed}: budget exceeded"
-                );
-                assert!(
-                    running.len() <= max_batch,
-                    "seed {seed}: batch size exceeded"
-                );
+                assert!(UNIT.batch_bytes(all.iter().copied()) <= budget, "seed {seed}: budget exceeded");
+                assert!(running.len() <= max_batch, "seed {seed}: batch size exceeded");
                 // Some running rows finish.
                 running.retain(|_| rng.next(3) != 0);
             }

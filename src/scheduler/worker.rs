@@ -1,16 +1,46 @@
-//! The decode thread: it loads the model, then decodes each submitted job as one padded batch.
-//! It exits when every handle is dropped.
+//! The decode thread. It owns the model and the queue, and runs this loop:
+//!
+//! 1. take newly submitted rows into the FIFO queue;
+//! 2. drop queued rows whose client left, answer those past their deadline;
+//! 3. start a new cohort from the queue head when it fits the memory budget;
+//! 4. run one decoder step of every running cohort, dropping finished and cancelled rows.
+//!
+//! Why cohorts: the decoder graphs optimum exports have no decoder self-attention mask, so rows
+//! in one batch must share the same decoder length and a late request cannot join a running
+//! batch. Rather than wait for the running batch to finish, a new request starts its own
+//! cohort at the next step, and the cohorts' steps interleave. This works with every plain
+//! optimum export. (Joining rows into one batch needs a masked decoder graph; a later change
+//! may add that path where measurements show it pays.)
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::model::{ModelDims, Seq2SeqModel, SessionSettings};
 
-use super::batch::{NoObserver, run_batch};
-use super::{RowRequest, SchedulerError};
+use super::batch::{Cohort, NoObserver, StepReport};
+use super::queue::{CostModel, Queue, QueueLimits};
+use super::{Event, RowError, RowRequest, SchedulerError, SchedulerStats, SharedStats};
+
+/// How the decode loop forms and runs batches.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    pub max_batch_size: usize,
+    /// Memory budget of all running rows (encoder output + worst-case K/V), in bytes.
+    pub max_batch_bytes: usize,
+    /// How long a waiting request may wait for others to start a cohort with.
+    pub max_queue_delay: Duration,
+    /// Most cohorts decoding side by side; more waiting rows queue until one finishes.
+    pub max_cohorts: usize,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self { max_batch_size: 32, max_batch_bytes: 1 << 30, max_queue_delay: Duration::from_millis(2), max_cohorts: 4 }
+    }
+}
 
 /// What the loaded model looks like, for logs and `/health`.
 #[derive(Debug, Clone)]
@@ -21,28 +51,40 @@ pub struct WorkerInfo {
     pub load_seconds: f64,
 }
 
-/// Cheap to clone; submits jobs to the decode thread.
+impl WorkerInfo {
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.model_dir.join("tokenizer.json")
+    }
+}
+
+/// Cheap to clone; submits rows to the decode thread.
 #[derive(Clone)]
 pub struct SchedulerHandle {
     jobs: std_mpsc::Sender<Vec<RowRequest>>,
     alive: Arc<AtomicBool>,
+    cost: CostModel,
+    max_batch_bytes: usize,
+    pub stats: SharedStats,
 }
 
 impl SchedulerHandle {
     /// Loads the model on a new OS thread and returns once it is ready (or failed to load).
     pub fn start(
         model_dir: PathBuf,
-        settings: SessionSettings,
+        sessions: SessionSettings,
+        settings: SchedulerSettings,
     ) -> Result<(Self, WorkerInfo), SchedulerError> {
         let (jobs, job_rx) = std_mpsc::channel::<Vec<RowRequest>>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let alive = Arc::new(AtomicBool::new(true));
-        let alive_thread = alive.clone();
+        let stats: SharedStats = Arc::new(SchedulerStats::default());
+        let (alive_thread, stats_thread) = (alive.clone(), stats.clone());
+        let max_batch_bytes = settings.max_batch_bytes;
         std::thread::Builder::new()
             .name("t5serve-decode".into())
             .spawn(move || {
                 let started = Instant::now();
-                let mut model = match Seq2SeqModel::load(&model_dir, &settings) {
+                let model = match Seq2SeqModel::load(&model_dir, &sessions) {
                     Ok(m) => m,
                     Err(e) => {
                         alive_thread.store(false, Ordering::SeqCst);
@@ -50,23 +92,28 @@ impl SchedulerHandle {
                         return;
                     }
                 };
+                let d = &model.dims;
+                let cost = CostModel::from_dims(d.d_model, d.num_decoder_layers, d.num_heads, d.d_kv);
                 let info = WorkerInfo {
                     dims: model.dims.clone(),
                     layout: model.layout_name(),
                     model_dir: model_dir.clone(),
                     load_seconds: started.elapsed().as_secs_f64(),
                 };
-                let _ = ready_tx.send(Ok(info));
-                while let Ok(rows) = job_rx.recv() {
-                    let n = rows.len();
-                    let t = Instant::now();
-                    run_batch(&mut model, rows, &mut NoObserver);
-                    tracing::debug!(
-                        rows = n,
-                        seconds = t.elapsed().as_secs_f64(),
-                        "batch decoded"
-                    );
+                let _ = ready_tx.send(Ok((info, cost)));
+                let limits = QueueLimits {
+                    max_batch_size: settings.max_batch_size,
+                    max_batch_bytes: settings.max_batch_bytes,
+                    max_queue_delay: settings.max_queue_delay,
+                };
+                DecodeLoop {
+                    model,
+                    queue: Queue::new(limits, cost),
+                    cohorts: Vec::new(),
+                    settings,
+                    stats: stats_thread,
                 }
+                .run(job_rx);
                 alive_thread.store(false, Ordering::SeqCst);
             })
             .map_err(|e| {
@@ -74,12 +121,24 @@ impl SchedulerHandle {
                     "cannot spawn the decode thread: {e}"
                 )))
             })?;
-        let info = ready_rx.recv().map_err(|_| SchedulerError::WorkerGone)??;
-        Ok((Self { jobs, alive }, info))
+        let (info, cost) = ready_rx.recv().map_err(|_| SchedulerError::WorkerGone)??;
+        Ok((Self { jobs, alive, cost, max_batch_bytes, stats }, info))
     }
 
-    /// Queues rows to be decoded together.
+    /// Refuses at once a row that could never fit the memory budget, even alone.
+    pub fn check_fits(&self, input_len: usize, max_new_tokens: usize) -> Result<(), SchedulerError> {
+        let need = self.cost.batch_bytes([(input_len, max_new_tokens)]);
+        if need > self.max_batch_bytes {
+            return Err(SchedulerError::TooLarge { need, limit: self.max_batch_bytes });
+        }
+        Ok(())
+    }
+
+    /// Queues rows; they keep their order.
     pub fn submit(&self, rows: Vec<RowRequest>) -> Result<(), SchedulerError> {
+        for r in &rows {
+            self.check_fits(r.input_ids.len(), r.params.max_new_tokens)?;
+        }
         self.jobs.send(rows).map_err(|_| SchedulerError::WorkerGone)
     }
 
@@ -88,8 +147,116 @@ impl SchedulerHandle {
     }
 }
 
-impl WorkerInfo {
-    pub fn dims_tokenizer_path(&self) -> PathBuf {
-        self.model_dir.join("tokenizer.json")
+struct DecodeLoop {
+    model: Seq2SeqModel,
+    queue: Queue<RowRequest>,
+    cohorts: Vec<Cohort>,
+    settings: SchedulerSettings,
+    stats: SharedStats,
+}
+
+impl DecodeLoop {
+    fn run(mut self, jobs: std_mpsc::Receiver<Vec<RowRequest>>) {
+        let mut open = true;
+        loop {
+            // 1. Intake: block only when there is nothing to decode.
+            if self.cohorts.is_empty() && open {
+                let first = match self.queue.next_wakeup() {
+                    None => jobs.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
+                    Some(at) => jobs.recv_timeout(at.saturating_duration_since(Instant::now())),
+                };
+                match first {
+                    Ok(rows) => self.enqueue(rows),
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => open = false,
+                }
+            }
+            loop {
+                match jobs.try_recv() {
+                    Ok(rows) => self.enqueue(rows),
+                    Err(std_mpsc::TryRecvError::Empty) => break,
+                    Err(std_mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if !open && self.queue.is_empty() && self.cohorts.is_empty() {
+                return;
+            }
+            // 2-3. Form a new cohort from the queue head.
+            self.admit();
+            // 4. One step of every cohort.
+            for cohort in &mut self.cohorts {
+                let rows = cohort.len() as u64;
+                match cohort.step(&mut self.model, &mut NoObserver) {
+                    Ok(report) => record(&self.stats, report),
+                    // The cohort's rows were told; the loop goes on with other work.
+                    Err(_) => {
+                        self.stats.failed_rows.fetch_add(rows, Ordering::Relaxed);
+                    }
+                }
+            }
+            self.cohorts.retain(|c| !c.is_empty());
+            self.publish();
+            if !open && self.cohorts.is_empty() && !self.queue.is_empty() {
+                // No more intake: let the queue's delay pass rather than spin.
+                if let Some(at) = self.queue.next_wakeup() {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                }
+            }
+        }
     }
+
+    fn enqueue(&mut self, rows: Vec<RowRequest>) {
+        let now = Instant::now();
+        for r in rows {
+            let deadline = r.deadline;
+            self.queue.push(r, now, deadline);
+        }
+        self.publish();
+    }
+
+    fn admit(&mut self) {
+        let now = Instant::now();
+        let running: Vec<(usize, usize)> = self.cohorts.iter().flat_map(|c| c.budget_rows()).collect();
+        let room = self.cohorts.len() < self.settings.max_cohorts;
+        let formed = self.queue.next_batch(now, &running, room);
+        let expired = formed.expired.len();
+        for e in formed.expired {
+            let _ = e.item.events.send(Event::Error(RowError::DeadlineExceeded));
+        }
+        self.stats.expired_rows.fetch_add(expired as u64, Ordering::Relaxed);
+        self.stats.cancelled_rows.fetch_add(formed.closed as u64, Ordering::Relaxed);
+        if formed.batch.is_empty() {
+            return;
+        }
+        let rows: Vec<RowRequest> = formed.batch.into_iter().map(|e| e.item).collect();
+        let n = rows.len();
+        match Cohort::start(&mut self.model, rows, &mut NoObserver) {
+            Ok((cohort, report)) => {
+                record(&self.stats, report);
+                if let Some(c) = cohort {
+                    tracing::debug!(rows = n, cohorts = self.cohorts.len() + 1, "cohort started");
+                    self.cohorts.push(c);
+                }
+            }
+            Err(_) => {
+                self.stats.failed_rows.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let s = &self.stats;
+        s.queued_rows.store(self.queue.len() as u64, Ordering::Relaxed);
+        s.active_rows.store(self.cohorts.iter().map(|c| c.len() as u64).sum(), Ordering::Relaxed);
+        s.cohorts.store(self.cohorts.len() as u64, Ordering::Relaxed);
+        s.kv_cache_bytes.store(self.cohorts.iter().map(|c| c.cache_bytes() as u64).sum(), Ordering::Relaxed);
+    }
+}
+
+fn record(stats: &SchedulerStats, r: StepReport) {
+    stats.generated_tokens.fetch_add(r.tokens as u64, Ordering::Relaxed);
+    stats.cancelled_rows.fetch_add(r.cancelled as u64, Ordering::Relaxed);
 }

@@ -49,8 +49,7 @@ pub struct TopK {
 }
 
 pub fn golden() -> Golden {
-    let text =
-        std::fs::read_to_string(data_dir().join("golden.json")).expect("tests/data/golden.json");
+    let text = std::fs::read_to_string(data_dir().join("golden.json")).expect("tests/data/golden.json");
     serde_json::from_str(&text).expect("golden.json parses")
 }
 
@@ -86,25 +85,16 @@ pub fn decode_batch(
     params: GenerationParams,
     rec: &mut Recorder,
 ) -> Vec<Decoded> {
-    let (rows, mut rxs): (Vec<_>, Vec<_>) = inputs
-        .iter()
-        .map(|ids| RowRequest::new(ids.clone(), params))
-        .unzip();
+    let (rows, mut rxs): (Vec<_>, Vec<_>) = inputs.iter().map(|ids| RowRequest::new(ids.clone(), params)).unzip();
     run_batch(model, rows, rec);
     rxs.iter_mut()
         .map(|rx| {
             let mut ids = Vec::new();
             loop {
-                match rx
-                    .try_recv()
-                    .expect("the batch is finished, all events are queued")
-                {
+                match rx.try_recv().expect("the batch is finished, all events are queued") {
                     Event::Token { id } => ids.push(id),
                     other => {
-                        return Decoded {
-                            ids,
-                            finished: other,
-                        };
+                        return Decoded { ids, finished: other };
                     }
                 }
             }
@@ -113,19 +103,26 @@ pub fn decode_batch(
 }
 
 pub fn golden_params(g: &Golden) -> GenerationParams {
-    GenerationParams {
-        max_new_tokens: g.steps,
-        min_new_tokens: g.min_new_tokens,
-    }
+    GenerationParams { max_new_tokens: g.steps, min_new_tokens: g.min_new_tokens }
 }
 
 /// Starts the real server on 127.0.0.1:0 with the given model.
 pub async fn start_server(model: PathBuf) -> t5serve::RunningServer {
-    let config = t5serve::Config {
-        model,
-        host: "127.0.0.1".into(),
-        port: 0,
-        ..Default::default()
-    };
+    let config = t5serve::Config { model, host: "127.0.0.1".into(), port: 0, ..Default::default() };
     t5serve::start(config).await.expect("server starts")
+}
+
+/// Starts the real server on 127.0.0.1:0 with a changed config.
+pub async fn start_server_with(model: PathBuf, change: impl FnOnce(&mut t5serve::Config)) -> t5serve::RunningServer {
+    let mut config = t5serve::Config { model, host: "127.0.0.1".into(), port: 0, ..Default::default() };
+    change(&mut config);
+    t5serve::start(config).await.expect("server starts")
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+pub async fn metric(client: &reqwest::Client, addr: std::net::SocketAddr, name: &str) -> f64 {
+    let text = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("metric {name} not in /metrics:\n{text}"))
 }

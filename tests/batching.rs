@@ -1,0 +1,177 @@
+//! Many clients, one decode loop: batch invariance under concurrency, cancellation on client
+//! disconnect, admission (429), and queue deadlines (504). Real server, real socket.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use t5serve::model::TextTokenizer;
+
+async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+    let r = client.post(url).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// Polls a metric until it reaches `want` or a few seconds pass.
+async fn wait_for_metric(client: &reqwest::Client, addr: std::net::SocketAddr, name: &str, want: f64) -> f64 {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = metric(client, addr, name).await;
+        if v == want || Instant::now() > until {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_get_exactly_their_solo_outputs() {
+    let g = golden();
+    let tokenizer = TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
+    let server = start_server(tiny_model()).await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let cases: Vec<&GoldenCase> = g.cases.iter().filter(|c| !c.prompt.is_empty()).collect();
+    // 32 requests: different prompts, lengths and max_new_tokens, all at once.
+    let mut tasks = Vec::new();
+    for i in 0..32usize {
+        let case = cases[i % cases.len()];
+        let n = 1 + (i * 7) % g.steps;
+        let want = tokenizer.decode(&case.ids[..n]).unwrap();
+        let (client, url, prompt) = (client.clone(), url.clone(), case.prompt.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"inputs": prompt, "parameters": {"max_new_tokens": n, "min_new_tokens": n}});
+            let (status, v) = post(&client, &url, body).await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["generated_text"], want, "request {i} ({prompt:?}, {n} tokens)");
+            assert_eq!(v["usage"]["generated_tokens"], n);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
+    assert_eq!(metric(&client, server.addr, "t5serve_kv_cache_bytes").await, 0.0, "nothing stays allocated");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_disconnects_frees_its_row_and_others_are_unaffected() {
+    let g = golden();
+    let server = start_server_with(tiny_model(), |c| c.max_new_tokens_limit = 60_000).await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    // Long generations whose clients give up after 300 ms.
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let mut dropped = Vec::new();
+    for _ in 0..3 {
+        let (c, u) = (impatient.clone(), url.clone());
+        dropped.push(tokio::spawn(async move {
+            let body = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 50_000, "min_new_tokens": 50_000}});
+            c.post(&u).json(&body).send().await.is_err()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(metric(&client, server.addr, "t5serve_active_rows").await >= 3.0, "the long rows are decoding");
+    // A normal request alongside them gets its golden answer.
+    let case = &g.cases[2];
+    let body = json!({"inputs": case.prompt, "parameters": {"max_new_tokens": g.steps, "min_new_tokens": g.steps}});
+    let (status, v) = post(&client, &url, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["generated_text"], case.text);
+    for d in dropped {
+        assert!(d.await.unwrap(), "the impatient client timed out");
+    }
+    // Their rows leave the batch, and their cache is freed.
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
+    assert_eq!(metric(&client, server.addr, "t5serve_kv_cache_bytes").await, 0.0);
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_requests_cancelled_total", 3.0).await, 3.0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn beyond_max_concurrent_requests_exactly_the_excess_gets_429() {
+    let (n, k) = (3usize, 4usize);
+    let server = start_server_with(tiny_model(), |c| {
+        c.max_concurrent_requests = n;
+        c.max_new_tokens_limit = 60_000;
+    })
+    .await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for _ in 0..n + k {
+        let (c, u) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            // Hundreds of milliseconds of decoding each, so that all N+k overlap.
+            let body = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 1000, "min_new_tokens": 1000}});
+            let r = c.post(&u).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            let v: Value = r.json().await.unwrap();
+            (status, retry, v)
+        }));
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (status, retry, v) = t.await.unwrap();
+        if status == 429 {
+            assert!(retry, "429 carries Retry-After");
+            assert_eq!(v["error_type"], "overloaded");
+        }
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(counts.get(&429), Some(&k), "{counts:?}");
+    assert_eq!(counts.get(&200), Some(&n), "{counts:?}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_still_queued_at_its_deadline_gets_504_and_never_runs() {
+    let server = start_server_with(tiny_model(), |c| {
+        c.max_batch_size = 1;
+        c.max_cohorts = 1;
+        c.max_new_tokens_limit = 60_000;
+    })
+    .await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let long = 2000;
+    let (c, u) = (client.clone(), url.clone());
+    let first = tokio::spawn(async move {
+        post(&c, &u, json!({"inputs": "Hi", "parameters": {"max_new_tokens": long, "min_new_tokens": long}})).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, v) =
+        post(&client, &url, json!({"inputs": "Hi", "parameters": {"max_new_tokens": 5, "deadline_ms": 50}})).await;
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(v["error_type"], "deadline_exceeded");
+    let (status, _) = first.await.unwrap();
+    assert_eq!(status, 200);
+    // Only the first request's tokens were ever generated.
+    // (The counter is bumped right after the last token is sent, so poll for it.)
+    let generated = wait_for_metric(&client, server.addr, "t5serve_generated_tokens_total", long as f64).await;
+    assert_eq!(generated, long as f64);
+    assert_eq!(metric(&client, server.addr, "t5serve_requests_expired_total").await, 1.0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_too_large_for_the_memory_budget_gets_422_naming_the_limit() {
+    let server = start_server_with(tiny_model(), |c| {
+        c.max_batch_memory_mb = 1;
+        c.max_new_tokens_limit = 60_000;
+    })
+    .await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let (status, v) = post(&client, &url, json!({"inputs": "Hi", "parameters": {"max_new_tokens": 50_000}})).await;
+    assert_eq!(status, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("max_batch_bytes"), "{v}");
+    let (status, _) = post(&client, &url, json!({"inputs": "Hi", "parameters": {"max_new_tokens": 5}})).await;
+    assert_eq!(status, 200);
+    server.shutdown().await.unwrap();
+}
