@@ -2,7 +2,7 @@
 """Builds the test models and their golden outputs, with fixed seeds and nothing but PyPI.
 
     python scripts/make_test_models.py                       # tests/data/tiny-t5 + tests/data/golden.json
-    python scripts/make_test_models.py --shape t5-small      # models/t5-small-shape (benchmarks, not committed)
+    python scripts/make_test_models.py --shape t5-small      # models/t5-small-shape (+ -hf checkpoint) for benchmarks, not committed
 
 The tiny model is a random-weight T5 that uses the real T5 tokenizer (vocab 32128, tied
 embeddings), exported through the same code path as export_model.py. T5's default init makes a
@@ -169,6 +169,12 @@ def main() -> None:
         if out.exists():
             shutil.rmtree(out)
         t5tools.export_onnx(str(ckpt), out, keep_merged=args.shape == "tiny" or args.merged)
+        if args.shape != "tiny":
+            # Benchmarks convert the same weights for CTranslate2.
+            hf = out.parent / (out.name + "-hf")
+            if hf.exists():
+                shutil.rmtree(hf)
+            shutil.copytree(ckpt, hf)
     if args.shape == "tiny":
         split_off_merged(out)
     print(f"model: {out} ({t5tools.dir_size_mb(out):.1f} MB)")

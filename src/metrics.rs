@@ -2,7 +2,7 @@
 //! as atomics by the decode thread (`SchedulerStats`) and copied in at scrape time, so the
 //! decode loop never touches prometheus.
 
-use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
 
 use crate::scheduler::{SchedulerStats, SharedStats};
 
@@ -21,7 +21,13 @@ pub struct Metrics {
     requests_cancelled_total: IntCounter,
     /// Rows answered 504 because they were still queued at their deadline.
     requests_expired_total: IntCounter,
+    /// Seconds from a request's arrival to its first generated token.
+    pub time_to_first_token_seconds: Histogram,
 }
+
+/// Millisecond-scale latency buckets, 1 ms to 60 s.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 impl Metrics {
     pub fn new(stats: SharedStats) -> Self {
@@ -52,6 +58,16 @@ impl Metrics {
                 "t5serve_requests_expired_total",
                 "Rows answered 504 because they were still queued at their deadline.",
             ),
+            time_to_first_token_seconds: {
+                let opts = HistogramOpts::new(
+                    "t5serve_time_to_first_token_seconds",
+                    "Seconds from a request's arrival to its first generated token.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec());
+                let h = Histogram::with_opts(opts).expect("valid metric");
+                registry.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
             registry,
             stats,
         }

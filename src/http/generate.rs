@@ -18,6 +18,7 @@ pub async fn generate(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
     let _permit = app.admit()?;
     let texts = api::parse_inputs(&req.inputs, &app.limits)?;
     let params = req.parameters.validate(&app.limits)?;
@@ -33,7 +34,7 @@ pub async fn generate(
     app.scheduler.submit(rows)?;
     let mut out = Vec::with_capacity(receivers.len());
     for rx in receivers {
-        out.push(collect(&app, rx).await?);
+        out.push(collect(&app, rx, arrived).await?);
     }
     Ok(if texts.single {
         Json(out.pop().expect("one input, one result")).into_response()
@@ -43,11 +44,16 @@ pub async fn generate(
 }
 
 /// Gathers one row's events into its final result.
-async fn collect(app: &AppState, mut rx: UnboundedReceiver<Event>) -> Result<Generation, ApiError> {
+async fn collect(app: &AppState, mut rx: UnboundedReceiver<Event>, arrived: Instant) -> Result<Generation, ApiError> {
     let mut ids = Vec::new();
     while let Some(event) = rx.recv().await {
         match event {
-            Event::Token { id } => ids.push(id),
+            Event::Token { id } => {
+                if ids.is_empty() {
+                    app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                }
+                ids.push(id)
+            }
             Event::Finished { reason, input_tokens, generated_tokens } => {
                 let generated_text = app.tokenizer.decode(&ids).map_err(|e| ApiError::Internal(e.to_string()))?;
                 return Ok(Generation {

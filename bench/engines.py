@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""The other engines on the same model and workload, for bench/run.sh.
+
+    python bench/engines.py MODEL_DIR HF_DIR PROMPT_FILE NEW_TOKENS
+
+MODEL_DIR is the ONNX export t5serve serves; HF_DIR the same weights as a transformers
+checkpoint (converted here for CTranslate2). Prints one JSON line per engine and batch size:
+generated tokens/s at batch 1, 8 and 32, every request exactly NEW_TOKENS tokens.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+BATCHES = (1, 8, 32)
+
+
+def timed(fn, batch: int, new_tokens: int, min_seconds: float = 3.0) -> float:
+    fn()  # warm-up
+    runs, start = 0, time.perf_counter()
+    while True:
+        fn()
+        runs += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds and runs >= 2:
+            return runs * batch * new_tokens / elapsed
+
+
+def optimum_engine(model_dir: str, prompt: str, new_tokens: int):
+    import onnxruntime as ort
+    import torch
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+    from transformers import AutoTokenizer
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = ORTModelForSeq2SeqLM.from_pretrained(
+        model_dir,
+        use_cache=True,
+        use_merged=False,
+        encoder_file_name="encoder_model.onnx",
+        decoder_file_name="decoder_model.onnx",
+        decoder_with_past_file_name="decoder_with_past_model.onnx",
+        session_options=opts,
+    )
+    for b in BATCHES:
+        enc = tok([prompt] * b, return_tensors="pt")
+
+        def run():
+            with torch.no_grad():
+                model.generate(**enc, do_sample=False, num_beams=1, min_new_tokens=new_tokens, max_new_tokens=new_tokens)
+
+        yield b, timed(run, b, new_tokens)
+
+
+def ct2_engine(hf_dir: str, prompt: str, new_tokens: int, compute_type: str):
+    import ctranslate2
+    from transformers import AutoTokenizer
+
+    out = Path(hf_dir + f"-ct2-{compute_type}")
+    if not out.exists():
+        conv = ctranslate2.converters.TransformersConverter(hf_dir)
+        conv.convert(str(out), quantization=compute_type, force=True)
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    tr = ctranslate2.Translator(str(out), device="cpu", compute_type=compute_type, intra_threads=2)
+    pieces = tok.convert_ids_to_tokens(tok(prompt)["input_ids"])
+    for b in BATCHES:
+
+        def run():
+            tr.translate_batch(
+                [pieces] * b, beam_size=1, max_decoding_length=new_tokens, min_decoding_length=new_tokens, max_batch_size=b
+            )
+
+        yield b, timed(run, b, new_tokens)
+
+
+def main() -> None:
+    model_dir, hf_dir, prompt_file, new_tokens = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    prompt = Path(prompt_file).read_text().strip()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    engines = [
+        ("optimum-ort-fp32", lambda: optimum_engine(model_dir, prompt, new_tokens)),
+        ("ctranslate2-fp32", lambda: ct2_engine(hf_dir, prompt, new_tokens, "float32")),
+        ("ctranslate2-int8", lambda: ct2_engine(hf_dir, prompt, new_tokens, "int8")),
+    ]
+    for name, make in engines:
+        for b, tps in make():
+            print(json.dumps({"engine": name, "batch": b, "tokens_per_s": round(tps, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
