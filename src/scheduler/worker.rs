@@ -83,11 +83,13 @@ impl SchedulerHandle {
         std::thread::Builder::new()
             .name("t5serve-decode".into())
             .spawn(move || {
+                // Marks the worker dead however the thread ends, a panic included, so that
+                // health checks fail instead of requests hanging.
+                let _alive = AliveGuard(alive_thread);
                 let started = Instant::now();
                 let model = match Seq2SeqModel::load(&model_dir, &sessions) {
                     Ok(m) => m,
                     Err(e) => {
-                        alive_thread.store(false, Ordering::SeqCst);
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
@@ -114,7 +116,6 @@ impl SchedulerHandle {
                     stats: stats_thread,
                 }
                 .run(job_rx);
-                alive_thread.store(false, Ordering::SeqCst);
             })
             .map_err(|e| {
                 SchedulerError::Startup(crate::model::ModelError::Runtime(format!(
@@ -144,6 +145,17 @@ impl SchedulerHandle {
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+}
+
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+        if std::thread::panicking() {
+            tracing::error!("the decode thread panicked; the service is no longer healthy");
+        }
     }
 }
 
