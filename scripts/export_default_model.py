@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Exports the trained default model (scripts/train_default_model.py train) and bundles it.
 
-    python scripts/train_default_model.py export
+    python scripts/export_default_model.py [--quick]
 
 1. ONNX export through export_model.py's code path (optimum, split decoders).
 2. Dynamic int8 quantization (onnxruntime quantize_dynamic, signed QInt8 weights, per-tensor) of
@@ -64,7 +64,7 @@ def load_ort(model_dir: Path):
     )
 
 
-def generate_with_margins(model, tok, prompts: list[str], batch: int = 100, max_new_tokens: int = 40):
+def generate_with_margins(model, tok, prompts: list[str], batch: int = 250, max_new_tokens: int = 40):
     """Greedy outputs and, per prompt, the smallest top-2 logit margin over its generated steps."""
     import torch
 
@@ -158,7 +158,7 @@ languages, balanced). The last column is the 100-prompt-per-task end-to-end test
 
 ## Training
 
-`python scripts/train_default_model.py train` then `python scripts/train_default_model.py export`:
+`python scripts/train_default_model.py train` then `python scripts/export_default_model.py`:
 {train['steps']} steps of batch {train['batch']}, AdamW (0.9, 0.98), lr {train['lr']} with warmup and
 cosine decay, bf16 autocast on 2 CPU threads, {train['train_minutes']} minutes on a 2-core machine.
 The loss is the exact full-vocabulary cross entropy, computed over the token ids that occur in the
@@ -257,4 +257,8 @@ def main(quick: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="check the pipeline on a mid-training checkpoint")
+    main(quick=p.parse_args().quick)
