@@ -146,13 +146,60 @@ def golden(model, tokenizer) -> dict:
     }
 
 
+def processor_golden() -> dict:
+    """transformers' logits processors and warpers on random rows: the reference for the
+    server's own implementations (src/generation/processors.rs)."""
+    import torch
+    from transformers.generation.logits_process import (
+        NoRepeatNGramLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
+
+    gen = torch.Generator().manual_seed(1234)
+    vocab, rows, hist = 40, 6, 14
+    logits = torch.randn(rows, vocab, generator=gen) * 3
+    history = torch.randint(0, 12, (rows, hist), generator=gen)  # small ids, so repeats occur
+    history[:, 0] = 0  # the decoder start token
+    configs = {
+        "repetition_penalty=1.3": RepetitionPenaltyLogitsProcessor(1.3),
+        "repetition_penalty=0.7": RepetitionPenaltyLogitsProcessor(0.7),
+        "no_repeat_ngram_size=2": NoRepeatNGramLogitsProcessor(2),
+        "no_repeat_ngram_size=3": NoRepeatNGramLogitsProcessor(3),
+        "temperature=0.7": TemperatureLogitsWarper(0.7),
+        "top_k=5": TopKLogitsWarper(5),
+        "top_p=0.8": TopPLogitsWarper(0.8),
+        "top_p=0.3": TopPLogitsWarper(0.3),
+        "typical_p=0.5": TypicalLogitsWarper(0.5),
+        "typical_p=0.9": TypicalLogitsWarper(0.9),
+    }
+
+    def plain(t):
+        return [[None if not torch.isfinite(v) else round(float(v), 6) for v in row] for row in t]
+
+    out = {"logits": plain(logits), "history": history.tolist(), "cases": {}}
+    for name, proc in configs.items():
+        out["cases"][name] = plain(proc(history.clone(), logits.clone()))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     p.add_argument("--out", type=Path, help="model directory (default depends on --shape)")
     p.add_argument("--seed", type=int, default=20261129)
     p.add_argument("--merged", action="store_true", help="also keep decoder_model_merged.onnx (always for tiny)")
+    p.add_argument("--processors-only", action="store_true", help="only rewrite tests/data/processors.json")
     args = p.parse_args()
+    if args.processors_only or args.shape == "tiny":
+        path = t5tools.ROOT / "tests/data/processors.json"
+        path.write_text(json.dumps(processor_golden()) + "\n")
+        print(f"processor golden: {path}")
+        if args.processors_only:
+            return
 
     import torch
 

@@ -1,5 +1,7 @@
 //! Token selection and stop conditions on plain slices: no model, no I/O, unit-tested alone.
 
+pub mod processors;
+
 use serde::Serialize;
 
 /// Decoding parameters of one row, already validated by the API layer.
