@@ -146,6 +146,55 @@ def golden(model, tokenizer) -> dict:
     }
 
 
+# Decoding options whose outputs the server must reproduce exactly (greedy, fixed length).
+DECODING_CASES = [
+    {"repetition_penalty": 1.3},
+    {"repetition_penalty": 0.8},
+    {"no_repeat_ngram_size": 2},
+    {"no_repeat_ngram_size": 3, "repetition_penalty": 1.2},
+]
+
+
+def decoding_golden(model, tokenizer) -> dict:
+    """transformers' greedy generate with logits processors, for a few prompts."""
+    import torch
+
+    cases = []
+    for options in DECODING_CASES:
+        for prompt in PROMPTS[1:6]:
+            enc = tokenizer(prompt, return_tensors="pt")
+            with torch.no_grad():
+                out = model.generate(
+                    **enc,
+                    do_sample=False,
+                    num_beams=1,
+                    max_new_tokens=GOLDEN_STEPS,
+                    min_new_tokens=GOLDEN_STEPS,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                    **options,
+                )
+            ids = out.sequences[0, 1:].tolist()
+            # The smallest top-2 margin of the processed scores: where it is tiny, two correct
+            # implementations may pick different tokens.
+            margins = [float(torch.topk(s[0].float(), 2).values.diff().abs()) for s in out.scores]
+            cases.append(
+                {
+                    "prompt": prompt,
+                    "parameters": options,
+                    "ids": ids,
+                    "text": tokenizer.decode(ids, skip_special_tokens=True),
+                    "min_margin": round(min(margins), 7),
+                }
+            )
+    return {
+        "generated_by": "transformers (PyTorch) greedy generate with logits processors, scripts/make_test_models.py",
+        "max_new_tokens": GOLDEN_STEPS,
+        "min_new_tokens": GOLDEN_STEPS,
+        "cases": cases,
+    }
+
+
 def processor_golden() -> dict:
     """transformers' logits processors and warpers on random rows: the reference for the
     server's own implementations (src/generation/processors.rs)."""
@@ -193,6 +242,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=20261129)
     p.add_argument("--merged", action="store_true", help="also keep decoder_model_merged.onnx (always for tiny)")
     p.add_argument("--processors-only", action="store_true", help="only rewrite tests/data/processors.json")
+    p.add_argument("--goldens-only", action="store_true", help="rewrite the tiny model's golden files, not the model")
     args = p.parse_args()
     if args.processors_only or args.shape == "tiny":
         path = t5tools.ROOT / "tests/data/processors.json"
@@ -210,6 +260,9 @@ def main() -> None:
     model = build_model(args.shape, args.seed)
 
     with tempfile.TemporaryDirectory() as tmp:
+        if args.goldens_only:
+            write_goldens(model, tokenizer, out.parent)
+            return
         ckpt = Path(tmp) / "ckpt"
         model.save_pretrained(ckpt)
         tokenizer.save_pretrained(ckpt)
@@ -227,8 +280,12 @@ def main() -> None:
     print(f"model: {out} ({t5tools.dir_size_mb(out):.1f} MB)")
 
     if args.shape == "tiny":
-        data = golden(model, tokenizer)
-        path = out.parent / "golden.json"
+        write_goldens(model, tokenizer, out.parent)
+
+
+def write_goldens(model, tokenizer, data_dir: Path) -> None:
+    for name, data in (("golden.json", golden(model, tokenizer)), ("golden_decoding.json", decoding_golden(model, tokenizer))):
+        path = data_dir / name
         path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         print(f"golden: {path}")
 

@@ -59,6 +59,42 @@ pub struct GenerateParameters {
     pub min_new_tokens: Option<i64>,
     /// 1..=queue_deadline_ms: answer 504 if the request is still queued after this long.
     pub deadline_ms: Option<i64>,
+    /// Sample instead of greedy decoding. Defaults to true when a sampling parameter is set.
+    pub do_sample: Option<bool>,
+    /// (0, 100]; sampling only.
+    pub temperature: Option<f64>,
+    /// >= 1; sampling only.
+    pub top_k: Option<i64>,
+    /// (0, 1]; sampling only.
+    pub top_p: Option<f64>,
+    /// (0, 1]; sampling only.
+    pub typical_p: Option<f64>,
+    /// (0, 100]; 1 = off.
+    pub repetition_penalty: Option<f64>,
+    /// 0..=64; 0 = off.
+    pub no_repeat_ngram_size: Option<i64>,
+    /// Seed of the sampler (any u64); random when unset.
+    pub seed: Option<u64>,
+}
+
+/// `name` must lie in `(low, high]` (`low_open`) or `[low, high]`.
+fn check_range(name: &str, v: f64, low: f64, low_open: bool, high: f64) -> Result<f64, ValidationError> {
+    let ok = v.is_finite() && (if low_open { v > low } else { v >= low }) && v <= high;
+    if ok {
+        Ok(v)
+    } else {
+        let bracket = if low_open { "(" } else { "[" };
+        Err(invalid(format!("parameters.{name} must be in {bracket}{low}, {high}], got {v}")))
+    }
+}
+
+/// A seed for a request that asked for sampling without one.
+fn fresh_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
 }
 
 /// The texts of a request, and whether the client sent one string (answered with one object).
@@ -135,7 +171,39 @@ impl GenerateParameters {
                 )));
             }
         };
-        Ok(GenerationParams { max_new_tokens: max as usize, min_new_tokens: min as usize })
+        let sampling_set =
+            self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some() || self.typical_p.is_some();
+        let do_sample = self.do_sample.unwrap_or(sampling_set);
+        if !do_sample && sampling_set {
+            return Err(invalid(
+                "temperature, top_k, top_p and typical_p apply to sampling only; set do_sample to true or leave them out",
+            ));
+        }
+        let top_k = match self.top_k {
+            None => 0,
+            Some(v) if v >= 1 => v as usize,
+            Some(v) => return Err(invalid(format!("parameters.top_k must be at least 1, got {v}"))),
+        };
+        let no_repeat_ngram_size = match self.no_repeat_ngram_size {
+            None => 0,
+            Some(v) if (0..=64).contains(&v) => v as usize,
+            Some(v) => return Err(invalid(format!("parameters.no_repeat_ngram_size must be in [0, 64], got {v}"))),
+        };
+        let opt = |name: &str, v: Option<f64>, low: f64, high: f64, default: f64| {
+            v.map_or(Ok(default), |v| check_range(name, v, low, true, high)).map(|v| v as f32)
+        };
+        Ok(GenerationParams {
+            max_new_tokens: max as usize,
+            min_new_tokens: min as usize,
+            do_sample,
+            temperature: opt("temperature", self.temperature, 0.0, 100.0, 1.0)?,
+            top_k,
+            top_p: opt("top_p", self.top_p, 0.0, 1.0, 1.0)?,
+            typical_p: opt("typical_p", self.typical_p, 0.0, 1.0, 1.0)?,
+            repetition_penalty: opt("repetition_penalty", self.repetition_penalty, 0.0, 100.0, 1.0)?,
+            no_repeat_ngram_size,
+            seed: self.seed.unwrap_or_else(fresh_seed),
+        })
     }
 
     /// How long the request may stay queued.
@@ -222,7 +290,7 @@ mod tests {
     #[test]
     fn parameters_default_and_ranges() {
         let p = GenerateParameters::default().validate(&limits()).unwrap();
-        assert_eq!(p, GenerationParams { max_new_tokens: 20, min_new_tokens: 0 });
+        assert_eq!(p, GenerationParams { seed: p.seed, ..GenerationParams::greedy(20, 0) });
         for bad in [0, -1, 101] {
             let e = GenerateParameters { max_new_tokens: Some(bad), ..Default::default() }.validate(&limits());
             assert!(e.unwrap_err().0.contains("max_new_tokens must be between 1 and 100"));
@@ -230,6 +298,43 @@ mod tests {
         let e = GenerateParameters { max_new_tokens: Some(5), min_new_tokens: Some(6), ..Default::default() }
             .validate(&limits());
         assert!(e.unwrap_err().0.contains("min_new_tokens must be between 0 and max_new_tokens (5), got 6"));
+    }
+
+    #[test]
+    fn sampling_parameters_are_checked_and_imply_sampling() {
+        let ok = |p: GenerateParameters| p.validate(&limits());
+        let p = ok(GenerateParameters { temperature: Some(0.5), seed: Some(3), ..Default::default() }).unwrap();
+        assert!(p.do_sample && p.temperature == 0.5 && p.seed == 3);
+        let cases = [
+            (
+                GenerateParameters { temperature: Some(0.0), ..Default::default() },
+                "parameters.temperature must be in (0, 100], got 0",
+            ),
+            (
+                GenerateParameters { top_p: Some(1.5), ..Default::default() },
+                "parameters.top_p must be in (0, 1], got 1.5",
+            ),
+            (GenerateParameters { top_k: Some(0), ..Default::default() }, "parameters.top_k must be at least 1, got 0"),
+            (
+                GenerateParameters { typical_p: Some(-1.0), ..Default::default() },
+                "parameters.typical_p must be in (0, 1], got -1",
+            ),
+            (
+                GenerateParameters { repetition_penalty: Some(0.0), ..Default::default() },
+                "parameters.repetition_penalty must be in (0, 100], got 0",
+            ),
+            (
+                GenerateParameters { no_repeat_ngram_size: Some(65), ..Default::default() },
+                "parameters.no_repeat_ngram_size must be in [0, 64], got 65",
+            ),
+            (
+                GenerateParameters { do_sample: Some(false), top_k: Some(3), ..Default::default() },
+                "temperature, top_k, top_p and typical_p apply to sampling only; set do_sample to true or leave them out",
+            ),
+        ];
+        for (p, msg) in cases {
+            assert_eq!(ok(p).unwrap_err().0, msg);
+        }
     }
 
     #[test]

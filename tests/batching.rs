@@ -175,3 +175,43 @@ async fn a_request_too_large_for_the_memory_budget_gets_422_naming_the_limit() {
     assert_eq!(status, 200);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_seeded_sampled_request_is_reproducible_alone_and_in_a_batch() {
+    let server = start_server(tiny_model()).await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let params = json!({"max_new_tokens": 16, "min_new_tokens": 16, "do_sample": true, "top_k": 50, "temperature": 1.5, "seed": 77});
+    let body = json!({"inputs": "summarize: The quick brown fox jumps over the lazy dog.", "parameters": params});
+    let (status, alone) = post(&client, &url, body.clone()).await;
+    assert_eq!(status, 200, "{alone}");
+    // The same request among others sent at the same time, and inside a multi-input request.
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let (c, u) = (client.clone(), url.clone());
+        let other = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 16, "do_sample": true, "seed": i}});
+        let b = if i == 3 { body.clone() } else { other };
+        tasks.push(tokio::spawn(async move { post(&c, &u, b).await }));
+    }
+    let results: Vec<(u16, Value)> = futures_join(tasks).await;
+    assert_eq!(results[3].1["generated_text"], alone["generated_text"]);
+    let batch =
+        json!({"inputs": ["Hi", "summarize: The quick brown fox jumps over the lazy dog."], "parameters": params});
+    let (status, v) = post(&client, &url, batch).await;
+    assert_eq!(status, 200);
+    assert_eq!(v[1]["generated_text"], alone["generated_text"]);
+    // A different seed gives a different text (the tiny model's distribution is flat).
+    let mut other = body.clone();
+    other["parameters"]["seed"] = json!(78);
+    let (_, v) = post(&client, &url, other).await;
+    assert_ne!(v["generated_text"], alone["generated_text"]);
+    server.shutdown().await.unwrap();
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}

@@ -106,6 +106,16 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
         ),
         ("unknown field", Some(json_ct), r#"{"inputs": "Hi", "temprature": 1}"#, 422, "validation"),
         ("unknown parameter", Some(json_ct), r#"{"inputs": "Hi", "parameters": {"max_tokens": 3}}"#, 422, "validation"),
+        ("zero temperature", Some(json_ct), r#"{"inputs": "Hi", "parameters": {"temperature": 0}}"#, 422, "validation"),
+        ("top_p above 1", Some(json_ct), r#"{"inputs": "Hi", "parameters": {"top_p": 1.5}}"#, 422, "validation"),
+        ("negative seed", Some(json_ct), r#"{"inputs": "Hi", "parameters": {"seed": -1}}"#, 422, "validation"),
+        (
+            "warper without sampling",
+            Some(json_ct),
+            r#"{"inputs": "Hi", "parameters": {"do_sample": false, "top_k": 3}}"#,
+            422,
+            "validation",
+        ),
     ];
     for (what, ct, body, status, error_type) in cases {
         let mut req = client.post(&url).body(body.to_string());

@@ -110,9 +110,7 @@ fn rows_leave_the_batch_as_they_finish() {
     let (rows, mut rxs): (Vec<_>, Vec<_>) = inputs
         .iter()
         .zip([3usize, 24, 10])
-        .map(|(ids, n)| {
-            t5serve::scheduler::RowRequest::new(ids.clone(), GenerationParams { max_new_tokens: n, min_new_tokens: n })
-        })
+        .map(|(ids, n)| t5serve::scheduler::RowRequest::new(ids.clone(), GenerationParams::greedy(n, n)))
         .unzip();
     t5serve::scheduler::batch::run_batch(&mut model, rows, &mut rec);
     for (i, n) in [3usize, 24, 10].into_iter().enumerate() {
@@ -166,5 +164,49 @@ fn cached_decoding_equals_uncached_decoding() {
                 assert!(diff <= TOL, "{:?} step {step}: cached and uncached logits differ by {diff}", case.prompt);
             }
         }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DecodingGolden {
+    max_new_tokens: usize,
+    min_new_tokens: usize,
+    cases: Vec<DecodingCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct DecodingCase {
+    prompt: String,
+    parameters: std::collections::BTreeMap<String, f64>,
+    ids: Vec<u32>,
+    min_margin: f32,
+}
+
+#[test]
+fn repetition_penalty_and_no_repeat_ngram_match_transformers() {
+    let path = data_dir().join("golden_decoding.json");
+    let g: DecodingGolden = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut model = load(&tiny_model());
+    let tokenizer = t5serve::model::TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
+    assert!(g.cases.len() >= 8);
+    for case in &g.cases {
+        assert!(case.min_margin > TOL, "the golden has a near-tie; regenerate with other prompts");
+        let mut params = GenerationParams::greedy(g.max_new_tokens, g.min_new_tokens);
+        for (k, v) in &case.parameters {
+            match k.as_str() {
+                "repetition_penalty" => params.repetition_penalty = *v as f32,
+                "no_repeat_ngram_size" => params.no_repeat_ngram_size = *v as usize,
+                other => panic!("unexpected golden parameter {other}"),
+            }
+        }
+        let input = tokenizer.encode(&case.prompt).unwrap();
+        let (rows, mut rxs): (Vec<_>, Vec<_>) =
+            [t5serve::scheduler::RowRequest::new(input, params)].into_iter().unzip();
+        t5serve::scheduler::batch::run_batch(&mut model, rows, &mut Recorder::default());
+        let mut ids = Vec::new();
+        while let Ok(Event::Token { id }) = rxs[0].try_recv() {
+            ids.push(id);
+        }
+        assert_eq!(ids, case.ids, "{:?} with {:?}", case.prompt, case.parameters);
     }
 }

@@ -4,11 +4,116 @@ pub mod processors;
 
 use serde::Serialize;
 
-/// Decoding parameters of one row, already validated by the API layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Decoding parameters of one row, already validated by the API layer. The defaults are plain
+/// greedy decoding.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GenerationParams {
     pub max_new_tokens: usize,
     pub min_new_tokens: usize,
+    /// Sample from the (warped) distribution instead of taking the argmax.
+    pub do_sample: bool,
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 1.0 = off.
+    pub top_p: f32,
+    /// 1.0 = off.
+    pub typical_p: f32,
+    /// 1.0 = off.
+    pub repetition_penalty: f32,
+    /// 0 = off.
+    pub no_repeat_ngram_size: usize,
+    /// Seed of the row's sampler; the same seed gives the same tokens, alone or in any batch.
+    pub seed: u64,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 20,
+            min_new_tokens: 0,
+            do_sample: false,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            typical_p: 1.0,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            seed: 0,
+        }
+    }
+}
+
+impl GenerationParams {
+    /// Plain greedy decoding of exactly `min..=max` tokens.
+    pub fn greedy(max_new_tokens: usize, min_new_tokens: usize) -> Self {
+        Self { max_new_tokens, min_new_tokens, ..Self::default() }
+    }
+
+    fn needs_processing(&self) -> bool {
+        self.do_sample || self.repetition_penalty != 1.0 || self.no_repeat_ngram_size > 0
+    }
+}
+
+/// Chooses one row's tokens step by step: logits processors, then the argmax or a seeded draw.
+/// Keeps the row's decoder ids (start token included, as transformers' processors see them).
+#[derive(Debug, Clone)]
+pub struct TokenChooser {
+    params: GenerationParams,
+    eos: u32,
+    history: Vec<u32>,
+    rng: processors::Rng,
+    scratch: Vec<f32>,
+}
+
+impl TokenChooser {
+    pub fn new(params: GenerationParams, decoder_start: u32, eos: u32) -> Self {
+        Self { params, eos, history: vec![decoder_start], rng: processors::Rng::new(params.seed), scratch: Vec::new() }
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.history.len() - 1
+    }
+
+    /// The next token given this step's raw logits; it is appended to the history.
+    pub fn next(&mut self, logits: &[f32]) -> u32 {
+        let p = self.params;
+        let generated = self.generated();
+        let token = if !p.needs_processing() {
+            greedy_next(logits, generated, &p, self.eos)
+        } else {
+            let l = &mut self.scratch;
+            l.clear();
+            l.extend_from_slice(logits);
+            processors::repetition_penalty(l, &self.history, p.repetition_penalty);
+            processors::no_repeat_ngram(l, &self.history, p.no_repeat_ngram_size);
+            if generated < p.min_new_tokens
+                && let Some(v) = l.get_mut(self.eos as usize)
+            {
+                *v = f32::NEG_INFINITY;
+            }
+            if p.do_sample {
+                processors::temperature(l, p.temperature);
+                if p.top_k > 0 {
+                    processors::top_k(l, p.top_k, 1);
+                }
+                processors::top_p(l, p.top_p, 1);
+                processors::typical_p(l, p.typical_p, 1);
+                processors::sample(l, &mut self.rng) as u32
+            } else {
+                argmax(l, None) as u32
+            }
+        };
+        self.history.push(token);
+        token
+    }
+
+    /// Why the row stops after the token just chosen, if it does.
+    pub fn finished(&self) -> Option<FinishReason> {
+        let last = *self.history.last().expect("the start token is always there");
+        finish_reason(last, self.generated(), &self.params, self.eos)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,7 +163,18 @@ pub fn finish_reason(token: u32, generated: usize, params: &GenerationParams, eo
 mod tests {
     use super::*;
 
-    const P: GenerationParams = GenerationParams { max_new_tokens: 3, min_new_tokens: 2 };
+    const P: GenerationParams = GenerationParams {
+        max_new_tokens: 3,
+        min_new_tokens: 2,
+        do_sample: false,
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        typical_p: 1.0,
+        repetition_penalty: 1.0,
+        no_repeat_ngram_size: 0,
+        seed: 0,
+    };
 
     #[test]
     fn argmax_takes_first_of_equal_values() {
@@ -81,6 +197,33 @@ mod tests {
         assert_eq!(greedy_next(&logits, 0, &P, 1), 2);
         assert_eq!(greedy_next(&logits, 1, &P, 1), 2);
         assert_eq!(greedy_next(&logits, 2, &P, 1), 1);
+    }
+
+    #[test]
+    fn chooser_applies_penalties_and_tracks_history() {
+        let params = GenerationParams { repetition_penalty: 4.0, ..GenerationParams::greedy(3, 0) };
+        let mut c = TokenChooser::new(params, 0, 1);
+        // Token 2 wins first; then its penalised logit (3 / 4) loses to token 3.
+        assert_eq!(c.next(&[0.0, -1.0, 3.0, 2.0]), 2);
+        assert_eq!(c.next(&[0.0, -1.0, 3.0, 2.0]), 3);
+        assert_eq!(c.generated(), 2);
+        assert_eq!(c.finished(), None);
+        // Both penalised now: 3 / 4 beats 2 / 4 and the start token's 0.
+        assert_eq!(c.next(&[0.0, -1.0, 3.0, 2.0]), 2);
+        assert_eq!(c.finished(), Some(FinishReason::Length));
+    }
+
+    #[test]
+    fn seeded_sampling_repeats() {
+        let params = GenerationParams { do_sample: true, seed: 9, top_k: 3, ..GenerationParams::greedy(50, 0) };
+        let logits: Vec<f32> = (0..10).map(|i| (i as f32) * 0.3).collect();
+        let run = || {
+            let mut c = TokenChooser::new(params, 0, 99);
+            (0..20).map(|_| c.next(&logits)).collect::<Vec<_>>()
+        };
+        let a = run();
+        assert_eq!(a, run());
+        assert!(a.iter().all(|&t| t >= 7), "top_k 3 keeps ids 7, 8, 9: {a:?}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use ndarray::Array2;
 
-use crate::generation::{self, FinishReason};
+use crate::generation::{FinishReason, TokenChooser};
 use crate::model::{DecoderState, Encoded, Logits, ModelError, Seq2SeqModel};
 
 use super::{Event, RowRequest};
@@ -25,7 +25,7 @@ struct Active {
     /// Index in the submitted rows, for observers.
     index: usize,
     request: RowRequest,
-    generated: usize,
+    chooser: TokenChooser,
     last: u32,
 }
 
@@ -74,7 +74,9 @@ impl Cohort {
             if request.events.is_closed() {
                 report.cancelled += 1;
             } else {
-                active.push(Active { index, request, generated: 0, last: 0 });
+                let chooser =
+                    TokenChooser::new(request.params, model.dims.decoder_start_token_id, model.dims.eos_token_id);
+                active.push(Active { index, request, chooser, last: 0 });
             }
         }
         if active.is_empty() {
@@ -153,18 +155,16 @@ impl Cohort {
 
     /// Chooses each row's token, reports it, and drops rows that finished or whose client left.
     fn emit(&mut self, model: &Seq2SeqModel, logits: &Logits, observer: &mut dyn StepObserver) -> EmitReport {
-        let eos = model.dims.eos_token_id;
         let mut report = EmitReport::default();
         let mut keep = Vec::with_capacity(self.rows.len());
         for (i, row) in self.rows.iter_mut().enumerate() {
             let l = logits.row(i);
-            observer.logits(row.index, row.generated, l);
-            let token = generation::greedy_next(l, row.generated, &row.request.params, eos);
-            row.generated += 1;
+            observer.logits(row.index, row.chooser.generated(), l);
+            let token = row.chooser.next(l);
             row.last = token;
             report.tokens += 1;
             let delivered = row.request.events.send(Event::Token { id: token }).is_ok();
-            match generation::finish_reason(token, row.generated, &row.request.params, eos) {
+            match row.chooser.finished() {
                 Some(reason) => {
                     let _ = row.request.events.send(finished(row, reason));
                     report.finished += 1;
@@ -213,7 +213,7 @@ fn fail_rows(rows: &[Active], e: &ModelError) {
 }
 
 fn finished(row: &Active, reason: FinishReason) -> Event {
-    Event::Finished { reason, input_tokens: row.request.input_ids.len(), generated_tokens: row.generated }
+    Event::Finished { reason, input_tokens: row.request.input_ids.len(), generated_tokens: row.chooser.generated() }
 }
 
 /// Decodes `rows` to the end as one cohort on the calling thread (tests and tools).

@@ -103,7 +103,7 @@ pub fn decode_batch(
 }
 
 pub fn golden_params(g: &Golden) -> GenerationParams {
-    GenerationParams { max_new_tokens: g.steps, min_new_tokens: g.min_new_tokens }
+    GenerationParams::greedy(g.steps, g.min_new_tokens)
 }
 
 /// Starts the real server on 127.0.0.1:0 with the given model.
