@@ -10,6 +10,7 @@ use crate::generation::{FinishReason, GenerationParams};
 /// Limits that requests are validated against (from the config).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    pub max_stop_sequences: usize,
     pub max_concurrent_requests: usize,
     pub queue_deadline_ms: u64,
     pub max_input_tokens: usize,
@@ -21,6 +22,7 @@ pub struct Limits {
 impl From<&Config> for Limits {
     fn from(c: &Config) -> Self {
         Self {
+            max_stop_sequences: c.max_stop_sequences,
             max_concurrent_requests: c.max_concurrent_requests,
             queue_deadline_ms: c.queue_deadline_ms,
             max_input_tokens: c.max_input_tokens,
@@ -48,6 +50,8 @@ pub struct GenerateRequest {
     pub inputs: Value,
     #[serde(default)]
     pub parameters: GenerateParameters,
+    /// Answer with Server-Sent Events, one per token (single input only).
+    pub stream: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,7 +79,14 @@ pub struct GenerateParameters {
     pub no_repeat_ngram_size: Option<i64>,
     /// Seed of the sampler (any u64); random when unset.
     pub seed: Option<u64>,
+    /// Stop as soon as the text contains one of these (at most max_stop_sequences).
+    pub stop: Option<Vec<String>>,
+    /// Per-token ids, texts and log-probabilities in the response.
+    pub details: Option<bool>,
 }
+
+/// Longest accepted stop sequence, in bytes.
+pub const MAX_STOP_BYTES: usize = 256;
 
 /// `name` must lie in `(low, high]` (`low_open`) or `[low, high]`.
 fn check_range(name: &str, v: f64, low: f64, low_open: bool, high: f64) -> Result<f64, ValidationError> {
@@ -206,6 +217,24 @@ impl GenerateParameters {
         })
     }
 
+    /// The stop sequences, checked: each non-empty and short, at most `max_stop_sequences`.
+    pub fn stop_sequences(&self, limits: &Limits) -> Result<Vec<String>, ValidationError> {
+        let stop = self.stop.clone().unwrap_or_default();
+        if stop.len() > limits.max_stop_sequences {
+            return Err(invalid(format!(
+                "parameters.stop has {} sequences; the limit is {} (max_stop_sequences)",
+                stop.len(),
+                limits.max_stop_sequences
+            )));
+        }
+        for (i, s) in stop.iter().enumerate() {
+            if s.is_empty() || s.len() > MAX_STOP_BYTES {
+                return Err(invalid(format!("parameters.stop[{i}] must be 1 to {MAX_STOP_BYTES} bytes long")));
+            }
+        }
+        Ok(stop)
+    }
+
     /// How long the request may stay queued.
     pub fn queue_deadline(&self, limits: &Limits) -> Result<std::time::Duration, ValidationError> {
         let ms = match self.deadline_ms {
@@ -245,6 +274,27 @@ pub struct Generation {
     pub generated_text: String,
     pub finish_reason: FinishReason,
     pub usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Details>,
+}
+
+/// Per-token information, with `parameters.details`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Details {
+    pub tokens: Vec<TokenInfo>,
+    /// The sampler's seed (meaningful with do_sample).
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenInfo {
+    pub id: u32,
+    /// The text this token adds (empty for special tokens and partial characters).
+    pub text: String,
+    /// Log-probability under the distribution the token was chosen from; with details only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprob: Option<f32>,
+    pub special: bool,
 }
 
 #[cfg(test)]
@@ -254,6 +304,7 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
+            max_stop_sequences: 2,
             max_concurrent_requests: 4,
             queue_deadline_ms: 1000,
             max_input_tokens: 8,
@@ -344,6 +395,20 @@ mod tests {
         assert_eq!(ms(Some(20)).unwrap().as_millis(), 20);
         assert!(ms(Some(0)).is_err());
         assert!(ms(Some(1001)).unwrap_err().0.contains("deadline_ms must be between 1 and 1000"));
+    }
+
+    #[test]
+    fn stop_sequences_are_bounded() {
+        let p = |stop: Vec<&str>| GenerateParameters {
+            stop: Some(stop.into_iter().map(String::from).collect()),
+            ..Default::default()
+        };
+        assert_eq!(p(vec!["a", "b"]).stop_sequences(&limits()).unwrap().len(), 2);
+        assert!(p(vec!["a", "b", "c"]).stop_sequences(&limits()).unwrap_err().0.contains("max_stop_sequences"));
+        assert_eq!(
+            p(vec!["a", ""]).stop_sequences(&limits()).unwrap_err().0,
+            "parameters.stop[1] must be 1 to 256 bytes long"
+        );
     }
 
     #[test]

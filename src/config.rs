@@ -41,6 +41,8 @@ pub struct Config {
     pub default_max_new_tokens: usize,
     /// Most inputs in one request.
     pub max_client_batch_size: usize,
+    /// Most stop sequences in one request.
+    pub max_stop_sequences: usize,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Requests in flight at once (queued or decoding); beyond it, 429 at once.
@@ -72,6 +74,7 @@ impl Default for Config {
             max_new_tokens_limit: 512,
             default_max_new_tokens: 64,
             max_client_batch_size: 32,
+            max_stop_sequences: 4,
             max_body_bytes: 1 << 20,
             max_concurrent_requests: 256,
             max_batch_size: 32,
@@ -120,6 +123,9 @@ pub struct Overrides {
     /// Most inputs in one request [default: 32]
     #[arg(long, env = "T5SERVE_MAX_CLIENT_BATCH_SIZE")]
     pub max_client_batch_size: Option<usize>,
+    /// Most stop sequences in one request [default: 4]
+    #[arg(long, env = "T5SERVE_MAX_STOP_SEQUENCES")]
+    pub max_stop_sequences: Option<usize>,
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "T5SERVE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -184,6 +190,7 @@ impl Config {
             max_new_tokens_limit,
             default_max_new_tokens,
             max_client_batch_size,
+            max_stop_sequences,
             max_body_bytes,
             max_concurrent_requests,
             max_batch_size,
@@ -213,6 +220,7 @@ impl Config {
         range("max_new_tokens_limit", self.max_new_tokens_limit, 1, 65_536)?;
         range("default_max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_limit)?;
         range("max_client_batch_size", self.max_client_batch_size, 1, 4096)?;
+        range("max_stop_sequences", self.max_stop_sequences, 0, 64)?;
         range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)?;
         range("max_concurrent_requests", self.max_concurrent_requests, 1, 1 << 20)?;
         range("max_batch_size", self.max_batch_size, 1, 4096)?;

@@ -115,7 +115,7 @@ fn rows_leave_the_batch_as_they_finish() {
     t5serve::scheduler::batch::run_batch(&mut model, rows, &mut rec);
     for (i, n) in [3usize, 24, 10].into_iter().enumerate() {
         let mut ids = Vec::new();
-        while let Ok(Event::Token { id }) = rxs[i].try_recv() {
+        while let Ok(Event::Token { id, .. }) = rxs[i].try_recv() {
             ids.push(id);
         }
         assert_eq!(ids, g.cases[i].ids[..n], "row {i}");
@@ -204,7 +204,7 @@ fn repetition_penalty_and_no_repeat_ngram_match_transformers() {
             [t5serve::scheduler::RowRequest::new(input, params)].into_iter().unzip();
         t5serve::scheduler::batch::run_batch(&mut model, rows, &mut Recorder::default());
         let mut ids = Vec::new();
-        while let Ok(Event::Token { id }) = rxs[0].try_recv() {
+        while let Ok(Event::Token { id, .. }) = rxs[0].try_recv() {
             ids.push(id);
         }
         assert_eq!(ids, case.ids, "{:?} with {:?}", case.prompt, case.parameters);

@@ -1,5 +1,6 @@
 //! Token selection and stop conditions on plain slices: no model, no I/O, unit-tested alone.
 
+pub mod detokenize;
 pub mod processors;
 
 use serde::Serialize;
@@ -78,9 +79,15 @@ impl TokenChooser {
 
     /// The next token given this step's raw logits; it is appended to the history.
     pub fn next(&mut self, logits: &[f32]) -> u32 {
+        self.next_with_logprob(logits, false).0
+    }
+
+    /// The next token and, if asked, its log-probability under the processed distribution it
+    /// was chosen from (what TGI reports in `details`).
+    pub fn next_with_logprob(&mut self, logits: &[f32], want_logprob: bool) -> (u32, Option<f32>) {
         let p = self.params;
         let generated = self.generated();
-        let token = if !p.needs_processing() {
+        let token = if !p.needs_processing() && !want_logprob {
             greedy_next(logits, generated, &p, self.eos)
         } else {
             let l = &mut self.scratch;
@@ -105,8 +112,9 @@ impl TokenChooser {
                 argmax(l, None) as u32
             }
         };
+        let logprob = want_logprob.then(|| self.scratch[token as usize] - processors::log_sum_exp(&self.scratch));
         self.history.push(token);
-        token
+        (token, logprob)
     }
 
     /// Why the row stops after the token just chosen, if it does.
@@ -123,6 +131,8 @@ pub enum FinishReason {
     Eos,
     /// `max_new_tokens` were generated.
     Length,
+    /// The text reached one of the request's stop sequences.
+    Stop,
 }
 
 /// Index of the largest value; the first one wins a tie (as `torch.argmax`). `banned` is skipped.
@@ -211,6 +221,17 @@ mod tests {
         // Both penalised now: 3 / 4 beats 2 / 4 and the start token's 0.
         assert_eq!(c.next(&[0.0, -1.0, 3.0, 2.0]), 2);
         assert_eq!(c.finished(), Some(FinishReason::Length));
+    }
+
+    #[test]
+    fn logprob_is_that_of_the_processed_distribution() {
+        let mut c = TokenChooser::new(GenerationParams::greedy(3, 1), 0, 1);
+        // EOS (id 1) is banned at the first step, so the choice is among ids 0 and 2 only.
+        let (t, lp) = c.next_with_logprob(&[0.0, 5.0, 0.0], true);
+        assert_eq!(t, 0);
+        assert!((lp.unwrap() - 0.5f32.ln()).abs() < 1e-6, "{lp:?}");
+        let (t, lp) = c.next_with_logprob(&[0.0, 5.0, 0.0], false);
+        assert_eq!((t, lp), (1, None));
     }
 
     #[test]

@@ -79,6 +79,19 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The text a client may see: internal details are logged, never sent.
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error; the x-request-id response header identifies it in the server log".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();

@@ -40,6 +40,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Whether a token id is a special token (EOS, padding, sentinels) of the tokenizer.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.tokenizer.is_special(id)
+    }
+
     /// Admission: a permit, or 429 at once rather than an unbounded wait.
     pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         self.admission.clone().try_acquire_owned().map_err(|_| {

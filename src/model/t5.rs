@@ -73,6 +73,7 @@ type Inputs<'v> = Vec<(Cow<'static, str>, SessionInputValue<'v>)>;
 pub struct Seq2SeqModel {
     pub dims: ModelDims,
     pub files: ModelFiles,
+    pub tokenizer: super::TextTokenizer,
     encoder: Session,
     decoder: Decoder,
 }
@@ -110,7 +111,8 @@ impl Seq2SeqModel {
             }
             DecoderLayout::Merged(path) => Decoder::Merged(session(path, settings)?),
         };
-        let model = Self { dims, files, encoder, decoder };
+        let tokenizer = super::TextTokenizer::from_file(&files.tokenizer)?;
+        let model = Self { dims, files, tokenizer, encoder, decoder };
         model.check_graphs()?;
         Ok(model)
     }

@@ -10,6 +10,7 @@ use super::ModelError;
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
+    special: std::collections::HashSet<u32>,
 }
 
 impl TextTokenizer {
@@ -18,7 +19,9 @@ impl TextTokenizer {
             .map_err(|e| ModelError::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(Self { inner })
+        let special =
+            inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
+        Ok(Self { inner, special })
     }
 
     /// Token ids of `text`, with the EOS the T5 post-processor appends.
@@ -30,6 +33,11 @@ impl TextTokenizer {
     /// Text of generated ids, special tokens (EOS, padding) left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
         self.inner.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// Whether `id` is a special token (EOS, padding, unknown, sentinels).
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
     }
 
     pub fn vocab_size(&self) -> usize {

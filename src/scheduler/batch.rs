@@ -4,6 +4,7 @@
 
 use ndarray::Array2;
 
+use crate::generation::detokenize::{Detokenizer, StopMatcher};
 use crate::generation::{FinishReason, TokenChooser};
 use crate::model::{DecoderState, Encoded, Logits, ModelError, Seq2SeqModel};
 
@@ -26,6 +27,8 @@ struct Active {
     index: usize,
     request: RowRequest,
     chooser: TokenChooser,
+    detokenizer: Detokenizer,
+    stop: StopMatcher,
     last: u32,
 }
 
@@ -76,7 +79,8 @@ impl Cohort {
             } else {
                 let chooser =
                     TokenChooser::new(request.params, model.dims.decoder_start_token_id, model.dims.eos_token_id);
-                active.push(Active { index, request, chooser, last: 0 });
+                let stop = StopMatcher::new(request.stop.clone());
+                active.push(Active { index, request, chooser, detokenizer: Detokenizer::new(), stop, last: 0 });
             }
         }
         if active.is_empty() {
@@ -160,11 +164,20 @@ impl Cohort {
         for (i, row) in self.rows.iter_mut().enumerate() {
             let l = logits.row(i);
             observer.logits(row.index, row.chooser.generated(), l);
-            let token = row.chooser.next(l);
+            let (token, logprob) = row.chooser.next_with_logprob(l, row.request.logprobs);
             row.last = token;
             report.tokens += 1;
-            let delivered = row.request.events.send(Event::Token { id: token }).is_ok();
-            match row.chooser.finished() {
+            let decode = |ids: &[u32]| model.tokenizer.decode(ids).unwrap_or_default();
+            let mut text = row.detokenizer.push(token, decode);
+            let mut reason = row.chooser.finished();
+            if let Some(cut) = row.stop.push(&text) {
+                text = cut;
+                reason = Some(FinishReason::Stop);
+            } else if reason.is_some() {
+                text.push_str(&row.detokenizer.flush(decode));
+            }
+            let delivered = row.request.events.send(Event::Token { id: token, text, logprob }).is_ok();
+            match reason {
                 Some(reason) => {
                     let _ = row.request.events.send(finished(row, reason));
                     report.finished += 1;

@@ -19,8 +19,18 @@ pub use worker::{SchedulerHandle, SchedulerSettings, WorkerInfo};
 /// What the decode loop reports for one row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Token { id: u32 },
-    Finished { reason: FinishReason, input_tokens: usize, generated_tokens: usize },
+    /// A generated token, the text it completes (may be empty, or cut at a stop sequence), and
+    /// its log-probability when the request asked for details.
+    Token {
+        id: u32,
+        text: String,
+        logprob: Option<f32>,
+    },
+    Finished {
+        reason: FinishReason,
+        input_tokens: usize,
+        generated_tokens: usize,
+    },
     Error(RowError),
 }
 
@@ -40,12 +50,26 @@ pub struct RowRequest {
     pub events: mpsc::UnboundedSender<Event>,
     /// Still queued at this instant: answered with `DeadlineExceeded`, never run.
     pub deadline: Option<Instant>,
+    /// The row finishes as soon as its text contains one of these.
+    pub stop: Vec<String>,
+    /// Report each token's log-probability.
+    pub logprobs: bool,
 }
 
 impl RowRequest {
     pub fn new(input_ids: Vec<u32>, params: GenerationParams) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { input_ids, params, events: tx, deadline: None }, rx)
+        (Self { input_ids, params, events: tx, deadline: None, stop: Vec::new(), logprobs: false }, rx)
+    }
+
+    pub fn with_stop(mut self, stop: Vec<String>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    pub fn with_logprobs(mut self, logprobs: bool) -> Self {
+        self.logprobs = logprobs;
+        self
     }
 
     pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {

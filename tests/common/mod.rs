@@ -92,7 +92,7 @@ pub fn decode_batch(
             let mut ids = Vec::new();
             loop {
                 match rx.try_recv().expect("the batch is finished, all events are queued") {
-                    Event::Token { id } => ids.push(id),
+                    Event::Token { id, .. } => ids.push(id),
                     other => {
                         return Decoded { ids, finished: other };
                     }
