@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh clone: brings ONNX Runtime (PyPI wheel), then the Rust suite
-# (unit tests, real-ORT parity tests on the committed models, HTTP tests on a real socket).
+# (unit tests, real-ORT parity tests on the committed models, HTTP tests on a real socket), then
+# the client-compatibility tests with real clients from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_ort.sh
 cargo test --locked
+# Real TGI client (huggingface_hub) against the real binary.
+if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
+.venv-test/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+.venv-test/bin/python tests/python/test_tgi_client.py target/debug/t5serve

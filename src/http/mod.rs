@@ -6,6 +6,8 @@ pub mod generate;
 pub mod health;
 pub mod json;
 pub mod metrics;
+pub mod rows;
+pub mod tgi;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,6 +119,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     });
     Router::new()
         .route("/v1/generate", post(generate::generate))
+        .route("/generate", post(tgi::generate))
+        .route("/generate_stream", post(tgi::generate_stream))
+        .route("/", post(tgi::compat))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)

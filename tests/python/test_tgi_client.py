@@ -1,0 +1,124 @@
+"""Existing TGI clients work unchanged against t5serve: huggingface_hub's InferenceClient
+(text_generation, with and without stream and details) against the tiny model, checked
+against transformers' golden outputs. Starts the real server binary on a free port.
+
+    python tests/python/test_tgi_client.py [path/to/t5serve]
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import unittest
+import urllib.request
+from pathlib import Path
+
+from huggingface_hub import InferenceClient
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target/debug/t5serve"
+GOLDEN = json.loads((ROOT / "tests/data/golden.json").read_text())
+EOS = GOLDEN["eos_token_id"]
+# TGI has no min_new_tokens: use the prompts where transformers' raw argmax is never EOS, so
+# that plain greedy decoding gives exactly the golden 24 tokens.
+CASES = [c for c in GOLDEN["cases"] if c["prompt"] and all(s["ids"][0] != EOS for s in c["top5"])]
+STEPS = GOLDEN["steps"]
+
+
+class TgiClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        env = dict(os.environ, NO_COLOR="1", RUST_LOG="info")
+        env.setdefault("ORT_DYLIB_PATH", str(ROOT / ".ort/libonnxruntime.so.1.31.1"))
+        # The log goes to a file: a pipe nobody reads would fill up and block the server.
+        cls.log = open(ROOT / "target" / "tgi-client-test-server.log", "w+")
+        cls.server = subprocess.Popen(
+            [str(BINARY), "serve", "--model", str(ROOT / "tests/data/tiny-t5"), "--port", "0"],
+            stdout=cls.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.time() + 60
+        port = None
+        while port is None and time.time() < deadline and cls.server.poll() is None:
+            m = re.search(r"listening addr=127\.0\.0\.1:(\d+)", Path(cls.log.name).read_text())
+            if m:
+                port = int(m.group(1))
+            else:
+                time.sleep(0.1)
+        if port is None:
+            cls.server.kill()
+            raise RuntimeError("the server did not start:\n" + Path(cls.log.name).read_text())
+        cls.base = f"http://127.0.0.1:{port}"
+        cls.client = InferenceClient(model=cls.base)
+        assert len(CASES) >= 3, "need golden prompts without an EOS argmax"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.terminate()
+        cls.server.wait(timeout=30)
+        cls.log.close()
+
+    def test_text_generation_returns_the_golden_text(self):
+        for case in CASES:
+            text = self.client.text_generation(case["prompt"], max_new_tokens=STEPS)
+            self.assertEqual(text, case["text"], case["prompt"])
+
+    def test_details_report_tokens_and_finish_reason(self):
+        case = CASES[0]
+        out = self.client.text_generation(case["prompt"], max_new_tokens=STEPS, details=True)
+        self.assertEqual(out.generated_text, case["text"])
+        self.assertEqual(out.details.finish_reason, "length")
+        self.assertEqual(out.details.generated_tokens, STEPS)
+        self.assertEqual([t.id for t in out.details.tokens], case["ids"])
+        self.assertTrue(all(t.logprob < 0 for t in out.details.tokens))
+
+    def test_streaming_yields_the_text_token_by_token(self):
+        for case in CASES[:3]:
+            pieces = list(self.client.text_generation(case["prompt"], max_new_tokens=STEPS, stream=True))
+            self.assertEqual(len(pieces), STEPS)
+            self.assertEqual("".join(pieces), case["text"], case["prompt"])
+
+    def test_streaming_with_details_ends_with_the_full_text(self):
+        case = CASES[1]
+        events = list(self.client.text_generation(case["prompt"], max_new_tokens=STEPS, stream=True, details=True))
+        self.assertEqual([e.token.id for e in events], case["ids"])
+        self.assertTrue(all(e.generated_text is None for e in events[:-1]))
+        self.assertEqual(events[-1].generated_text, case["text"])
+        self.assertEqual(events[-1].details.finish_reason, "length")
+        self.assertEqual(events[-1].details.generated_tokens, STEPS)
+
+    def test_stop_sequences_and_seeded_sampling(self):
+        case = CASES[0]
+        stop = case["text"].split()[1]
+        text = self.client.text_generation(case["prompt"], max_new_tokens=STEPS, stop=[stop])
+        self.assertEqual(text, case["text"][: case["text"].index(stop) + len(stop)])
+        a = self.client.text_generation(case["prompt"], max_new_tokens=12, do_sample=True, top_k=20, seed=5)
+        b = self.client.text_generation(case["prompt"], max_new_tokens=12, do_sample=True, top_k=20, seed=5)
+        self.assertEqual(a, b)
+
+    def test_tgi_routes_with_plain_http(self):
+        case = CASES[0]
+        body = json.dumps({"inputs": case["prompt"], "parameters": {"max_new_tokens": STEPS, "details": True}}).encode()
+        req = urllib.request.Request(f"{self.base}/generate", body, {"Content-Type": "application/json"})
+        out = json.loads(urllib.request.urlopen(req).read())
+        self.assertEqual(out["generated_text"], case["text"])
+        self.assertEqual(out["details"]["finish_reason"], "length")
+        req = urllib.request.Request(f"{self.base}/generate_stream", body, {"Content-Type": "application/json"})
+        lines = [l for l in urllib.request.urlopen(req).read().decode().splitlines() if l.startswith("data:")]
+        self.assertEqual(len(lines), STEPS)
+        self.assertEqual(json.loads(lines[-1][5:])["generated_text"], case["text"])
+
+    def test_unsupported_tgi_features_are_refused_clearly(self):
+        body = json.dumps({"inputs": "Hi", "parameters": {"best_of": 2}}).encode()
+        req = urllib.request.Request(f"{self.base}/generate", body, {"Content-Type": "application/json"})
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req)
+        self.assertEqual(e.exception.code, 422)
+        self.assertIn("best_of", json.loads(e.exception.read())["error"])
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
