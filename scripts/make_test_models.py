@@ -195,6 +195,43 @@ def decoding_golden(model, tokenizer) -> dict:
     }
 
 
+BEAM_CASES = [
+    {"num_beams": 4, "num_return_sequences": 2, "length_penalty": 0.6, "early_stopping": False},
+    {"num_beams": 4, "num_return_sequences": 2, "length_penalty": 2.0, "early_stopping": True},
+    {"num_beams": 3, "num_return_sequences": 3, "length_penalty": 1.0, "early_stopping": "never"},
+    {"num_beams": 4, "num_return_sequences": 2, "length_penalty": 1.5, "early_stopping": False, "repetition_penalty": 1.3},
+]
+BEAM_STEPS = 12
+
+
+def beam_golden(model, tokenizer) -> dict:
+    """transformers' beam search: the sequences (best first) and their scores."""
+    import torch
+
+    cases = []
+    for options in BEAM_CASES:
+        for prompt in PROMPTS[1:6]:
+            enc = tokenizer(prompt, return_tensors="pt")
+            with torch.no_grad():
+                out = model.generate(
+                    **enc,
+                    do_sample=False,
+                    max_new_tokens=BEAM_STEPS,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                    **options,
+                )
+            seqs = []
+            for ids, score in zip(out.sequences, out.sequences_scores):
+                ids = [t for t in ids[1:].tolist()]
+                # Drop the padding transformers adds after an early EOS.
+                if 1 in ids:
+                    ids = ids[: ids.index(1) + 1]
+                seqs.append({"ids": ids, "score": round(float(score), 6)})
+            cases.append({"prompt": prompt, "parameters": options, "sequences": seqs})
+    return {"generated_by": "transformers (PyTorch) beam search generate, scripts/make_test_models.py", "max_new_tokens": BEAM_STEPS, "cases": cases}
+
+
 def processor_golden() -> dict:
     """transformers' logits processors and warpers on random rows: the reference for the
     server's own implementations (src/generation/processors.rs)."""
@@ -284,7 +321,12 @@ def main() -> None:
 
 
 def write_goldens(model, tokenizer, data_dir: Path) -> None:
-    for name, data in (("golden.json", golden(model, tokenizer)), ("golden_decoding.json", decoding_golden(model, tokenizer))):
+    goldens = (
+        ("golden.json", golden(model, tokenizer)),
+        ("golden_decoding.json", decoding_golden(model, tokenizer)),
+        ("golden_beam.json", beam_golden(model, tokenizer)),
+    )
+    for name, data in goldens:
         path = data_dir / name
         path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         print(f"golden: {path}")

@@ -5,11 +5,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::generation::beam::{BeamParams, EarlyStopping};
 use crate::generation::{FinishReason, GenerationParams};
 
 /// Limits that requests are validated against (from the config).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    pub max_num_beams: usize,
     pub max_stop_sequences: usize,
     pub max_concurrent_requests: usize,
     pub queue_deadline_ms: u64,
@@ -22,6 +24,7 @@ pub struct Limits {
 impl From<&Config> for Limits {
     fn from(c: &Config) -> Self {
         Self {
+            max_num_beams: c.max_num_beams,
             max_stop_sequences: c.max_stop_sequences,
             max_concurrent_requests: c.max_concurrent_requests,
             queue_deadline_ms: c.queue_deadline_ms,
@@ -83,6 +86,14 @@ pub struct GenerateParameters {
     pub stop: Option<Vec<String>>,
     /// Per-token ids, texts and log-probabilities in the response.
     pub details: Option<bool>,
+    /// Beam search with this many beams, 1..=max_num_beams (1 = off).
+    pub num_beams: Option<i64>,
+    /// Beam scores are `sum_logprobs / length ** length_penalty`; any finite value, default 1.
+    pub length_penalty: Option<f64>,
+    /// true, false (default) or "never", as in transformers.
+    pub early_stopping: Option<Value>,
+    /// Hypotheses returned, 1..=num_beams.
+    pub num_return_sequences: Option<i64>,
 }
 
 /// Longest accepted stop sequence, in bytes.
@@ -235,6 +246,66 @@ impl GenerateParameters {
         Ok(stop)
     }
 
+    /// Beam search settings, or `None` for token-by-token decoding.
+    pub fn beam(&self, limits: &Limits) -> Result<Option<BeamParams>, ValidationError> {
+        let n = self.num_beams.unwrap_or(1);
+        if n < 1 || n as usize > limits.max_num_beams {
+            return Err(invalid(format!(
+                "parameters.num_beams must be between 1 and {} (max_num_beams), got {n}",
+                limits.max_num_beams
+            )));
+        }
+        let returns = self.num_return_sequences.unwrap_or(1);
+        if returns < 1 || returns > n {
+            return Err(invalid(format!(
+                "parameters.num_return_sequences must be between 1 and num_beams ({n}), got {returns}"
+            )));
+        }
+        if n == 1 {
+            if self.length_penalty.is_some() || self.early_stopping.is_some() {
+                return Err(invalid("length_penalty and early_stopping apply to beam search only (num_beams > 1)"));
+            }
+            return Ok(None);
+        }
+        let only = |set: bool, what: &str| {
+            if set {
+                Err(invalid(format!("{what} cannot be combined with beam search (num_beams > 1)")))
+            } else {
+                Ok(())
+            }
+        };
+        only(
+            self.do_sample == Some(true)
+                || self.temperature.is_some()
+                || self.top_k.is_some()
+                || self.top_p.is_some()
+                || self.typical_p.is_some(),
+            "sampling",
+        )?;
+        only(self.stop.as_ref().is_some_and(|s| !s.is_empty()), "parameters.stop")?;
+        only(self.details == Some(true), "parameters.details")?;
+        let length_penalty = self.length_penalty.unwrap_or(1.0);
+        if !length_penalty.is_finite() || length_penalty.abs() > 100.0 {
+            return Err(invalid(format!("parameters.length_penalty must be in [-100, 100], got {length_penalty}")));
+        }
+        let early_stopping = match &self.early_stopping {
+            None | Some(Value::Bool(false)) => EarlyStopping::False,
+            Some(Value::Bool(true)) => EarlyStopping::True,
+            Some(Value::String(s)) if s == "never" => EarlyStopping::Never,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "parameters.early_stopping must be true, false or \"never\", got {other}"
+                )));
+            }
+        };
+        Ok(Some(BeamParams {
+            num_beams: n as usize,
+            num_return_sequences: returns as usize,
+            length_penalty: length_penalty as f32,
+            early_stopping,
+        }))
+    }
+
     /// How long the request may stay queued.
     pub fn queue_deadline(&self, limits: &Limits) -> Result<std::time::Duration, ValidationError> {
         let ms = match self.deadline_ms {
@@ -276,6 +347,18 @@ pub struct Generation {
     pub usage: Usage,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Details>,
+    /// Beam search with num_return_sequences > 1: every returned hypothesis, best first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequences: Option<Vec<SequenceOut>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SequenceOut {
+    pub generated_text: String,
+    pub finish_reason: FinishReason,
+    /// `sum_logprobs / generated_len ** length_penalty`
+    pub score: f32,
+    pub generated_tokens: usize,
 }
 
 /// Per-token information, with `parameters.details`.
@@ -304,6 +387,7 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
+            max_num_beams: 4,
             max_stop_sequences: 2,
             max_concurrent_requests: 4,
             queue_deadline_ms: 1000,
@@ -395,6 +479,43 @@ mod tests {
         assert_eq!(ms(Some(20)).unwrap().as_millis(), 20);
         assert!(ms(Some(0)).is_err());
         assert!(ms(Some(1001)).unwrap_err().0.contains("deadline_ms must be between 1 and 1000"));
+    }
+
+    #[test]
+    fn beam_parameters_are_checked() {
+        let b = |p: GenerateParameters| p.beam(&limits());
+        assert_eq!(b(GenerateParameters::default()).unwrap(), None);
+        let p = b(GenerateParameters {
+            num_beams: Some(4),
+            num_return_sequences: Some(2),
+            length_penalty: Some(0.5),
+            early_stopping: Some(serde_json::json!("never")),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((p.num_beams, p.num_return_sequences, p.early_stopping), (4, 2, EarlyStopping::Never));
+        let errors = [
+            (GenerateParameters { num_beams: Some(5), ..Default::default() }, "num_beams must be between 1 and 4"),
+            (
+                GenerateParameters { num_beams: Some(2), num_return_sequences: Some(3), ..Default::default() },
+                "num_return_sequences",
+            ),
+            (GenerateParameters { num_beams: Some(2), do_sample: Some(true), ..Default::default() }, "sampling cannot"),
+            (GenerateParameters { length_penalty: Some(2.0), ..Default::default() }, "beam search only"),
+            (
+                GenerateParameters {
+                    num_beams: Some(2),
+                    early_stopping: Some(serde_json::json!(3)),
+                    ..Default::default()
+                },
+                "early_stopping must be",
+            ),
+        ];
+        for (p, msg) in errors {
+            let e = b(p).unwrap_err().0;
+            assert!(e.contains(msg), "{e}");
+        }
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Config {
     pub max_client_batch_size: usize,
     /// Most stop sequences in one request.
     pub max_stop_sequences: usize,
+    /// Most beams a request may ask for.
+    pub max_num_beams: usize,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Requests in flight at once (queued or decoding); beyond it, 429 at once.
@@ -75,6 +77,7 @@ impl Default for Config {
             default_max_new_tokens: 64,
             max_client_batch_size: 32,
             max_stop_sequences: 4,
+            max_num_beams: 8,
             max_body_bytes: 1 << 20,
             max_concurrent_requests: 256,
             max_batch_size: 32,
@@ -126,6 +129,9 @@ pub struct Overrides {
     /// Most stop sequences in one request [default: 4]
     #[arg(long, env = "T5SERVE_MAX_STOP_SEQUENCES")]
     pub max_stop_sequences: Option<usize>,
+    /// Most beams a request may ask for [default: 8]
+    #[arg(long, env = "T5SERVE_MAX_NUM_BEAMS")]
+    pub max_num_beams: Option<usize>,
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "T5SERVE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -191,6 +197,7 @@ impl Config {
             default_max_new_tokens,
             max_client_batch_size,
             max_stop_sequences,
+            max_num_beams,
             max_body_bytes,
             max_concurrent_requests,
             max_batch_size,
@@ -221,6 +228,7 @@ impl Config {
         range("default_max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_limit)?;
         range("max_client_batch_size", self.max_client_batch_size, 1, 4096)?;
         range("max_stop_sequences", self.max_stop_sequences, 0, 64)?;
+        range("max_num_beams", self.max_num_beams, 1, 64)?;
         range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)?;
         range("max_concurrent_requests", self.max_concurrent_requests, 1, 1 << 20)?;
         range("max_batch_size", self.max_batch_size, 1, 4096)?;

@@ -215,3 +215,71 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn beam_search_shares_the_decode_loop_with_greedy_requests() {
+    let g = golden();
+    let beams: Value =
+        serde_json::from_str(&std::fs::read_to_string(data_dir().join("golden_beam.json")).unwrap()).unwrap();
+    let tokenizer = TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
+    // A long queue delay makes the requests below start together in one cohort.
+    let server = start_server_with(tiny_model(), |c| c.max_queue_delay_ms = 200).await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for case in beams["cases"].as_array().unwrap().iter().take(5) {
+        let mut params = case["parameters"].clone();
+        params["max_new_tokens"] = beams["max_new_tokens"].clone();
+        let body = json!({"inputs": case["prompt"], "parameters": params});
+        let want: Vec<String> = case["sequences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let ids: Vec<u32> = s["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+                tokenizer.decode(&ids).unwrap()
+            })
+            .collect();
+        let (c, u) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let (status, v) = post(&c, &u, body).await;
+            assert_eq!(status, 200, "{v}");
+            let got: Vec<String> = v["sequences"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["generated_text"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(v["generated_text"], got[0]);
+            // The two best may swap only at a near-tie (see tests/parity.rs); these prompts have none.
+            assert_eq!(got, want);
+        }));
+    }
+    for case in g.cases.iter().filter(|c| !c.prompt.is_empty()).take(4) {
+        let body = json!({"inputs": case.prompt, "parameters": {"max_new_tokens": g.steps, "min_new_tokens": g.steps}});
+        let (c, u, want) = (client.clone(), url.clone(), case.text.clone());
+        tasks.push(tokio::spawn(async move {
+            let (status, v) = post(&c, &u, body).await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["generated_text"], want);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Beam search refuses what it cannot do, clearly.
+    for (params, msg) in [
+        (json!({"num_beams": 2, "do_sample": true}), "sampling"),
+        (json!({"num_beams": 2, "stop": ["x"]}), "stop"),
+        (json!({"num_beams": 100}), "max_num_beams"),
+    ] {
+        let (status, v) = post(&client, &url, json!({"inputs": "Hi", "parameters": params})).await;
+        assert_eq!(status, 422, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(msg), "{v}");
+    }
+    let (status, v) =
+        post(&client, &url, json!({"inputs": "Hi", "stream": true, "parameters": {"num_beams": 2}})).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
+    server.shutdown().await.unwrap();
+}

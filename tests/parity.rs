@@ -210,3 +210,89 @@ fn repetition_penalty_and_no_repeat_ngram_match_transformers() {
         assert_eq!(ids, case.ids, "{:?} with {:?}", case.prompt, case.parameters);
     }
 }
+
+#[derive(serde::Deserialize)]
+struct BeamGolden {
+    max_new_tokens: usize,
+    cases: Vec<BeamCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct BeamCase {
+    prompt: String,
+    parameters: serde_json::Value,
+    sequences: Vec<BeamSeq>,
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct BeamSeq {
+    ids: Vec<u32>,
+    score: f32,
+}
+
+/// Decodes one beam search request and returns its hypotheses.
+fn beam_decode(
+    model: &mut t5serve::model::Seq2SeqModel,
+    input: Vec<u32>,
+    params: GenerationParams,
+    beam: t5serve::generation::beam::BeamParams,
+) -> Vec<t5serve::scheduler::Sequence> {
+    let (row, mut rx) = t5serve::scheduler::RowRequest::new(input, params);
+    t5serve::scheduler::batch::run_batch(model, vec![row.with_beam(Some(beam))], &mut Recorder::default());
+    match rx.try_recv().expect("beam search finished") {
+        Event::Sequences(s) => s,
+        other => panic!("beam search sends its sequences first, not {other:?}"),
+    }
+}
+
+fn beam_params(p: &serde_json::Value, max_new: usize) -> (GenerationParams, t5serve::generation::beam::BeamParams) {
+    use t5serve::generation::beam::{BeamParams, EarlyStopping};
+    let mut params = GenerationParams::greedy(max_new, 0);
+    if let Some(r) = p.get("repetition_penalty") {
+        params.repetition_penalty = r.as_f64().unwrap() as f32;
+    }
+    let early = match &p["early_stopping"] {
+        serde_json::Value::Bool(true) => EarlyStopping::True,
+        serde_json::Value::Bool(false) => EarlyStopping::False,
+        _ => EarlyStopping::Never,
+    };
+    let beam = BeamParams {
+        num_beams: p["num_beams"].as_u64().unwrap() as usize,
+        num_return_sequences: p["num_return_sequences"].as_u64().unwrap() as usize,
+        length_penalty: p["length_penalty"].as_f64().unwrap() as f32,
+        early_stopping: early,
+    };
+    (params, beam)
+}
+
+/// The hypotheses equal transformers' (ids and scores); two whose golden scores are closer
+/// than the tolerance may come in either order.
+fn compare_beams(what: &str, got: &[t5serve::scheduler::Sequence], want: &[BeamSeq]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, w) in want.iter().enumerate() {
+        let tied = |j: usize| want.get(j).is_some_and(|o| (o.score - w.score).abs() < 1e-4);
+        let candidates: Vec<usize> = [i.wrapping_sub(1), i, i + 1].into_iter().filter(|&j| j == i || tied(j)).collect();
+        let hit =
+            candidates.iter().any(|&j| got.get(j).is_some_and(|g| g.ids == w.ids && (g.score - w.score).abs() < 1e-4));
+        assert!(
+            hit,
+            "{what}: hypothesis {i} {:?} (score {}) not found; got {:?}",
+            w.ids,
+            w.score,
+            got.iter().map(|g| (&g.ids, g.score)).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn beam_search_matches_transformers() {
+    let g: BeamGolden =
+        serde_json::from_str(&std::fs::read_to_string(data_dir().join("golden_beam.json")).unwrap()).unwrap();
+    let mut model = load(&tiny_model());
+    let tokenizer = t5serve::model::TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
+    for case in &g.cases {
+        let (params, beam) = beam_params(&case.parameters, g.max_new_tokens);
+        let got = beam_decode(&mut model, tokenizer.encode(&case.prompt).unwrap(), params, beam);
+        compare_beams(&format!("{:?} {}", case.prompt, case.parameters), &got, &case.sequences);
+    }
+}

@@ -1,5 +1,6 @@
 //! Token selection and stop conditions on plain slices: no model, no I/O, unit-tested alone.
 
+pub mod beam;
 pub mod detokenize;
 pub mod processors;
 

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{self, Details, GenerateRequest, Generation, TokenInfo, Usage};
+use crate::api::{self, Details, GenerateRequest, Generation, SequenceOut, TokenInfo, Usage};
 use crate::generation::FinishReason;
 
 use super::AppState;
@@ -25,7 +25,9 @@ pub async fn generate(
     let texts = api::parse_inputs(&req.inputs, &app.limits)?;
     let p = &req.parameters;
     let details = p.details.unwrap_or(false);
+    let beam = p.beam(&app.limits)?;
     let options = RowOptions {
+        beam,
         params: p.validate(&app.limits)?,
         stop: p.stop_sequences(&app.limits)?,
         logprobs: details,
@@ -34,6 +36,9 @@ pub async fn generate(
     let stream = req.stream.unwrap_or(false);
     if stream && !texts.single {
         return Err(ApiError::Validation("stream supports a single string input, not a list".into()));
+    }
+    if stream && beam.is_some() {
+        return Err(ApiError::Validation("stream is not available with beam search (num_beams > 1)".into()));
     }
     let ids = app.tokenize(texts.texts).await?;
     let receivers = rows::submit(&app, ids, &options)?;
@@ -44,11 +49,23 @@ pub async fn generate(
     let mut out = Vec::with_capacity(receivers.len());
     for rx in receivers {
         let c = rows::collect(&app, rx, arrived).await?;
+        let sequences = beam.filter(|b| b.num_return_sequences > 1).map(|_| {
+            c.sequences
+                .iter()
+                .map(|s| SequenceOut {
+                    generated_text: s.text.clone(),
+                    finish_reason: s.reason,
+                    score: s.score,
+                    generated_tokens: s.ids.len(),
+                })
+                .collect()
+        });
         out.push(Generation {
             generated_text: c.text,
             finish_reason: c.reason,
             usage: c.usage,
             details: details.then_some(Details { tokens: c.tokens, seed: options.params.seed }),
+            sequences,
         });
     }
     Ok(if texts.single {
@@ -67,7 +84,7 @@ impl StreamFormat for V1Stream {
     }
 
     fn finish(&mut self, text: String, reason: FinishReason, usage: Usage) -> Vec<SseEvent> {
-        let done = Generation { generated_text: text, finish_reason: reason, usage, details: None };
+        let done = Generation { generated_text: text, finish_reason: reason, usage, details: None, sequences: None };
         vec![json_event(Some("done"), &done)]
     }
 

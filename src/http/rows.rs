@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::api::{TokenInfo, Usage};
 use crate::generation::{FinishReason, GenerationParams};
-use crate::scheduler::{Event, RowError, RowRequest};
+use crate::scheduler::{Event, RowError, RowRequest, Sequence};
 
 use super::AppState;
 use super::error::ApiError;
@@ -18,6 +18,7 @@ use super::error::ApiError;
 /// How rows of one request are decoded.
 pub struct RowOptions {
     pub params: GenerationParams,
+    pub beam: Option<crate::generation::beam::BeamParams>,
     pub stop: Vec<String>,
     pub logprobs: bool,
     pub deadline: Instant,
@@ -33,7 +34,8 @@ pub fn submit(
         .into_iter()
         .map(|ids| {
             let (row, rx) = RowRequest::new(ids, o.params);
-            (row.with_deadline(Some(o.deadline)).with_stop(o.stop.clone()).with_logprobs(o.logprobs), rx)
+            let row = row.with_deadline(Some(o.deadline)).with_stop(o.stop.clone()).with_logprobs(o.logprobs);
+            (row.with_beam(o.beam), rx)
         })
         .unzip();
     app.scheduler.submit(rows)?;
@@ -42,6 +44,8 @@ pub fn submit(
 
 /// A finished row.
 pub struct Collected {
+    /// Beam search hypotheses, best first (empty otherwise).
+    pub sequences: Vec<Sequence>,
     pub text: String,
     pub tokens: Vec<TokenInfo>,
     pub reason: FinishReason,
@@ -65,8 +69,14 @@ pub async fn collect(
 ) -> Result<Collected, ApiError> {
     let mut text = String::new();
     let mut tokens = Vec::new();
+    let mut sequences = Vec::new();
     while let Some(event) = rx.recv().await {
         match event {
+            Event::Sequences(s) => {
+                app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                text = s.first().map(|s| s.text.clone()).unwrap_or_default();
+                sequences = s;
+            }
             Event::Token { id, text: piece, logprob } => {
                 if tokens.is_empty() {
                     app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
@@ -75,7 +85,8 @@ pub async fn collect(
                 tokens.push(TokenInfo { id, text: piece, logprob, special: app.is_special(id) });
             }
             Event::Finished { reason, input_tokens, generated_tokens } => {
-                return Ok(Collected { text, tokens, reason, usage: Usage { input_tokens, generated_tokens } });
+                let usage = Usage { input_tokens, generated_tokens };
+                return Ok(Collected { sequences, text, tokens, reason, usage });
             }
             Event::Error(e) => return Err(row_error(e)),
         }
@@ -129,6 +140,8 @@ pub fn stream(
                     let _ = tx.send(Ok(format.error(row_error(e))));
                     return;
                 }
+                // Streams are refused for beam search before decoding starts.
+                Event::Sequences(_) => {}
             }
         }
         let _ = tx.send(Ok(format.error(ApiError::Internal("the decode thread dropped a row".into()))));

@@ -169,6 +169,7 @@ async fn run(
     let p = req.parameters.to_v1()?;
     let sampled = p.do_sample == Some(true);
     let options = RowOptions {
+        beam: None,
         params: p.validate(&app.limits)?,
         stop: p.stop_sequences(&app.limits)?,
         // TGI always reports log-probabilities in details and streams.

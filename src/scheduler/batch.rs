@@ -1,14 +1,17 @@
-//! A cohort: rows decoded together as one padded batch. It encodes once, runs the first decoder
-//! step, then one cached step per token for the rows still running. A row that finishes, or
-//! whose client went away, leaves at once and its cache rows are dropped.
+//! A cohort: requests decoded together as one padded batch. It encodes once, runs the first
+//! decoder step, then one cached step per token for the requests still running. A token-by-token
+//! request is one batch row; a beam search request is one row per running beam, and its rows are
+//! regathered by parent beam after every step. A request that finishes, or whose client went
+//! away, leaves at once and its cache rows are dropped.
 
 use ndarray::Array2;
 
+use crate::generation::beam::BeamSearch;
 use crate::generation::detokenize::{Detokenizer, StopMatcher};
 use crate::generation::{FinishReason, TokenChooser};
 use crate::model::{DecoderState, Encoded, Logits, ModelError, Seq2SeqModel};
 
-use super::{Event, RowRequest};
+use super::{Event, RowRequest, Sequence};
 
 /// Sees the raw logits of every row at every step (tests compare them with transformers).
 pub trait StepObserver {
@@ -26,10 +29,24 @@ struct Active {
     /// Index in the submitted rows, for observers.
     index: usize,
     request: RowRequest,
-    chooser: TokenChooser,
-    detokenizer: Detokenizer,
-    stop: StopMatcher,
-    last: u32,
+    mode: Mode,
+}
+
+enum Mode {
+    /// Greedy or sampled: one row, one token per step.
+    Tokens { chooser: TokenChooser, detokenizer: Detokenizer, stop: StopMatcher, last: u32 },
+    /// Beam search: one row per running beam (one at the first step).
+    Beams { search: BeamSearch, last: Vec<u32> },
+}
+
+impl Active {
+    /// Rows this request occupies in the current batch.
+    fn width(&self) -> usize {
+        match &self.mode {
+            Mode::Tokens { .. } => 1,
+            Mode::Beams { search, .. } => search.rows(),
+        }
+    }
 }
 
 /// What a decoder run did to the cohort's rows.
@@ -77,10 +94,19 @@ impl Cohort {
             if request.events.is_closed() {
                 report.cancelled += 1;
             } else {
-                let chooser =
-                    TokenChooser::new(request.params, model.dims.decoder_start_token_id, model.dims.eos_token_id);
-                let stop = StopMatcher::new(request.stop.clone());
-                active.push(Active { index, request, chooser, detokenizer: Detokenizer::new(), stop, last: 0 });
+                let (start, eos) = (model.dims.decoder_start_token_id, model.dims.eos_token_id);
+                let mode = match request.beam {
+                    Some(beam) => {
+                        Mode::Beams { search: BeamSearch::new(beam, request.params, start, eos), last: Vec::new() }
+                    }
+                    None => Mode::Tokens {
+                        chooser: TokenChooser::new(request.params, start, eos),
+                        detokenizer: Detokenizer::new(),
+                        stop: StopMatcher::new(request.stop.clone()),
+                        last: 0,
+                    },
+                };
+                active.push(Active { index, request, mode });
             }
         }
         if active.is_empty() {
@@ -123,7 +149,14 @@ impl Cohort {
         model: &mut Seq2SeqModel,
         observer: &mut dyn StepObserver,
     ) -> Result<StepReport, ModelError> {
-        let tokens: Vec<i64> = self.rows.iter().map(|r| r.last as i64).collect();
+        let tokens: Vec<i64> = self
+            .rows
+            .iter()
+            .flat_map(|r| match &r.mode {
+                Mode::Tokens { last, .. } => vec![*last as i64],
+                Mode::Beams { last, .. } => last.iter().map(|&t| t as i64).collect(),
+            })
+            .collect();
         let logits = match model.decode_next(&tokens, &self.enc, &mut self.state) {
             Ok(l) => l,
             Err(e) => {
@@ -143,13 +176,16 @@ impl Cohort {
         self.rows.is_empty()
     }
 
+    /// Batch rows in use.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows.iter().map(Active::width).sum()
     }
 
-    /// `(input_len, max_new_tokens)` of each row, for the memory budget.
+    /// `(input_len, max_new_tokens)` of each batch row a request may occupy, for the memory budget.
     pub fn budget_rows(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.rows.iter().map(|r| (r.request.input_ids.len(), r.request.params.max_new_tokens))
+        self.rows.iter().flat_map(|r| {
+            std::iter::repeat_n((r.request.input_ids.len(), r.request.params.max_new_tokens), r.request.width())
+        })
     }
 
     /// Bytes held by the cohort's cache tensors and encoder output.
@@ -157,48 +193,87 @@ impl Cohort {
         self.state.bytes() + self.enc.hidden.len() * 4
     }
 
-    /// Chooses each row's token, reports it, and drops rows that finished or whose client left.
+    /// Chooses each request's next token(s), reports them, drops requests that finished or whose
+    /// client left, and regathers the cache rows for the next step.
     fn emit(&mut self, model: &Seq2SeqModel, logits: &Logits, observer: &mut dyn StepObserver) -> EmitReport {
         let mut report = EmitReport::default();
-        let mut keep = Vec::with_capacity(self.rows.len());
-        for (i, row) in self.rows.iter_mut().enumerate() {
-            let l = logits.row(i);
-            observer.logits(row.index, row.chooser.generated(), l);
-            let (token, logprob) = row.chooser.next_with_logprob(l, row.request.logprobs);
-            row.last = token;
-            report.tokens += 1;
-            let decode = |ids: &[u32]| model.tokenizer.decode(ids).unwrap_or_default();
-            let mut text = row.detokenizer.push(token, decode);
-            let mut reason = row.chooser.finished();
-            if let Some(cut) = row.stop.push(&text) {
-                text = cut;
-                reason = Some(FinishReason::Stop);
-            } else if reason.is_some() {
-                text.push_str(&row.detokenizer.flush(decode));
-            }
-            let delivered = row.request.events.send(Event::Token { id: token, text, logprob }).is_ok();
-            match reason {
-                Some(reason) => {
-                    let _ = row.request.events.send(finished(row, reason));
-                    report.finished += 1;
+        // For each row of the next batch, the row of the current batch it continues.
+        let mut order = Vec::with_capacity(logits.rows());
+        let mut offset = 0;
+        let decode = |ids: &[u32]| model.tokenizer.decode(ids).unwrap_or_default();
+        let rows = std::mem::take(&mut self.rows);
+        for mut row in rows {
+            let width = row.width();
+            let goes_on = match &mut row.mode {
+                Mode::Tokens { chooser, detokenizer, stop, last } => {
+                    let l = logits.row(offset);
+                    observer.logits(row.index, chooser.generated(), l);
+                    let (token, logprob) = chooser.next_with_logprob(l, row.request.logprobs);
+                    *last = token;
+                    report.tokens += 1;
+                    let mut text = detokenizer.push(token, decode);
+                    let mut reason = chooser.finished();
+                    if let Some(cut) = stop.push(&text) {
+                        text = cut;
+                        reason = Some(FinishReason::Stop);
+                    } else if reason.is_some() {
+                        text.push_str(&detokenizer.flush(decode));
+                    }
+                    let delivered = row.request.events.send(Event::Token { id: token, text, logprob }).is_ok();
+                    let generated = chooser.generated();
+                    match reason {
+                        Some(reason) => {
+                            let _ = row.request.events.send(finished(&row.request, reason, generated));
+                            report.finished += 1;
+                            false
+                        }
+                        None if delivered => {
+                            order.push(offset);
+                            true
+                        }
+                        None => {
+                            report.cancelled += 1;
+                            false
+                        }
+                    }
                 }
-                None if delivered => keep.push(i),
-                None => report.cancelled += 1,
+                Mode::Beams { search, last } => {
+                    let slices: Vec<&[f32]> = (offset..offset + width).map(|i| logits.row(i)).collect();
+                    let parents = search.step(&slices);
+                    report.tokens += width;
+                    if search.is_done() {
+                        let sequences: Vec<Sequence> = search
+                            .results()
+                            .into_iter()
+                            .map(|h| Sequence { text: decode(&h.ids), ids: h.ids, score: h.score, reason: h.reason })
+                            .collect();
+                        let (reason, generated) =
+                            sequences.first().map_or((FinishReason::Length, 0), |s| (s.reason, s.ids.len()));
+                        let _ = row.request.events.send(Event::Sequences(sequences));
+                        let _ = row.request.events.send(finished(&row.request, reason, generated));
+                        report.finished += 1;
+                        false
+                    } else if row.request.events.is_closed() {
+                        report.cancelled += 1;
+                        false
+                    } else {
+                        order.extend(parents.iter().map(|p| offset + p));
+                        *last = search.last_tokens();
+                        true
+                    }
+                }
+            };
+            if goes_on {
+                self.rows.push(row);
             }
+            offset += width;
         }
-        if keep.len() < self.rows.len() {
-            if !keep.is_empty()
-                && let Err(e) = model.retain_rows(&keep, &mut self.enc, &mut self.state)
-            {
-                report.error = Some(e);
-                return report;
-            }
-            let mut i = 0;
-            self.rows.retain(|_| {
-                let k = keep.contains(&i);
-                i += 1;
-                k
-            });
+        let identity = order.len() == logits.rows() && order.iter().enumerate().all(|(i, &r)| i == r);
+        if !order.is_empty()
+            && !identity
+            && let Err(e) = model.retain_rows(&order, &mut self.enc, &mut self.state)
+        {
+            report.error = Some(e);
         }
         report
     }
@@ -225,8 +300,8 @@ fn fail_rows(rows: &[Active], e: &ModelError) {
     }
 }
 
-fn finished(row: &Active, reason: FinishReason) -> Event {
-    Event::Finished { reason, input_tokens: row.request.input_ids.len(), generated_tokens: row.chooser.generated() }
+fn finished(request: &RowRequest, reason: FinishReason, generated_tokens: usize) -> Event {
+    Event::Finished { reason, input_tokens: request.input_ids.len(), generated_tokens }
 }
 
 /// Decodes `rows` to the end as one cohort on the calling thread (tests and tools).

@@ -31,7 +31,18 @@ pub enum Event {
         input_tokens: usize,
         generated_tokens: usize,
     },
+    /// Beam search results (best first), sent just before `Finished`.
+    Sequences(Vec<Sequence>),
     Error(RowError),
+}
+
+/// One beam search hypothesis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sequence {
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub score: f32,
+    pub reason: FinishReason,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,17 +65,29 @@ pub struct RowRequest {
     pub stop: Vec<String>,
     /// Report each token's log-probability.
     pub logprobs: bool,
+    /// Decode with beam search instead of token by token.
+    pub beam: Option<crate::generation::beam::BeamParams>,
 }
 
 impl RowRequest {
     pub fn new(input_ids: Vec<u32>, params: GenerationParams) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { input_ids, params, events: tx, deadline: None, stop: Vec::new(), logprobs: false }, rx)
+        (Self { input_ids, params, events: tx, deadline: None, stop: Vec::new(), logprobs: false, beam: None }, rx)
     }
 
     pub fn with_stop(mut self, stop: Vec<String>) -> Self {
         self.stop = stop;
         self
+    }
+
+    pub fn with_beam(mut self, beam: Option<crate::generation::beam::BeamParams>) -> Self {
+        self.beam = beam;
+        self
+    }
+
+    /// Batch rows this request occupies while decoding (its beams).
+    pub fn width(&self) -> usize {
+        self.beam.map_or(1, |b| b.num_beams)
     }
 
     pub fn with_logprobs(mut self, logprobs: bool) -> Self {
@@ -87,6 +110,9 @@ impl queue::Waiting for RowRequest {
     }
     fn is_closed(&self) -> bool {
         self.events.is_closed()
+    }
+    fn width(&self) -> usize {
+        RowRequest::width(self)
     }
 }
 

@@ -49,6 +49,10 @@ pub trait Waiting {
     fn max_new_tokens(&self) -> usize;
     /// The client is gone; the request must never be scheduled.
     fn is_closed(&self) -> bool;
+    /// Batch rows the request occupies (its beams for beam search).
+    fn width(&self) -> usize {
+        1
+    }
 }
 
 #[derive(Debug)]
@@ -137,12 +141,13 @@ impl<T: Waiting> Queue<T> {
         let mut rows: Vec<(usize, usize)> = running.to_vec();
         let mut take = 0;
         for e in &self.entries {
-            if rows.len() >= self.limits.max_batch_size {
+            let width = e.item.width();
+            if rows.len() + width > self.limits.max_batch_size.max(width) {
                 break;
             }
-            rows.push((e.item.input_len(), e.item.max_new_tokens()));
+            rows.extend(std::iter::repeat_n((e.item.input_len(), e.item.max_new_tokens()), width));
             if self.cost.batch_bytes(rows.iter().copied()) > self.limits.max_batch_bytes {
-                rows.pop();
+                rows.truncate(rows.len() - width);
                 break;
             }
             take += 1;

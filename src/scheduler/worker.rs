@@ -127,8 +127,8 @@ impl SchedulerHandle {
     }
 
     /// Refuses at once a row that could never fit the memory budget, even alone.
-    pub fn check_fits(&self, input_len: usize, max_new_tokens: usize) -> Result<(), SchedulerError> {
-        let need = self.cost.batch_bytes([(input_len, max_new_tokens)]);
+    pub fn check_fits(&self, input_len: usize, max_new_tokens: usize, width: usize) -> Result<(), SchedulerError> {
+        let need = self.cost.batch_bytes(std::iter::repeat_n((input_len, max_new_tokens), width));
         if need > self.max_batch_bytes {
             return Err(SchedulerError::TooLarge { need, limit: self.max_batch_bytes });
         }
@@ -138,7 +138,7 @@ impl SchedulerHandle {
     /// Queues rows; they keep their order.
     pub fn submit(&self, rows: Vec<RowRequest>) -> Result<(), SchedulerError> {
         for r in &rows {
-            self.check_fits(r.input_ids.len(), r.params.max_new_tokens)?;
+            self.check_fits(r.input_ids.len(), r.params.max_new_tokens, r.width())?;
         }
         self.jobs.send(rows).map_err(|_| SchedulerError::WorkerGone)
     }
