@@ -232,6 +232,27 @@ def beam_golden(model, tokenizer) -> dict:
     return {"generated_by": "transformers (PyTorch) beam search generate, scripts/make_test_models.py", "max_new_tokens": BEAM_STEPS, "cases": cases}
 
 
+SCORE_INPUTS = PROMPTS[2:5]
+SCORE_LABELS = ["positive", "negative", "not sure at all"]
+
+
+def score_golden(model, tokenizer) -> dict:
+    """Teacher-forced log-likelihood of each label (its tokens and EOS) given each input."""
+    import torch
+
+    cases = []
+    for prompt in SCORE_INPUTS:
+        enc = tokenizer(prompt, return_tensors="pt")
+        for label in SCORE_LABELS:
+            lab = tokenizer(label, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                logits = model(**enc, labels=lab).logits[0]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            total = float(logp.gather(1, lab[0][:, None]).sum())
+            cases.append({"input": prompt, "label": label, "label_ids": lab[0].tolist(), "logprob": round(total, 6)})
+    return {"generated_by": "transformers (PyTorch) teacher forcing, scripts/make_test_models.py", "cases": cases}
+
+
 def processor_golden() -> dict:
     """transformers' logits processors and warpers on random rows: the reference for the
     server's own implementations (src/generation/processors.rs)."""
@@ -325,6 +346,7 @@ def write_goldens(model, tokenizer, data_dir: Path) -> None:
         ("golden.json", golden(model, tokenizer)),
         ("golden_decoding.json", decoding_golden(model, tokenizer)),
         ("golden_beam.json", beam_golden(model, tokenizer)),
+        ("golden_scores.json", score_golden(model, tokenizer)),
     )
     for name, data in goldens:
         path = data_dir / name

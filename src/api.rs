@@ -11,6 +11,7 @@ use crate::generation::{FinishReason, GenerationParams};
 /// Limits that requests are validated against (from the config).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    pub max_labels: usize,
     pub max_num_beams: usize,
     pub max_stop_sequences: usize,
     pub max_concurrent_requests: usize,
@@ -24,6 +25,7 @@ pub struct Limits {
 impl From<&Config> for Limits {
     fn from(c: &Config) -> Self {
         Self {
+            max_labels: c.max_labels,
             max_num_beams: c.max_num_beams,
             max_stop_sequences: c.max_stop_sequences,
             max_concurrent_requests: c.max_concurrent_requests,
@@ -387,6 +389,7 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
+            max_labels: 3,
             max_num_beams: 4,
             max_stop_sequences: 2,
             max_concurrent_requests: 4,
@@ -538,4 +541,48 @@ mod tests {
         let e = check_token_count(Some(3), 9, &limits()).unwrap_err();
         assert_eq!(e.0, "inputs[3] has 9 tokens; the limit is 8 (max_input_tokens)");
     }
+}
+
+/// `POST /v1/classify`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    /// A string, or a list of strings (at most max_client_batch_size).
+    pub inputs: Value,
+    /// 2..=max_labels distinct candidate labels; default: the configured label set.
+    pub labels: Option<Vec<String>>,
+    /// The prompt, with `{text}` where the input goes; default: the configured template.
+    pub template: Option<String>,
+    /// Independent probabilities per label instead of a distribution over the labels.
+    pub multi_label: Option<bool>,
+    /// Divide each label's log-likelihood by its token count before comparing.
+    pub length_normalize: Option<bool>,
+}
+
+/// Checks candidate labels: 2..=max_labels, non-empty, distinct.
+pub fn check_labels(labels: &[String], limits: &Limits) -> Result<(), ValidationError> {
+    if labels.len() < 2 || labels.len() > limits.max_labels {
+        return Err(invalid(format!(
+            "labels must hold between 2 and {} (max_labels) candidates, got {}",
+            limits.max_labels,
+            labels.len()
+        )));
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if l.trim().is_empty() {
+            return Err(invalid(format!("labels[{i}] must not be empty")));
+        }
+        if labels[..i].contains(l) {
+            return Err(invalid(format!("labels[{i}] ({l:?}) is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Classification {
+    /// The most likely label.
+    pub label: String,
+    /// Every label with its probability, most likely first.
+    pub scores: Vec<crate::tasks::classify::LabelProbability>,
 }

@@ -45,6 +45,15 @@ pub struct Config {
     pub max_stop_sequences: usize,
     /// Most beams a request may ask for.
     pub max_num_beams: usize,
+    /// Most candidate labels in one classify request.
+    pub max_labels: usize,
+    /// Default labels of /v1/classify; empty means the model's own (its t5serve.json).
+    pub classify_labels: Vec<String>,
+    /// Default prompt of /v1/classify, with {text}; unset means the model's own, else "{text}".
+    pub classify_template: Option<String>,
+    /// Language pairs of /v1/translate; empty means the model's own, else T5's
+    /// (English to German, French and Romanian).
+    pub translate_pairs: Vec<crate::tasks::translate::LanguagePair>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Requests in flight at once (queued or decoding); beyond it, 429 at once.
@@ -78,6 +87,10 @@ impl Default for Config {
             max_client_batch_size: 32,
             max_stop_sequences: 4,
             max_num_beams: 8,
+            max_labels: 64,
+            classify_labels: Vec::new(),
+            classify_template: None,
+            translate_pairs: Vec::new(),
             max_body_bytes: 1 << 20,
             max_concurrent_requests: 256,
             max_batch_size: 32,
@@ -229,6 +242,14 @@ impl Config {
         range("max_client_batch_size", self.max_client_batch_size, 1, 4096)?;
         range("max_stop_sequences", self.max_stop_sequences, 0, 64)?;
         range("max_num_beams", self.max_num_beams, 1, 64)?;
+        range("max_labels", self.max_labels, 2, 4096)?;
+        if let Some(t) = &self.classify_template {
+            crate::tasks::classify::check_template(t).map_err(|e| ConfigError(format!("classify_template: {e}")))?;
+        }
+        for (i, p) in self.translate_pairs.iter().enumerate() {
+            crate::tasks::classify::check_template(&p.template)
+                .map_err(|e| ConfigError(format!("translate_pairs[{i}].template: {e}")))?;
+        }
         range("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)?;
         range("max_concurrent_requests", self.max_concurrent_requests, 1, 1 << 20)?;
         range("max_batch_size", self.max_batch_size, 1, 4096)?;

@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod scheduler;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         scheduler: scheduler.clone(),
         admission: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
         metrics: Arc::new(metrics::Metrics::new(scheduler.stats.clone())),
+        tasks: Arc::new(http::TaskSettings::resolve(&config, &info.tasks)),
         tokenizer: Arc::new(tokenizer),
         limits: Arc::new((&config).into()),
         info: Arc::new(info),

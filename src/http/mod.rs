@@ -1,6 +1,7 @@
 //! The HTTP surface: the router, its shared state, and every cross-cutting layer (request id,
 //! tracing, body limit, panics -> 500) in one place. Handlers live one per file and stay thin.
 
+pub mod classify;
 pub mod error;
 pub mod generate;
 pub mod health;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// One permit per request in flight (`max_concurrent_requests`).
     pub admission: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Task defaults resolved from the config and the model directory.
+    pub tasks: Arc<TaskSettings>,
     pub tokenizer: Arc<TextTokenizer>,
     pub limits: Arc<Limits>,
     pub info: Arc<WorkerInfo>,
@@ -57,6 +60,30 @@ impl AppState {
         })
     }
 
+    /// Tokenizes candidate labels (each ends with EOS) and checks their length.
+    pub async fn tokenize_labels(&self, labels: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
+        let tokenizer = self.tokenizer.clone();
+        let limit = self.limits.max_new_tokens_limit;
+        tokio::task::spawn_blocking(move || {
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let ids = tokenizer.encode(l).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    if ids.len() > limit {
+                        return Err(ApiError::Validation(format!(
+                            "labels[{i}] has {} tokens; the limit is {limit} (max_new_tokens_limit)",
+                            ids.len()
+                        )));
+                    }
+                    Ok(ids)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
+    }
+
     /// Tokenizes on the blocking pool (never on the async workers) and checks each length.
     pub async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
         let tokenizer = self.tokenizer.clone();
@@ -75,6 +102,41 @@ impl AppState {
         })
         .await
         .map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
+    }
+}
+
+/// Defaults of the task endpoints: the config's when set, else the model's, else built in.
+#[derive(Debug, Clone)]
+pub struct TaskSettings {
+    pub classify_labels: Vec<String>,
+    pub classify_template: String,
+    pub translate_pairs: Vec<crate::tasks::translate::LanguagePair>,
+}
+
+impl TaskSettings {
+    pub fn resolve(config: &crate::Config, model: &crate::model::ModelTasks) -> Self {
+        use crate::tasks::translate::LanguagePair;
+        let pick = |a: &Vec<String>, b: &Vec<String>| if a.is_empty() { b.clone() } else { a.clone() };
+        let translate_pairs = if !config.translate_pairs.is_empty() {
+            config.translate_pairs.clone()
+        } else if !model.translate.pairs.is_empty() {
+            model.translate.pairs.clone()
+        } else {
+            vec![
+                LanguagePair::t5("English", "German"),
+                LanguagePair::t5("English", "French"),
+                LanguagePair::t5("English", "Romanian"),
+            ]
+        };
+        Self {
+            classify_labels: pick(&config.classify_labels, &model.classify.labels),
+            classify_template: config
+                .classify_template
+                .clone()
+                .or_else(|| model.classify.template.clone())
+                .unwrap_or_else(|| crate::tasks::classify::TEXT_SLOT.to_string()),
+            translate_pairs,
+        }
     }
 }
 
@@ -122,6 +184,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/generate", post(tgi::generate))
         .route("/generate_stream", post(tgi::generate_stream))
         .route("/", post(tgi::compat))
+        .route("/v1/classify", post(classify::classify))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)

@@ -89,6 +89,7 @@ pub async fn collect(
                 return Ok(Collected { sequences, text, tokens, reason, usage });
             }
             Event::Error(e) => return Err(row_error(e)),
+            Event::Scores(_) => return Err(ApiError::Internal("a generation row was scored".into())),
         }
     }
     Err(ApiError::Internal("the decode thread dropped a row without finishing it".into()))
@@ -140,8 +141,9 @@ pub fn stream(
                     let _ = tx.send(Ok(format.error(row_error(e))));
                     return;
                 }
-                // Streams are refused for beam search before decoding starts.
-                Event::Sequences(_) => {}
+                // Streams are refused for beam search before decoding starts; scoring rows
+                // never come here.
+                Event::Sequences(_) | Event::Scores(_) => {}
             }
         }
         let _ = tx.send(Ok(format.error(ApiError::Internal("the decode thread dropped a row".into()))));

@@ -109,7 +109,39 @@ fn required(dir: &Path, name: &str) -> Result<PathBuf, ModelError> {
     }
 }
 
+/// Task defaults a model directory may carry in `t5serve.json`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelTasks {
+    pub classify: ClassifyDefaults,
+    pub translate: TranslateDefaults,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassifyDefaults {
+    pub labels: Vec<String>,
+    pub template: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranslateDefaults {
+    pub pairs: Vec<crate::tasks::translate::LanguagePair>,
+}
+
 impl ModelFiles {
+    /// `t5serve.json` of the model directory, if it has one.
+    pub fn tasks(&self) -> Result<ModelTasks, ModelError> {
+        let p = self.dir.join("t5serve.json");
+        if !p.is_file() {
+            return Ok(ModelTasks::default());
+        }
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| ModelError::Files(format!("cannot read {}: {e}", p.display())))?;
+        serde_json::from_str(&text).map_err(|e| ModelError::Files(format!("invalid {}: {e}", p.display())))
+    }
+
     pub fn discover(dir: &Path) -> Result<Self, ModelError> {
         if !dir.is_dir() {
             return Err(ModelError::Files(format!("model directory {} does not exist", dir.display())));

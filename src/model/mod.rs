@@ -7,7 +7,7 @@ pub mod runtime;
 pub mod t5;
 pub mod tokenizer;
 
-pub use files::{DecoderLayout, ModelDims, ModelFiles};
+pub use files::{DecoderLayout, ModelDims, ModelFiles, ModelTasks};
 pub use kv::DecoderState;
 pub use t5::{Encoded, Logits, Seq2SeqModel, SessionSettings};
 pub use tokenizer::TextTokenizer;

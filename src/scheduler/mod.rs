@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod queue;
+pub mod score;
 pub mod worker;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub enum Event {
     },
     /// Beam search results (best first), sent just before `Finished`.
     Sequences(Vec<Sequence>),
+    /// The log-likelihood of each label of a scoring row, in label order; the row's only event.
+    Scores(Vec<score::LabelScore>),
     Error(RowError),
 }
 
@@ -67,12 +70,26 @@ pub struct RowRequest {
     pub logprobs: bool,
     /// Decode with beam search instead of token by token.
     pub beam: Option<crate::generation::beam::BeamParams>,
+    /// Score these label token sequences (each ending in EOS) instead of generating.
+    pub labels: Option<Vec<Vec<u32>>>,
 }
 
 impl RowRequest {
     pub fn new(input_ids: Vec<u32>, params: GenerationParams) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { input_ids, params, events: tx, deadline: None, stop: Vec::new(), logprobs: false, beam: None }, rx)
+        (
+            Self {
+                input_ids,
+                params,
+                events: tx,
+                deadline: None,
+                stop: Vec::new(),
+                logprobs: false,
+                beam: None,
+                labels: None,
+            },
+            rx,
+        )
     }
 
     pub fn with_stop(mut self, stop: Vec<String>) -> Self {
@@ -85,9 +102,22 @@ impl RowRequest {
         self
     }
 
-    /// Batch rows this request occupies while decoding (its beams).
+    /// A row that scores labels: while queued it counts one batch row per label, each as long
+    /// as the longest label.
+    pub fn scoring(input_ids: Vec<u32>, labels: Vec<Vec<u32>>) -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let longest = labels.iter().map(Vec::len).max().unwrap_or(1);
+        let (mut row, rx) = Self::new(input_ids, GenerationParams::greedy(longest, 0));
+        row.labels = Some(labels);
+        (row, rx)
+    }
+
+    /// Batch rows this request occupies while decoding (its beams, or its labels).
     pub fn width(&self) -> usize {
-        self.beam.map_or(1, |b| b.num_beams)
+        match (&self.labels, self.beam) {
+            (Some(labels), _) => labels.len().max(1),
+            (None, Some(b)) => b.num_beams,
+            (None, None) => 1,
+        }
     }
 
     pub fn with_logprobs(mut self, logprobs: bool) -> Self {

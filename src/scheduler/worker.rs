@@ -46,6 +46,7 @@ impl Default for SchedulerSettings {
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
     pub dims: ModelDims,
+    pub tasks: crate::model::ModelTasks,
     pub layout: &'static str,
     pub model_dir: PathBuf,
     pub load_seconds: f64,
@@ -96,7 +97,15 @@ impl SchedulerHandle {
                 };
                 let d = &model.dims;
                 let cost = CostModel::from_dims(d.d_model, d.num_decoder_layers, d.num_heads, d.d_kv);
+                let tasks = match model.files.tasks() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
                 let info = WorkerInfo {
+                    tasks,
                     dims: model.dims.clone(),
                     layout: model.layout_name(),
                     model_dir: model_dir.clone(),
@@ -243,7 +252,17 @@ impl DecodeLoop {
         if formed.batch.is_empty() {
             return;
         }
-        let rows: Vec<RowRequest> = formed.batch.into_iter().map(|e| e.item).collect();
+        let (scoring, rows): (Vec<RowRequest>, Vec<RowRequest>) =
+            formed.batch.into_iter().map(|e| e.item).partition(|r| r.labels.is_some());
+        if !scoring.is_empty() {
+            let n = scoring.len() as u64;
+            if super::score::score_rows(&mut self.model, scoring).is_err() {
+                self.stats.failed_rows.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
         let n = rows.len();
         match Cohort::start(&mut self.model, rows, &mut NoObserver) {
             Ok((cohort, report)) => {

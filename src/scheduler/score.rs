@@ -1,0 +1,89 @@
+//! Label scoring for classification: the teacher-forced log-likelihood of each candidate label
+//! (its tokens and EOS) given an input. Each input is encoded once; the first decoder step runs
+//! once per input, and its cache (cross-attention K/V included) is copied to one row per label;
+//! then all labels of all inputs are fed token by token in one batch.
+
+use crate::generation::processors::log_sum_exp;
+use crate::model::{ModelError, Seq2SeqModel};
+
+use super::batch::pad_batch;
+use super::{Event, RowError, RowRequest};
+
+/// The log-likelihood of one label.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelScore {
+    /// Sum of the log-probabilities of the label's tokens, EOS included.
+    pub logprob: f32,
+    /// Number of tokens scored (EOS included).
+    pub tokens: usize,
+}
+
+/// Scores every row's labels and sends each row one `Event::Scores`; on a model error every row
+/// gets an error event.
+pub fn score_rows(model: &mut Seq2SeqModel, rows: Vec<RowRequest>) -> Result<(), ModelError> {
+    let rows: Vec<RowRequest> = rows.into_iter().filter(|r| !r.events.is_closed()).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match score(model, &rows) {
+        Ok(scores) => {
+            for (row, s) in rows.iter().zip(scores) {
+                let _ = row.events.send(Event::Scores(s));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, rows = rows.len(), "label scoring failed");
+            for row in &rows {
+                let _ = row.events.send(Event::Error(RowError::Internal(e.to_string())));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn score(model: &mut Seq2SeqModel, rows: &[RowRequest]) -> Result<Vec<Vec<LabelScore>>, ModelError> {
+    let dims = model.dims.clone();
+    let inputs: Vec<&[u32]> = rows.iter().map(|r| r.input_ids.as_slice()).collect();
+    let (ids, mask) = pad_batch(&inputs, dims.pad_token_id);
+    let mut enc = model.encode(ids, mask)?;
+    let start = vec![dims.decoder_start_token_id as i64; rows.len()];
+    let (first, mut state) = model.decode_first(&start, &enc)?;
+
+    // One batch row per (input, label).
+    let mut owner = Vec::new();
+    let mut labels: Vec<&[u32]> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        for l in r.labels.as_deref().unwrap_or_default() {
+            owner.push(i);
+            labels.push(l);
+        }
+    }
+    let mut sums = vec![0f32; labels.len()];
+    // Step 0: the first decoder run's logits (per input) score every label's first token.
+    for (j, l) in labels.iter().enumerate() {
+        let row = first.row(owner[j]);
+        sums[j] += row[l[0] as usize] - log_sum_exp(row);
+    }
+    let longest = labels.iter().map(|l| l.len()).max().unwrap_or(0);
+    if longest > 1 {
+        model.retain_rows(&owner, &mut enc, &mut state)?;
+        for t in 1..longest {
+            // Feed each label's previous token; finished labels feed padding, and are ignored.
+            let feed: Vec<i64> =
+                labels.iter().map(|l| if t < l.len() { l[t - 1] as i64 } else { dims.pad_token_id as i64 }).collect();
+            let logits = model.decode_next(&feed, &enc, &mut state)?;
+            for (j, l) in labels.iter().enumerate() {
+                if t < l.len() {
+                    let row = logits.row(j);
+                    sums[j] += row[l[t] as usize] - log_sum_exp(row);
+                }
+            }
+        }
+    }
+    let mut out: Vec<Vec<LabelScore>> = rows.iter().map(|_| Vec::new()).collect();
+    for (j, l) in labels.iter().enumerate() {
+        out[owner[j]].push(LabelScore { logprob: sums[j], tokens: l.len() });
+    }
+    Ok(out)
+}
