@@ -130,6 +130,13 @@ pub struct Texts {
 
 /// Checks the shape of `inputs`: a non-empty string, or a non-empty list of them.
 pub fn parse_inputs(inputs: &Value, limits: &Limits) -> Result<Texts, ValidationError> {
+    // A cheap bound before tokenizing, so a huge body costs no tokenizer time: T5 pieces are at
+    // most 16 characters, so a text of more than 32 bytes per allowed token cannot fit.
+    parse_texts(inputs, limits, limits.max_input_tokens.saturating_mul(32))
+}
+
+/// `parse_inputs` with an explicit per-text byte limit (translation splits long texts instead).
+pub fn parse_texts(inputs: &Value, limits: &Limits, byte_limit: usize) -> Result<Texts, ValidationError> {
     let (texts, single) = match inputs {
         Value::String(s) => (vec![s.clone()], true),
         Value::Array(items) => {
@@ -155,9 +162,6 @@ pub fn parse_inputs(inputs: &Value, limits: &Limits) -> Result<Texts, Validation
         }
         _ => return Err(invalid("inputs must be a string or a list of strings")),
     };
-    // A cheap bound before tokenizing, so a huge body costs no tokenizer time: T5 pieces are at
-    // most 16 characters, so a text of more than 32 bytes per allowed token cannot fit.
-    let byte_limit = limits.max_input_tokens.saturating_mul(32);
     for (i, t) in texts.iter().enumerate() {
         let name = if single { "inputs".to_string() } else { format!("inputs[{i}]") };
         if t.trim().is_empty() {
@@ -585,4 +589,22 @@ pub struct Classification {
     pub label: String,
     /// Every label with its probability, most likely first.
     pub scores: Vec<crate::tasks::classify::LabelProbability>,
+}
+
+/// `POST /v1/translate`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranslateRequest {
+    /// A string, or a list of strings (at most max_client_batch_size).
+    pub text: Value,
+    pub source_lang: String,
+    pub target_lang: String,
+    #[serde(default)]
+    pub parameters: GenerateParameters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TranslateResponse {
+    /// One translation per input text, in order.
+    pub translations: Vec<String>,
 }

@@ -9,6 +9,7 @@ pub mod json;
 pub mod metrics;
 pub mod rows;
 pub mod tgi;
+pub mod translate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,6 +186,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/generate_stream", post(tgi::generate_stream))
         .route("/", post(tgi::compat))
         .route("/v1/classify", post(classify::classify))
+        .route("/v1/translate", post(translate::translate))
+        .route("/v1/translate/languages", get(translate::languages))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
