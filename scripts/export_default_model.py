@@ -112,6 +112,55 @@ def fixture_numbers(heldout: list[int], task_index: int, per_task: int = FIXTURE
     return [heldout[(i * step + task_index * 3) % len(heldout)] for i in range(per_task)]
 
 
+TASKS_JSON = {
+    "classify": {"labels": ["English", "German", "French", "Spanish"], "template": "language: {text}"},
+    "translate": {
+        "pairs": [
+            {"source": "English", "target": "German", "template": "translate English to German: {text}"},
+            {"source": "German", "target": "English", "template": "translate German to English: {text}"},
+            {"source": "English", "target": "French", "template": "translate English to French: {text}"},
+            {"source": "English", "target": "Spanish", "template": "translate English to Spanish: {text}"},
+        ]
+    },
+}
+
+DECODING_FIXTURE = t5tools.ROOT / "tests" / "data" / "numbers_decoding.json"
+BEAM_OPTIONS = [
+    {"num_beams": 4, "num_return_sequences": 2, "length_penalty": 0.6, "early_stopping": False},
+    {"num_beams": 4, "num_return_sequences": 2, "length_penalty": 2.0, "early_stopping": True},
+    {"num_beams": 3, "num_return_sequences": 2, "length_penalty": 1.0, "early_stopping": "never"},
+]
+
+
+def decoding_fixture(model, tok, heldout: list[int]) -> dict:
+    """What transformers' generate does on the bundled files with min_new_tokens and with beam
+    search, where the model really ends sequences (so EOS, length penalty and early stopping matter)."""
+    import torch
+
+    prompts = [T.example(task, n)[0] for task in ("en-de", "digits", "en-fr") for n in heldout[5:500:99]]
+    prompts += [T.examples_for(heldout[7:400:97], "language")[i][0] for i in range(4)]
+    cases = []
+    for prompt in prompts:
+        enc = tok(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=False, num_beams=1, min_new_tokens=6, max_new_tokens=10)
+        ids = out[0, 1:].tolist()
+        if 1 in ids:
+            ids = ids[: ids.index(1) + 1]
+        cases.append({"kind": "min_new_tokens", "prompt": prompt, "parameters": {"min_new_tokens": 6, "max_new_tokens": 10}, "ids": ids})
+        for options in BEAM_OPTIONS:
+            with torch.no_grad():
+                out = model.generate(**enc, do_sample=False, max_new_tokens=20, output_scores=True, return_dict_in_generate=True, **options)
+            seqs = []
+            for ids, score in zip(out.sequences, out.sequences_scores):
+                ids = ids[1:].tolist()
+                if 1 in ids:
+                    ids = ids[: ids.index(1) + 1]
+                seqs.append({"ids": ids, "score": round(float(score), 6)})
+            cases.append({"kind": "beam", "prompt": prompt, "parameters": dict(options, max_new_tokens=20), "sequences": seqs})
+    return {"generated_by": "optimum ORTModelForSeq2SeqLM + transformers generate on models/t5-numbers", "cases": cases}
+
+
 def write_card(dest: Path, info: dict) -> None:
     ev = info["eval"]
     rows = "\n".join(
@@ -237,6 +286,7 @@ def main(quick: bool = False) -> None:
         "training": {k: train_info.get(k) for k in ("steps", "batch", "lr", "train_minutes", "params_m", "heldout_pytorch")},
     }
     (dest / "eval.json").write_text(json.dumps(info, indent=1) + "\n")
+    (dest / "t5serve.json").write_text(json.dumps(TASKS_JSON, indent=1) + "\n")
     write_card(dest, info)
     fixture.write_text(
         json.dumps(
@@ -253,6 +303,8 @@ def main(quick: bool = False) -> None:
         )
         + "\n"
     )
+    decoding = WORK / "quick-decoding.json" if quick else DECODING_FIXTURE
+    decoding.write_text(json.dumps(decoding_fixture(model, tok, heldout), indent=1, ensure_ascii=False) + "\n")
     print(json.dumps(info, indent=1))
 
 

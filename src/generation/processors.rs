@@ -117,12 +117,15 @@ pub fn typical_p(logits: &mut [f32], mass: f32, min_keep: usize) {
     }
 }
 
+/// `ln(sum(exp(x)))`, accumulated in f64: over a 32k vocabulary an f32 running sum drifts by
+/// ~1e-4 in log space (many equal small terms round the same way), which shows in beam scores.
 pub fn log_sum_exp(logits: &[f32]) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         return max;
     }
-    max + logits.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+    let sum: f64 = logits.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    (max as f64 + sum.ln()) as f32
 }
 
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
