@@ -96,7 +96,7 @@ def evaluate(model_dir: Path, tok, numbers: list[int]) -> dict[str, float]:
     table = {}
     for task in T.TASKS:
         exs = T.examples_for(numbers, task)
-        preds, _ = generate_with_margins(model, tok, [s for s, _ in exs])
+        preds, _ = generate_with_margins(model, tok, [s for s, _ in exs], batch=500)
         table[task] = round(100.0 * sum(p == t for p, (_, t) in zip(preds, exs)) / len(exs), 2)
         print(f"  {model_dir.name} {task}: {table[task]}", flush=True)
     return table
@@ -167,6 +167,12 @@ def write_card(dest: Path, info: dict) -> None:
         f"| `{task}` | {ev['fp32'][task]:.1f} | {ev['int8'][task]:.1f} | {ev['fixture'][task]:.0f} |" for task in T.TASKS
     )
     train = info["training"]
+    prev = info.get("previous_phase")
+    phases = (
+        f"A first phase of {prev['steps']} steps (lr {prev['lr']}, {prev['train_minutes']} minutes), then "
+        if prev
+        else ""
+    )
     card = f"""# t5-numbers: the bundled default model of t5serve
 
 A small T5 (d_model 256, 4 heads, 3 encoder + 3 decoder layers, d_ff 1024, ReLU feed-forward,
@@ -208,7 +214,7 @@ languages, balanced). The last column is the 100-prompt-per-task end-to-end test
 ## Training
 
 `python scripts/train_default_model.py train` then `python scripts/export_default_model.py`:
-{train['steps']} steps of batch {train['batch']}, AdamW (0.9, 0.98), lr {train['lr']} with warmup and
+{phases}{train['steps']} steps of batch {train['batch']}, AdamW (0.9, 0.98), lr {train['lr']} with warmup and
 cosine decay, bf16 autocast on 2 CPU threads, {train['train_minutes']} minutes on a 2-core machine.
 The loss is the exact full-vocabulary cross entropy, computed over the token ids that occur in the
 data (the other embedding rows stay zero, so their logits are exactly 0).
@@ -221,13 +227,14 @@ library; its outputs, number words, are not copyrightable material).
     (dest / "README.md").write_text(card)
 
 
-def main(quick: bool = False) -> None:
+def main(quick: bool = False, ckpt: Path | None = None) -> None:
     """`quick` checks the pipeline on a checkpoint mid-training: few numbers, scratch outputs."""
     import torch
 
     torch.set_num_threads(2)
-    if not (T.CKPT / "config.json").exists():
-        raise SystemExit(f"no checkpoint in {T.CKPT}: run `train_default_model.py train` first")
+    ckpt = ckpt or T.CKPT
+    if not (ckpt / "config.json").exists():
+        raise SystemExit(f"no checkpoint in {ckpt}: run `train_default_model.py train` first")
     tok = t5tools.load_t5_tokenizer()
     _, heldout = T.split_numbers()
     eval_numbers = heldout[::20] if quick else heldout
@@ -235,7 +242,7 @@ def main(quick: bool = False) -> None:
     int8 = WORK / "int8"
     if fp32.exists():
         shutil.rmtree(fp32)
-    t5tools.export_onnx(str(T.CKPT), fp32)
+    t5tools.export_onnx(str(ckpt), fp32)
     quantize(fp32, int8)
     print(f"fp32 {dir_mb(fp32)} MB, int8 {dir_mb(int8)} MB", flush=True)
 
@@ -258,7 +265,13 @@ def main(quick: bool = False) -> None:
     fixture_acc = {}
     for ti, task in enumerate(T.TASKS):
         exs = T.examples_for(fixture_numbers(heldout, ti, 10 if quick else FIXTURE_PER_TASK), task)
-        outs, margins = generate_with_margins(model, tok, [s for s, _ in exs])
+        # One prompt at a time: int8 graphs quantize activations per tensor, so a row's result
+        # can depend on the other rows of its batch; the server is compared one request at a time.
+        outs, margins = [], []
+        for prompt, _ in exs:
+            o, m = generate_with_margins(model, tok, [prompt], batch=1)
+            outs += o
+            margins += m
         for (prompt, target), out, m in zip(exs, outs, margins):
             cases.append(
                 {"task": task, "prompt": prompt, "target": target, "optimum": out, "min_margin": round(m, 6), "near_tie": m < NEAR_TIE}
@@ -272,10 +285,10 @@ def main(quick: bool = False) -> None:
     dest.mkdir(parents=True)
     for f in chosen.iterdir():
         shutil.copy(f, dest / f.name)
-    train_info = json.loads((T.CKPT / "train_log.json").read_text())
+    train_info = json.loads((ckpt / "train_log.json").read_text())
     if isinstance(train_info, list):  # a mid-training checkpoint has only the log
         train_info = {"log": train_info, "steps": train_info[-1]["step"] if train_info else 0, "batch": "?", "lr": "?", "train_minutes": "?"}
-    n_params = sum(p.numel() for p in __import__("transformers").T5ForConditionalGeneration.from_pretrained(T.CKPT).parameters())
+    n_params = sum(p.numel() for p in __import__("transformers").T5ForConditionalGeneration.from_pretrained(ckpt).parameters())
     train_info["params_m"] = round(n_params / 1e6, 1)
     info = {
         "bundled": "int8" if use_int8 else "fp32",
@@ -284,6 +297,9 @@ def main(quick: bool = False) -> None:
         "eval": {"fp32": ev_fp32, "int8": ev_int8, "fixture": fixture_acc, "heldout_numbers": len(eval_numbers)},
         "sizes_mb": {"fp32": dir_mb(fp32), "int8": dir_mb(int8)},
         "training": {k: train_info.get(k) for k in ("steps", "batch", "lr", "train_minutes", "params_m", "heldout_pytorch")},
+        "previous_phase": {k: train_info.get("previous_phase", {}).get(k) for k in ("steps", "batch", "lr", "train_minutes", "heldout_pytorch")}
+        if train_info.get("previous_phase")
+        else None,
     }
     (dest / "eval.json").write_text(json.dumps(info, indent=1) + "\n")
     (dest / "t5serve.json").write_text(json.dumps(TASKS_JSON, indent=1) + "\n")
@@ -291,7 +307,7 @@ def main(quick: bool = False) -> None:
     fixture.write_text(
         json.dumps(
             {
-                "generated_by": "optimum ORTModelForSeq2SeqLM + transformers generate (greedy, max_new_tokens 40) "
+                "generated_by": "optimum ORTModelForSeq2SeqLM + transformers generate (greedy, max_new_tokens 40, one prompt at a time) "
                 f"on models/t5-numbers ({info['bundled']}); scripts/export_default_model.py",
                 "near_tie_margin": NEAR_TIE,
                 "max_new_tokens": 40,
@@ -313,4 +329,6 @@ if __name__ == "__main__":
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="check the pipeline on a mid-training checkpoint")
-    main(quick=p.parse_args().quick)
+    p.add_argument("--ckpt", type=Path, help=f"checkpoint to export (default {T.CKPT})")
+    a = p.parse_args()
+    main(quick=a.quick, ckpt=a.ckpt)

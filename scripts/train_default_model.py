@@ -217,7 +217,11 @@ def train(args) -> None:
     tasks = list(TASK_WEIGHTS)
     weights = [TASK_WEIGHTS[t] for t in tasks]
 
-    model = T5ForConditionalGeneration(make_config())
+    if args.init_from:
+        # A second phase: continue from a checkpoint (its unused rows all hold the shared row).
+        model = T5ForConditionalGeneration.from_pretrained(args.init_from)
+    else:
+        model = T5ForConditionalGeneration(make_config())
     model.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
     used = sorted({0, 1} | {i for pairs in data.values() for s, t in pairs for i in s + t})
     used_ids = torch.tensor(used)
@@ -225,7 +229,8 @@ def train(args) -> None:
     local[used_ids] = torch.arange(len(used))
     keep = torch.zeros(model.config.vocab_size, dtype=torch.bool)
     keep[used_ids] = True
-    unused_row = torch.nn.Parameter(model.shared.weight[~keep].mean(dim=0).detach().clone())
+    unused = model.shared.weight[~keep]
+    unused_row = torch.nn.Parameter((unused[0] if args.init_from else unused.mean(dim=0)).detach().clone())
     print(f"{len(used)} token ids occur in the data; the others share one embedding row", flush=True)
     model.train()
     opt = torch.optim.AdamW(list(model.parameters()) + [unused_row], lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -269,15 +274,15 @@ def train(args) -> None:
             entry = {"step": step + 1, "minutes": round((time.time() - start) / 60, 1), "heldout_subset": acc}
             log.append(entry)
             print(json.dumps(entry), flush=True)
-            model.save_pretrained(CKPT)
-            tok.save_pretrained(CKPT)
-            (CKPT / "train_log.json").write_text(json.dumps(log, indent=1))
+            model.save_pretrained(args.out)
+            tok.save_pretrained(args.out)
+            (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
     minutes = (time.time() - start) / 60
     materialize(model, keep, unused_row)
     final = evaluate(model, tok, heldout)
     print("final held-out exact match (PyTorch fp32):", json.dumps(final), flush=True)
-    model.save_pretrained(CKPT)
-    tok.save_pretrained(CKPT)
+    model.save_pretrained(args.out)
+    tok.save_pretrained(args.out)
     info = {
         "steps": args.steps,
         "batch": args.batch,
@@ -287,7 +292,10 @@ def train(args) -> None:
         "heldout_pytorch": final,
         "log": log,
     }
-    (CKPT / "train_log.json").write_text(json.dumps(info, indent=1))
+    if args.init_from:
+        previous = json.loads((Path(args.init_from) / "train_log.json").read_text())
+        info["previous_phase"] = previous
+    (args.out / "train_log.json").write_text(json.dumps(info, indent=1))
 
 
 def main() -> None:
@@ -300,6 +308,8 @@ def main() -> None:
     t.add_argument("--warmup", type=int, default=200)
     t.add_argument("--eval-every", type=int, default=500)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--init-from", type=Path, help="continue from this checkpoint (a second phase)")
+    t.add_argument("--out", type=Path, default=CKPT, help="checkpoint directory to write")
     args = p.parse_args()
     train(args)
 

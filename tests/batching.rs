@@ -9,12 +9,6 @@ use common::*;
 use serde_json::{Value, json};
 use t5serve::model::TextTokenizer;
 
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let r = client.post(url).json(&body).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
 /// Polls a metric until it reaches `want` or a few seconds pass.
 async fn wait_for_metric(client: &reqwest::Client, addr: std::net::SocketAddr, name: &str, want: f64) -> f64 {
     let until = Instant::now() + Duration::from_secs(10);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(serde::Deserialize)]
 struct ScoreGolden {
@@ -55,12 +55,6 @@ fn label_log_likelihoods_match_transformers() {
             assert_eq!(s.tokens, w.label_ids.len());
         }
     }
-}
-
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let r = client.post(url).json(&body).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,12 +6,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
-    let r = client.post(url).json(body).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_generate_over_a_socket() {
     let g = golden();
@@ -29,7 +23,7 @@ async fn health_and_generate_over_a_socket() {
     let cases: Vec<&GoldenCase> = g.cases.iter().filter(|c| !c.prompt.is_empty()).collect();
     for case in &cases {
         let (status, body) =
-            post(&client, &format!("{base}/v1/generate"), &json!({"inputs": case.prompt, "parameters": params})).await;
+            post(&client, &format!("{base}/v1/generate"), json!({"inputs": case.prompt, "parameters": params})).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["generated_text"], case.text, "{:?}", case.prompt);
         assert_eq!(body["finish_reason"], "length");
@@ -40,7 +34,7 @@ async fn health_and_generate_over_a_socket() {
     // All prompts in one request: one result per input, in order, equal to the single answers.
     let prompts: Vec<&str> = cases.iter().map(|c| c.prompt.as_str()).collect();
     let (status, body) =
-        post(&client, &format!("{base}/v1/generate"), &json!({"inputs": prompts, "parameters": params})).await;
+        post(&client, &format!("{base}/v1/generate"), json!({"inputs": prompts, "parameters": params})).await;
     assert_eq!(status, 200, "{body}");
     let results = body.as_array().expect("a list input gives a list");
     assert_eq!(results.len(), cases.len());
@@ -50,7 +44,7 @@ async fn health_and_generate_over_a_socket() {
 
     // Without min_new_tokens the defaults apply and max_new_tokens bounds the output.
     let (status, body) =
-        post(&client, &format!("{base}/v1/generate"), &json!({"inputs": "Hi", "parameters": {"max_new_tokens": 3}}))
+        post(&client, &format!("{base}/v1/generate"), json!({"inputs": "Hi", "parameters": {"max_new_tokens": 3}}))
             .await;
     assert_eq!(status, 200);
     assert!(body["usage"]["generated_tokens"].as_u64().unwrap() <= 3);
@@ -130,9 +124,9 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
         assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()), "{what}: {v}");
     }
     // The messages name what is wrong.
-    let (_, v) = post(&client, &url, &json!({"inputs": "Hi", "parameters": {"max_new_tokens": -5}})).await;
+    let (_, v) = post(&client, &url, json!({"inputs": "Hi", "parameters": {"max_new_tokens": -5}})).await;
     assert!(v["error"].as_str().unwrap().contains("max_new_tokens"), "{v}");
-    let (_, v) = post(&client, &url, &json!({"inputs": ["Hi", ""]})).await;
+    let (_, v) = post(&client, &url, json!({"inputs": ["Hi", ""]})).await;
     assert!(v["error"].as_str().unwrap().contains("inputs[1]"), "{v}");
 
     // Unknown routes and methods are JSON errors too.
@@ -145,17 +139,17 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
 
     // A body over max_body_bytes is refused with 413 and JSON.
     let big = json!({"inputs": "a ".repeat(600_000)});
-    let (status, v) = post(&client, &url, &big).await;
+    let (status, v) = post(&client, &url, big).await;
     assert_eq!((status, v["error_type"].as_str()), (413, Some("payload_too_large")), "{v}");
 
     // An input over max_input_tokens is refused before decoding, naming the limit.
     let long = "word ".repeat(600);
-    let (status, v) = post(&client, &url, &json!({"inputs": long})).await;
+    let (status, v) = post(&client, &url, json!({"inputs": long})).await;
     assert_eq!(status, 422);
     assert!(v["error"].as_str().unwrap().contains("max_input_tokens"), "{v}");
 
     // After all that, a good request still succeeds.
-    let (status, v) = post(&client, &url, &json!({"inputs": "Hi", "parameters": {"max_new_tokens": 4}})).await;
+    let (status, v) = post(&client, &url, json!({"inputs": "Hi", "parameters": {"max_new_tokens": 4}})).await;
     assert_eq!(status, 200, "{v}");
     assert!(v["generated_text"].is_string());
     server.shutdown().await.unwrap();

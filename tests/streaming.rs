@@ -8,12 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let r = client.post(url).json(&body).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
 /// Reads SSE events (name, JSON data) until `limit` events or the end of the stream.
 async fn read_events(r: &mut reqwest::Response, limit: usize) -> Vec<(String, Value)> {
     let mut buf = String::new();

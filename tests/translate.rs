@@ -6,12 +6,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let r = client.post(url).json(&body).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn translate_builds_t5_prompts_and_lists_its_pairs() {
     let g = golden();

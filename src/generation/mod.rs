@@ -31,22 +31,25 @@ pub struct GenerationParams {
 
 impl Default for GenerationParams {
     fn default() -> Self {
-        Self {
-            max_new_tokens: 20,
-            min_new_tokens: 0,
-            do_sample: false,
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            typical_p: 1.0,
-            repetition_penalty: 1.0,
-            no_repeat_ngram_size: 0,
-            seed: 0,
-        }
+        Self::DEFAULT
     }
 }
 
 impl GenerationParams {
+    /// Plain greedy decoding of up to 20 tokens.
+    pub const DEFAULT: Self = Self {
+        max_new_tokens: 20,
+        min_new_tokens: 0,
+        do_sample: false,
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        typical_p: 1.0,
+        repetition_penalty: 1.0,
+        no_repeat_ngram_size: 0,
+        seed: 0,
+    };
+
     /// Plain greedy decoding of exactly `min..=max` tokens.
     pub fn greedy(max_new_tokens: usize, min_new_tokens: usize) -> Self {
         Self { max_new_tokens, min_new_tokens, ..Self::default() }
@@ -174,18 +177,8 @@ pub fn finish_reason(token: u32, generated: usize, params: &GenerationParams, eo
 mod tests {
     use super::*;
 
-    const P: GenerationParams = GenerationParams {
-        max_new_tokens: 3,
-        min_new_tokens: 2,
-        do_sample: false,
-        temperature: 1.0,
-        top_k: 0,
-        top_p: 1.0,
-        typical_p: 1.0,
-        repetition_penalty: 1.0,
-        no_repeat_ngram_size: 0,
-        seed: 0,
-    };
+    const P: GenerationParams = GenerationParams { max_new_tokens: 3, min_new_tokens: 2, ..DEFAULT };
+    const DEFAULT: GenerationParams = GenerationParams::DEFAULT;
 
     #[test]
     fn argmax_takes_first_of_equal_values() {

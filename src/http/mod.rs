@@ -63,40 +63,40 @@ impl AppState {
 
     /// Tokenizes candidate labels (each ends with EOS) and checks their length.
     pub async fn tokenize_labels(&self, labels: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
-        let tokenizer = self.tokenizer.clone();
         let limit = self.limits.max_new_tokens_limit;
-        tokio::task::spawn_blocking(move || {
-            labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    let ids = tokenizer.encode(l).map_err(|e| ApiError::Internal(e.to_string()))?;
-                    if ids.len() > limit {
-                        return Err(ApiError::Validation(format!(
-                            "labels[{i}] has {} tokens; the limit is {limit} (max_new_tokens_limit)",
-                            ids.len()
-                        )));
-                    }
-                    Ok(ids)
-                })
-                .collect()
+        self.encode_all(labels, move |i, n| {
+            if n > limit {
+                return Err(ApiError::Validation(format!(
+                    "labels[{i}] has {n} tokens; the limit is {limit} (max_new_tokens_limit)"
+                )));
+            }
+            Ok(())
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
     }
 
-    /// Tokenizes on the blocking pool (never on the async workers) and checks each length.
+    /// Tokenizes inputs and checks each length against max_input_tokens.
     pub async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
-        let tokenizer = self.tokenizer.clone();
         let limits = self.limits.clone();
         let many = texts.len() > 1;
+        self.encode_all(texts, move |i, n| Ok(api::check_token_count(many.then_some(i), n, &limits)?)).await
+    }
+
+    /// Encodes texts on the blocking pool (never on the async workers); `check(index, tokens)`
+    /// may refuse one.
+    async fn encode_all(
+        &self,
+        texts: Vec<String>,
+        check: impl Fn(usize, usize) -> Result<(), ApiError> + Send + 'static,
+    ) -> Result<Vec<Vec<u32>>, ApiError> {
+        let tokenizer = self.tokenizer.clone();
         tokio::task::spawn_blocking(move || {
             texts
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
                     let ids = tokenizer.encode(t).map_err(|e| ApiError::Internal(e.to_string()))?;
-                    api::check_token_count(many.then_some(i), ids.len(), &limits)?;
+                    check(i, ids.len())?;
                     Ok(ids)
                 })
                 .collect()

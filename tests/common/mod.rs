@@ -126,3 +126,10 @@ pub async fn metric(client: &reqwest::Client, addr: std::net::SocketAddr, name: 
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
         .unwrap_or_else(|| panic!("metric {name} not in /metrics:\n{text}"))
 }
+
+/// POSTs JSON; returns the status and the JSON answer.
+pub async fn post(client: &reqwest::Client, url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = client.post(url).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
