@@ -9,6 +9,7 @@ from datetime import date
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 shape = sys.argv[2]
+flags = sys.argv[3] if len(sys.argv) > 3 else ""
 tps: dict[str, dict[int, float]] = {}
 lat = {}
 open_loop = None
@@ -24,7 +25,8 @@ for r in rows:
 batches = (1, 8, 32)
 print(f"# t5serve benchmark, {shape} shape, {date.today()} on {platform.node()} ({os.cpu_count()} cores)\n")
 print("64-token inputs, exactly 32 new tokens per request, greedy. Generated tokens/s "
-      "(t5serve: concurrency through HTTP; others: batch size in-process).\n")
+      "(t5serve: concurrency through HTTP; others: batch size in-process)."
+      + (f" t5serve flags: `{flags}`." if flags else "") + "\n")
 print("| engine | " + " | ".join(str(b) for b in batches) + " |")
 print("|---|" + "---|" * len(batches))
 for name, v in tps.items():

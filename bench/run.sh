@@ -2,6 +2,8 @@
 # Throughput/latency benchmark: t5serve over HTTP against optimum ORT and CTranslate2 on the same
 # t5-small-shaped model (random weights), 64-token inputs, exactly 32 new tokens per request.
 #   bench/run.sh            (needs Python tooling: it creates .venv from scripts/requirements.txt)
+# Environment: SHAPE (t5-small | t5-base), SERVER_FLAGS (extra `t5serve serve` flags, e.g.
+# "--intra-op-spinning true"), SKIP_ENGINES=1 (t5serve only, to compare its own settings).
 # Prints figures and a ratio table, and writes them to bench/results/. Not a test: no assertions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,8 +39,9 @@ PY
 cargo build --release --quiet --bin t5serve --example loadgen
 LOADGEN=target/release/examples/loadgen
 
-target/release/t5serve serve --model "$MODEL" --port "$PORT" --max-queue-delay-ms "${QUEUE_DELAY_MS:-2}" \
-  --max-concurrent-requests 1024 > "$WORK/server.log" 2>&1 &
+# shellcheck disable=SC2086
+target/release/t5serve serve --model "$MODEL" --port "$PORT" --max-concurrent-requests 1024 ${SERVER_FLAGS:-} \
+  > "$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
@@ -56,5 +59,9 @@ RATE=$(.venv/bin/python -c "print($SAT / 2)")
 $LOADGEN "$URL" open "$RATE" 120 "$WORK/prompt.txt" "$NEW_TOKENS" 7 | sed 's/^/{"engine":"t5serve-open","batch":0,"run":/; s/$/}/' | tee -a "$RESULTS"
 kill $SERVER; wait $SERVER 2>/dev/null || true; trap - EXIT
 
-.venv/bin/python bench/engines.py "$MODEL" "$MODEL-hf" "$WORK/prompt.txt" "$NEW_TOKENS" | tee -a "$RESULTS"
-.venv/bin/python bench/report.py "$RESULTS" "$SHAPE" | tee "bench/results/$(date +%Y-%m-%d)-${SHAPE}-$(hostname -s).md"
+if [ -z "${SKIP_ENGINES:-}" ]; then
+  .venv/bin/python bench/engines.py "$MODEL" "$MODEL-hf" "$WORK/prompt.txt" "$NEW_TOKENS" | tee -a "$RESULTS"
+  .venv/bin/python bench/report.py "$RESULTS" "$SHAPE" "${SERVER_FLAGS:-}" | tee "bench/results/$(date +%Y-%m-%d)-${SHAPE}-$(hostname -s).md"
+else
+  .venv/bin/python bench/report.py "$RESULTS" "$SHAPE" "${SERVER_FLAGS:-}"
+fi

@@ -279,7 +279,7 @@ def train(args) -> None:
             (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
     minutes = (time.time() - start) / 60
     materialize(model, keep, unused_row)
-    final = evaluate(model, tok, heldout)
+    final = None if args.no_final_eval else evaluate(model, tok, heldout)
     print("final held-out exact match (PyTorch fp32):", json.dumps(final), flush=True)
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
@@ -310,6 +310,7 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--init-from", type=Path, help="continue from this checkpoint (a second phase)")
     t.add_argument("--out", type=Path, default=CKPT, help="checkpoint directory to write")
+    t.add_argument("--no-final-eval", action="store_true", help="leave the full held-out table to the export")
     args = p.parse_args()
     train(args)
 

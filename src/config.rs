@@ -68,6 +68,8 @@ pub struct Config {
     pub max_cohorts: usize,
     /// Default deadline of a request while queued, in milliseconds; a request may set a shorter one.
     pub queue_deadline_ms: u64,
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish, in milliseconds.
+    pub shutdown_grace_ms: u64,
     /// Log output: pretty (human) or json (one object per line).
     pub log_format: LogFormat,
 }
@@ -98,6 +100,7 @@ impl Default for Config {
             max_queue_delay_ms: 2,
             max_cohorts: 4,
             queue_deadline_ms: 30_000,
+            shutdown_grace_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
     }
@@ -166,6 +169,9 @@ pub struct Overrides {
     /// Default queue deadline of a request in ms [default: 30000]
     #[arg(long, env = "T5SERVE_QUEUE_DEADLINE_MS")]
     pub queue_deadline_ms: Option<u64>,
+    /// Drain time on SIGTERM/SIGINT in ms [default: 30000]
+    #[arg(long, env = "T5SERVE_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
     /// Log output format [default: pretty]
     #[arg(long, env = "T5SERVE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -218,6 +224,7 @@ impl Config {
             max_queue_delay_ms,
             max_cohorts,
             queue_deadline_ms,
+            shutdown_grace_ms,
             log_format
         );
         if let Some(p) = &o.ort_library {
@@ -257,6 +264,7 @@ impl Config {
         range("max_queue_delay_ms", self.max_queue_delay_ms as usize, 0, 10_000)?;
         range("max_cohorts", self.max_cohorts, 1, 64)?;
         range("queue_deadline_ms", self.queue_deadline_ms as usize, 1, 3_600_000)?;
+        range("shutdown_grace_ms", self.shutdown_grace_ms as usize, 0, 3_600_000)?;
         Ok(())
     }
 

@@ -28,6 +28,10 @@ use crate::scheduler::SchedulerHandle;
 /// A server listening on a socket; dropping it does not stop it, `shutdown` does.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    pub health: http::Health,
+    admission: Arc<tokio::sync::Semaphore>,
+    max_in_flight: usize,
+    grace: std::time::Duration,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -39,6 +43,26 @@ impl RunningServer {
             let _ = tx.send(());
         }
         self.task.await.context("server task")?.context("server")
+    }
+
+    /// Graceful drain: readiness turns 503 and new work gets 503 at once, while requests in
+    /// flight (streams included) finish, for at most `shutdown_grace`; then the server stops.
+    pub async fn drain(self) -> anyhow::Result<()> {
+        self.health.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + self.grace;
+        loop {
+            let in_flight = self.max_in_flight - self.admission.available_permits();
+            if in_flight == 0 {
+                tracing::info!("drained: no request in flight");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(in_flight, "shutdown_grace over; stopping with requests in flight");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.shutdown().await
     }
 
     /// Waits until the server stops by itself (it does not, short of an I/O error).
@@ -75,16 +99,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         load_seconds = info.load_seconds,
         "model loaded"
     );
+    let health = http::Health::default();
+    let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
     let state = http::AppState {
+        health: health.clone(),
         scheduler: scheduler.clone(),
-        admission: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
+        admission: admission.clone(),
         metrics: Arc::new(metrics::Metrics::new(scheduler.stats.clone())),
         tasks: Arc::new(http::TaskSettings::resolve(&config, &info.tasks)),
         tokenizer: Arc::new(tokenizer),
         limits: Arc::new((&config).into()),
         info: Arc::new(info),
     };
-    let app = http::router(state, config.max_body_bytes);
+    let app = http::router(state.clone(), config.max_body_bytes);
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
@@ -97,15 +124,35 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .await
     });
     tracing::info!(%addr, "listening");
-    Ok(RunningServer { addr, shutdown: Some(tx), task })
+    // Ready once a warm-up batch has gone through the whole path (first runs allocate).
+    let warm = state.clone();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match warm.warm_up().await {
+            Ok(()) => {
+                warm.health.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(seconds = started.elapsed().as_secs_f64(), "warm-up done; ready");
+            }
+            Err(e) => tracing::error!(error = %e, "warm-up failed; not ready"),
+        }
+    });
+    Ok(RunningServer {
+        addr,
+        health,
+        admission,
+        max_in_flight: config.max_concurrent_requests,
+        grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
+        shutdown: Some(tx),
+        task,
+    })
 }
 
 /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = start(config).await?;
     shutdown_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown().await
+    tracing::info!("signal received: draining");
+    server.drain().await
 }
 
 async fn shutdown_signal() {

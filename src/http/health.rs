@@ -1,4 +1,9 @@
-//! `GET /health`: 200 while the decode thread runs, 503 once it has stopped.
+//! Health: `/health/live` (the process serves HTTP; never touches the model), `/health/ready`
+//! (the model is loaded, a warm-up batch has run, the decode thread runs, and the server is not
+//! draining), and `/health`, an alias of ready.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::State;
@@ -7,9 +12,34 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 
-pub async fn health(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Readiness flags shared by the server and its handlers.
+#[derive(Clone, Default)]
+pub struct Health {
+    /// Set once the warm-up batch has finished.
+    pub ready: Arc<AtomicBool>,
+    /// Set on SIGTERM/SIGINT: new work is refused while requests in flight finish.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn live() -> Json<Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+pub async fn ready(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if app.health.is_draining() {
+        return Err(ApiError::Unavailable("the server is shutting down".into()));
+    }
     if !app.scheduler.is_alive() {
         return Err(ApiError::Unavailable("the decode thread has stopped".into()));
+    }
+    if !app.health.ready.load(Ordering::SeqCst) {
+        return Err(ApiError::Unavailable("warming up".into()));
     }
     Ok(Json(json!({ "status": "ok", "model": app.info.dims.name })))
 }

@@ -28,12 +28,14 @@ use crate::model::TextTokenizer;
 use crate::scheduler::{SchedulerHandle, WorkerInfo};
 
 use error::ApiError;
+pub use health::Health;
 
 const REQUEST_ID: &str = "x-request-id";
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    pub health: Health,
     pub scheduler: SchedulerHandle,
     /// One permit per request in flight (`max_concurrent_requests`).
     pub admission: Arc<tokio::sync::Semaphore>,
@@ -51,8 +53,26 @@ impl AppState {
         self.tokenizer.is_special(id)
     }
 
-    /// Admission: a permit, or 429 at once rather than an unbounded wait.
+    /// Runs one short generation through the whole path (tokenizer, queue, encoder, both decoder
+    /// graphs), so that the first client does not pay for first-run allocations.
+    pub async fn warm_up(&self) -> Result<(), ApiError> {
+        let ids = self.tokenize(vec!["warm up".to_string()]).await?;
+        let options = rows::RowOptions {
+            params: crate::generation::GenerationParams::greedy(2, 2),
+            beam: None,
+            stop: Vec::new(),
+            logprobs: false,
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(600),
+        };
+        let rx = rows::submit(self, ids, &options)?.pop().expect("one row");
+        rows::collect(self, rx, std::time::Instant::now()).await.map(|_| ())
+    }
+
+    /// Admission: a permit, or 429 at once rather than an unbounded wait; 503 while draining.
     pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        if self.health.is_draining() {
+            return Err(ApiError::Unavailable("the server is shutting down".into()));
+        }
         self.admission.clone().try_acquire_owned().map_err(|_| {
             ApiError::Overloaded(format!(
                 "the server is at max_concurrent_requests ({}); retry later",
@@ -188,7 +208,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/classify", post(classify::classify))
         .route("/v1/translate", post(translate::translate))
         .route("/v1/translate/languages", get(translate::languages))
-        .route("/health", get(health::health))
+        .route("/health", get(health::ready))
+        .route("/health/ready", get(health::ready))
+        .route("/health/live", get(health::live))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

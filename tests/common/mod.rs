@@ -106,17 +106,26 @@ pub fn golden_params(g: &Golden) -> GenerationParams {
     GenerationParams::greedy(g.steps, g.min_new_tokens)
 }
 
-/// Starts the real server on 127.0.0.1:0 with the given model.
+/// Starts the real server on 127.0.0.1:0 with the given model, and waits until it is ready.
 pub async fn start_server(model: PathBuf) -> t5serve::RunningServer {
-    let config = t5serve::Config { model, host: "127.0.0.1".into(), port: 0, ..Default::default() };
-    t5serve::start(config).await.expect("server starts")
+    start_server_with(model, |_| {}).await
+}
+
+async fn wait_ready(server: &t5serve::RunningServer) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !server.health.ready.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < until, "the server did not become ready");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Starts the real server on 127.0.0.1:0 with a changed config.
 pub async fn start_server_with(model: PathBuf, change: impl FnOnce(&mut t5serve::Config)) -> t5serve::RunningServer {
     let mut config = t5serve::Config { model, host: "127.0.0.1".into(), port: 0, ..Default::default() };
     change(&mut config);
-    t5serve::start(config).await.expect("server starts")
+    let server = t5serve::start(config).await.expect("server starts");
+    wait_ready(&server).await;
+    server
 }
 
 /// The value of an unlabelled metric in a Prometheus text exposition.
