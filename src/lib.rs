@@ -100,12 +100,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         "model loaded"
     );
     let health = http::Health::default();
+    let metrics = Arc::new(metrics::Metrics::new(scheduler.stats.clone(), &info.dims.name, "CPUExecutionProvider"));
+    let observer: Arc<dyn scheduler::LoopObserver> = metrics.clone();
+    let _ = scheduler.stats.observer.set(observer);
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
     let state = http::AppState {
         health: health.clone(),
         scheduler: scheduler.clone(),
         admission: admission.clone(),
-        metrics: Arc::new(metrics::Metrics::new(scheduler.stats.clone())),
+        metrics: metrics.clone(),
         tasks: Arc::new(http::TaskSettings::resolve(&config, &info.tasks)),
         tokenizer: Arc::new(tokenizer),
         limits: Arc::new((&config).into()),

@@ -1,55 +1,138 @@
-//! Prometheus metrics: one struct owning its registry. Scheduler gauges and counters are kept
-//! as atomics by the decode thread (`SchedulerStats`) and copied in at scrape time, so the
-//! decode loop never touches prometheus.
+//! Prometheus metrics: one struct owning its registry; each field's doc is its HELP text.
+//! Scheduler gauges and counters are atomics the decode thread keeps (`SchedulerStats`), read at
+//! scrape time; its timings arrive through `LoopObserver`. Label values are bounded: route
+//! templates, status codes, and a fixed set of rejection reasons.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
-use crate::scheduler::{SchedulerStats, SharedStats};
-
-pub struct Metrics {
-    registry: Registry,
-    stats: SharedStats,
-    /// Rows decoding now, over all cohorts.
-    active_rows: IntGauge,
-    /// Rows waiting in the queue.
-    queue_size: IntGauge,
-    /// Bytes of key/value cache and encoder output held by running rows.
-    kv_cache_bytes: IntGauge,
-    /// Tokens generated since start.
-    generated_tokens_total: IntCounter,
-    /// Rows dropped because their client went away.
-    requests_cancelled_total: IntCounter,
-    /// Rows answered 504 because they were still queued at their deadline.
-    requests_expired_total: IntCounter,
-    /// Seconds from a request's arrival to its first generated token.
-    pub time_to_first_token_seconds: Histogram,
-}
+use crate::scheduler::{LoopObserver, SchedulerStats, SharedStats};
 
 /// Millisecond-scale latency buckets, 1 ms to 60 s.
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Sub-millisecond to second buckets for per-token and per-step times.
+pub const STEP_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+pub struct Metrics {
+    registry: Registry,
+    stats: SharedStats,
+    /// Requests answered, by route template and status code.
+    pub requests_total: IntCounterVec,
+    /// Seconds from a request's arrival to its response headers (a stream's start), by route.
+    pub request_duration_seconds: HistogramVec,
+    /// Requests refused before any work, by reason.
+    pub requests_rejected_total: IntCounterVec,
+    /// Seconds rows waited in the queue before decoding started.
+    queue_duration_seconds: Histogram,
+    /// Seconds from a request's arrival to its first generated token.
+    pub time_to_first_token_seconds: Histogram,
+    /// Seconds per generated token after the first, per request.
+    pub time_per_output_token_seconds: Histogram,
+    /// Rows waiting in the queue.
+    queue_size: IntGauge,
+    /// Rows decoding now, over all cohorts.
+    active_rows: IntGauge,
+    /// Rows in each decoder step.
+    batch_size: Histogram,
+    /// Input tokens of requests queued since start.
+    pub input_tokens_total: IntCounter,
+    /// Tokens generated since start.
+    generated_tokens_total: IntCounter,
+    /// Bytes of key/value cache and encoder output held by running rows.
+    kv_cache_bytes: IntGauge,
+    /// Rows dropped because their client went away.
+    requests_cancelled_total: IntCounter,
+    /// Rows answered 504 because they were still queued at their deadline.
+    requests_expired_total: IntCounter,
+    /// Seconds of a new cohort's prefill: the encoder run and the first decoder step.
+    encoder_duration_seconds: Histogram,
+    /// Seconds of one cached decoder step over a cohort.
+    decode_step_duration_seconds: Histogram,
+    /// Constant 1, labelled with the build and what it serves.
+    _build_info: IntGaugeVec,
+}
 
 impl Metrics {
-    pub fn new(stats: SharedStats) -> Self {
+    pub fn new(stats: SharedStats, model: &str, execution_provider: &str) -> Self {
         let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            reg(Box::new(g.clone()));
             g
         };
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            reg(Box::new(c.clone()));
             c
         };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h =
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid metric");
+            reg(Box::new(h.clone()));
+            h
+        };
+        let requests_total = IntCounterVec::new(
+            Opts::new("t5serve_requests_total", "Requests answered, by route template and status code."),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        reg(Box::new(requests_total.clone()));
+        let request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "t5serve_request_duration_seconds",
+                "Seconds from a request's arrival to its response headers (a stream's start), by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        reg(Box::new(request_duration_seconds.clone()));
+        let requests_rejected_total = IntCounterVec::new(
+            Opts::new("t5serve_requests_rejected_total", "Requests refused before any work, by reason."),
+            &["reason"],
+        )
+        .expect("valid metric");
+        reg(Box::new(requests_rejected_total.clone()));
+        let build_info = IntGaugeVec::new(
+            Opts::new("t5serve_build_info", "Constant 1, labelled with the build and what it serves."),
+            &["version", "model", "execution_provider"],
+        )
+        .expect("valid metric");
+        reg(Box::new(build_info.clone()));
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), model, execution_provider]).set(1);
         Self {
-            active_rows: gauge("t5serve_active_rows", "Rows decoding now, over all cohorts."),
+            requests_total,
+            request_duration_seconds,
+            requests_rejected_total,
+            queue_duration_seconds: histogram(
+                "t5serve_queue_duration_seconds",
+                "Seconds rows waited in the queue before decoding started.",
+                LATENCY_BUCKETS,
+            ),
+            time_to_first_token_seconds: histogram(
+                "t5serve_time_to_first_token_seconds",
+                "Seconds from a request's arrival to its first generated token.",
+                LATENCY_BUCKETS,
+            ),
+            time_per_output_token_seconds: histogram(
+                "t5serve_time_per_output_token_seconds",
+                "Seconds per generated token after the first, per request.",
+                STEP_BUCKETS,
+            ),
             queue_size: gauge("t5serve_queue_size", "Rows waiting in the queue."),
+            active_rows: gauge("t5serve_active_rows", "Rows decoding now, over all cohorts."),
+            batch_size: histogram("t5serve_batch_size", "Rows in each decoder step.", BATCH_BUCKETS),
+            input_tokens_total: counter("t5serve_input_tokens_total", "Input tokens of requests queued since start."),
+            generated_tokens_total: counter("t5serve_generated_tokens_total", "Tokens generated since start."),
             kv_cache_bytes: gauge(
                 "t5serve_kv_cache_bytes",
                 "Bytes of key/value cache and encoder output held by running rows.",
             ),
-            generated_tokens_total: counter("t5serve_generated_tokens_total", "Tokens generated since start."),
             requests_cancelled_total: counter(
                 "t5serve_requests_cancelled_total",
                 "Rows dropped because their client went away.",
@@ -58,16 +141,17 @@ impl Metrics {
                 "t5serve_requests_expired_total",
                 "Rows answered 504 because they were still queued at their deadline.",
             ),
-            time_to_first_token_seconds: {
-                let opts = HistogramOpts::new(
-                    "t5serve_time_to_first_token_seconds",
-                    "Seconds from a request's arrival to its first generated token.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec());
-                let h = Histogram::with_opts(opts).expect("valid metric");
-                registry.register(Box::new(h.clone())).expect("unique metric");
-                h
-            },
+            encoder_duration_seconds: histogram(
+                "t5serve_encoder_duration_seconds",
+                "Seconds of a new cohort's prefill: the encoder run and the first decoder step.",
+                STEP_BUCKETS,
+            ),
+            decode_step_duration_seconds: histogram(
+                "t5serve_decode_step_duration_seconds",
+                "Seconds of one cached decoder step over a cohort.",
+                STEP_BUCKETS,
+            ),
+            _build_info: build_info,
             registry,
             stats,
         }
@@ -86,6 +170,35 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+
+    /// Counts one answered request; refusals before any work also by reason.
+    pub fn record_response(&self, route: &str, status: u16, seconds: f64) {
+        self.requests_total.with_label_values(&[route, &status.to_string()]).inc();
+        self.request_duration_seconds.with_label_values(&[route]).observe(seconds);
+        let reason = match status {
+            413 => "too_large",
+            415 | 400 => "malformed",
+            422 => "invalid",
+            429 => "overloaded",
+            503 => "unavailable",
+            504 => "deadline",
+            _ => return,
+        };
+        self.requests_rejected_total.with_label_values(&[reason]).inc();
+    }
+}
+
+impl LoopObserver for Metrics {
+    fn queued(&self, seconds: f64) {
+        self.queue_duration_seconds.observe(seconds);
+    }
+    fn encoded(&self, seconds: f64, _rows: usize) {
+        self.encoder_duration_seconds.observe(seconds);
+    }
+    fn stepped(&self, seconds: f64, rows: usize) {
+        self.decode_step_duration_seconds.observe(seconds);
+        self.batch_size.observe(rows as f64);
     }
 }
 

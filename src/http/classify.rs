@@ -44,6 +44,7 @@ pub async fn classify(
             (row.with_deadline(Some(deadline)), rx)
         })
         .unzip();
+    app.metrics.input_tokens_total.inc_by(rows.iter().map(|r| r.input_ids.len() as u64).sum());
     app.scheduler.submit(rows)?;
     let normalize = req.length_normalize.unwrap_or(false);
     let multi = req.multi_label.unwrap_or(false);

@@ -30,6 +30,7 @@ pub fn submit(
     inputs: Vec<Vec<u32>>,
     o: &RowOptions,
 ) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
+    app.metrics.input_tokens_total.inc_by(inputs.iter().map(|i| i.len() as u64).sum());
     let (rows, receivers): (Vec<_>, Vec<_>) = inputs
         .into_iter()
         .map(|ids| {
@@ -70,6 +71,7 @@ pub async fn collect(
     let mut text = String::new();
     let mut tokens = Vec::new();
     let mut sequences = Vec::new();
+    let mut first_at = None;
     while let Some(event) = rx.recv().await {
         match event {
             Event::Sequences(s) => {
@@ -78,13 +80,18 @@ pub async fn collect(
                 sequences = s;
             }
             Event::Token { id, text: piece, logprob } => {
-                if tokens.is_empty() {
+                if first_at.is_none() {
                     app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                    first_at = Some(Instant::now());
                 }
                 text.push_str(&piece);
                 tokens.push(TokenInfo { id, text: piece, logprob, special: app.is_special(id) });
             }
             Event::Finished { reason, input_tokens, generated_tokens } => {
+                if let Some(first) = first_at.filter(|_| generated_tokens > 1) {
+                    let per = first.elapsed().as_secs_f64() / (generated_tokens - 1) as f64;
+                    app.metrics.time_per_output_token_seconds.observe(per);
+                }
                 let usage = Usage { input_tokens, generated_tokens };
                 return Ok(Collected { sequences, text, tokens, reason, usage });
             }

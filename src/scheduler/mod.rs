@@ -146,9 +146,25 @@ impl queue::Waiting for RowRequest {
     }
 }
 
+/// Timings the decode thread reports as they happen (the metrics implement it).
+pub trait LoopObserver: Send + Sync {
+    /// A row started decoding after waiting this long in the queue.
+    fn queued(&self, _seconds: f64) {}
+    /// An encoder run over a new cohort of `rows` rows.
+    fn encoded(&self, _seconds: f64, _rows: usize) {}
+    /// One decoder step over `rows` rows.
+    fn stepped(&self, _seconds: f64, _rows: usize) {}
+}
+
+/// Reports nothing.
+pub struct NoLoopObserver;
+impl LoopObserver for NoLoopObserver {}
+
 /// Counters and gauges the decode thread keeps; metrics and tests read them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SchedulerStats {
+    /// Where timings go; set once at start.
+    pub observer: std::sync::OnceLock<Arc<dyn LoopObserver>>,
     pub active_rows: AtomicU64,
     pub queued_rows: AtomicU64,
     pub cohorts: AtomicU64,
@@ -162,6 +178,19 @@ pub struct SchedulerStats {
 impl SchedulerStats {
     pub fn get(v: &AtomicU64) -> u64 {
         v.load(Ordering::Relaxed)
+    }
+
+    pub fn observer(&self) -> &dyn LoopObserver {
+        match self.observer.get() {
+            Some(o) => o.as_ref(),
+            None => &NoLoopObserver,
+        }
+    }
+}
+
+impl std::fmt::Debug for SchedulerStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerStats").field("active_rows", &self.active_rows).finish_non_exhaustive()
     }
 }
 

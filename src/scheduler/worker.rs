@@ -210,7 +210,10 @@ impl DecodeLoop {
             // 4. One step of every cohort.
             for cohort in &mut self.cohorts {
                 let rows = cohort.len() as u64;
-                match cohort.step(&mut self.model, &mut NoObserver) {
+                let t = Instant::now();
+                let result = cohort.step(&mut self.model, &mut NoObserver);
+                self.stats.observer().stepped(t.elapsed().as_secs_f64(), rows as usize);
+                match result {
                     Ok(report) => record(&self.stats, report),
                     // The cohort's rows were told; the loop goes on with other work.
                     Err(_) => {
@@ -252,6 +255,9 @@ impl DecodeLoop {
         if formed.batch.is_empty() {
             return;
         }
+        for e in &formed.batch {
+            self.stats.observer().queued(now.saturating_duration_since(e.enqueued).as_secs_f64());
+        }
         let (scoring, rows): (Vec<RowRequest>, Vec<RowRequest>) =
             formed.batch.into_iter().map(|e| e.item).partition(|r| r.labels.is_some());
         if !scoring.is_empty() {
@@ -264,7 +270,10 @@ impl DecodeLoop {
             return;
         }
         let n = rows.len();
-        match Cohort::start(&mut self.model, rows, &mut NoObserver) {
+        let t = Instant::now();
+        let started = Cohort::start(&mut self.model, rows, &mut NoObserver);
+        self.stats.observer().encoded(t.elapsed().as_secs_f64(), n);
+        match started {
             Ok((cohort, report)) => {
                 record(&self.stats, report);
                 if let Some(c) = cohort {
