@@ -24,6 +24,12 @@ def main() -> None:
     p.add_argument("output", type=Path, help="model directory to write")
     p.add_argument("--merged", action="store_true", help="write decoder_model_merged.onnx instead of the split pair")
     p.add_argument("--both", action="store_true", help="keep the split pair and the merged decoder")
+    p.add_argument(
+        "--masked",
+        action="store_true",
+        help="also write decoder_with_past_masked.onnx (a decoder self-attention mask input, so rows of "
+        "different lengths can share a batch); needs a local checkpoint or network for the hub id",
+    )
     args = p.parse_args()
     t5tools.export_onnx(
         args.model,
@@ -31,6 +37,8 @@ def main() -> None:
         keep_merged=args.merged or args.both,
         keep_split=not args.merged or args.both,
     )
+    if args.masked:
+        t5tools.export_masked_with_past(args.model, args.output)
     print(f"exported {args.model} -> {args.output} ({t5tools.dir_size_mb(args.output):.1f} MB)")
 
 

@@ -127,3 +127,113 @@ def export_onnx(model_dir: str, out_dir: Path, keep_merged: bool = False, keep_s
 
 def dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6
+
+
+MASKED_WITH_PAST = "decoder_with_past_masked.onnx"
+
+
+def export_masked_with_past(model_dir: str, out_dir: Path) -> None:
+    """Writes decoder_with_past_masked.onnx: optimum's decoder-with-past plus an input
+    `decoder_attention_mask` int64 [batch, past_len + 1], so rows of different decoder lengths
+    can share a batch (left-padded self K/V, masked). Same input/output names as optimum's.
+
+    Verified after export: with an all-ones mask it equals optimum's decoder_with_past_model.onnx,
+    and a left-padded row equals its own run without padding.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from transformers import T5ForConditionalGeneration
+    from transformers.cache_utils import EncoderDecoderCache
+
+    model = T5ForConditionalGeneration.from_pretrained(model_dir).eval()
+    model.config._attn_implementation = "eager"
+    cfg = model.config
+    layers = cfg.num_decoder_layers
+
+    class MaskedDecoderWithPast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.scale = cfg.d_model**-0.5 if cfg.tie_word_embeddings else 1.0
+
+        def forward(self, input_ids, encoder_attention_mask, decoder_attention_mask, *past):
+            legacy = tuple(tuple(past[4 * i : 4 * i + 4]) for i in range(layers))
+            cache = EncoderDecoderCache.from_legacy_cache(legacy)
+            cross = past[2]
+            # Cross-attention reads the cached K/V; the hidden states only carry the shape.
+            hidden = torch.zeros(cross.shape[0], cross.shape[2], cfg.d_model, dtype=cross.dtype)
+            out = self.model.decoder(
+                input_ids=input_ids,
+                attention_mask=decoder_attention_mask,
+                encoder_hidden_states=hidden,
+                encoder_attention_mask=encoder_attention_mask,
+                past_key_values=cache,
+                use_cache=True,
+                return_dict=True,
+            )
+            logits = self.model.lm_head(out.last_hidden_state * self.scale)
+            presents = out.past_key_values.to_legacy_cache()
+            return (logits, *[t for i in range(layers) for t in (presents[i][0], presents[i][1])])
+
+    b, t, s, h, dk = 2, 3, 5, cfg.num_heads, cfg.d_kv
+    gen = torch.Generator().manual_seed(0)
+    past = []
+    for _ in range(layers):
+        past += [torch.randn(b, h, t, dk, generator=gen), torch.randn(b, h, t, dk, generator=gen)]
+        past += [torch.randn(b, h, s, dk, generator=gen), torch.randn(b, h, s, dk, generator=gen)]
+    ids = torch.tensor([[5], [7]])
+    enc_mask = torch.ones(b, s, dtype=torch.long)
+    dec_mask = torch.ones(b, t + 1, dtype=torch.long)
+    names_in = ["input_ids", "encoder_attention_mask", "decoder_attention_mask"]
+    names_out = ["logits"]
+    dyn = {
+        "input_ids": {0: "batch_size"},
+        "encoder_attention_mask": {0: "batch_size", 1: "encoder_sequence_length"},
+        "decoder_attention_mask": {0: "batch_size", 1: "past_decoder_sequence_length + 1"},
+        "logits": {0: "batch_size"},
+    }
+    kinds = ("decoder.key", "decoder.value", "encoder.key", "encoder.value")
+    for i in range(layers):
+        for kind in kinds:
+            axis = "past_decoder_sequence_length" if kind.startswith("decoder") else "encoder_sequence_length"
+            names_in.append(f"past_key_values.{i}.{kind}")
+            dyn[names_in[-1]] = {0: "batch_size", 2: axis}
+        for kind in kinds[:2]:
+            names_out.append(f"present.{i}.{kind}")
+            dyn[names_out[-1]] = {0: "batch_size", 2: "past_decoder_sequence_length + 1"}
+    path = out_dir / MASKED_WITH_PAST
+    with torch.no_grad():
+        torch.onnx.export(
+            MaskedDecoderWithPast(),
+            (ids, enc_mask, dec_mask, *past),
+            str(path),
+            input_names=names_in,
+            output_names=names_out,
+            dynamic_axes=dyn,
+            opset_version=18,
+            dynamo=False,
+        )
+
+    # Check it against optimum's graph.
+    masked = ort.InferenceSession(str(path))
+    plain = ort.InferenceSession(str(out_dir / "decoder_with_past_model.onnx"))
+    feed = {"input_ids": ids.numpy(), "encoder_attention_mask": enc_mask.numpy()}
+    for i in range(layers):
+        for j, kind in enumerate(kinds):
+            feed[f"past_key_values.{i}.{kind}"] = past[4 * i + j].numpy()
+    ref = plain.run(None, feed)
+    got = masked.run(None, dict(feed, decoder_attention_mask=dec_mask.numpy()))
+    same = max(float(np.abs(a - g).max()) for a, g in zip(ref, got))
+    left = dec_mask.numpy().copy()
+    left[1, 0] = 0
+    padded = masked.run(None, dict(feed, decoder_attention_mask=left))
+    solo_feed = {"input_ids": ids.numpy()[1:], "encoder_attention_mask": enc_mask.numpy()[1:]}
+    for k, v in feed.items():
+        if k.startswith("past_key_values."):
+            solo_feed[k] = v[1:, :, 1:, :] if ".decoder." in k else v[1:]
+    solo = plain.run(None, solo_feed)
+    drift = float(np.abs(solo[0][0] - padded[0][1]).max())
+    if same > 1e-5 or drift > 1e-4:
+        raise SystemExit(f"{MASKED_WITH_PAST} check failed: all-ones diff {same}, left-padded diff {drift}")
+    print(f"{MASKED_WITH_PAST}: equals optimum's graph (max diff {same:.1e}); left-padded row vs solo {drift:.1e}")
