@@ -106,6 +106,22 @@ def split_off_merged(out: Path) -> None:
     print(f"merged variant: {merged}")
 
 
+def make_masked_variant(out: Path, model, tokenizer) -> None:
+    """tests/data/tiny-t5-masked: the tiny model's files (symlinks) plus the masked decoder graph,
+    for the tests of rows joining a running batch."""
+    masked = out.parent / (out.name + "-masked")
+    if masked.exists():
+        shutil.rmtree(masked)
+    masked.mkdir()
+    for name in sorted(p.name for p in out.iterdir()):
+        (masked / name).symlink_to(Path("..") / out.name / name)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        t5tools.export_masked_with_past(tmp, masked)
+    print(f"masked variant: {masked}")
+
+
 def golden(model, tokenizer) -> dict:
     import torch
 
@@ -301,6 +317,7 @@ def main() -> None:
     p.add_argument("--merged", action="store_true", help="also keep decoder_model_merged.onnx (always for tiny)")
     p.add_argument("--processors-only", action="store_true", help="only rewrite tests/data/processors.json")
     p.add_argument("--goldens-only", action="store_true", help="rewrite the tiny model's golden files, not the model")
+    p.add_argument("--masked-only", action="store_true", help="only (re)write tests/data/tiny-t5-masked")
     args = p.parse_args()
     if args.processors_only or args.shape == "tiny":
         path = t5tools.ROOT / "tests/data/processors.json"
@@ -321,6 +338,9 @@ def main() -> None:
         if args.goldens_only:
             write_goldens(model, tokenizer, out.parent)
             return
+        if args.masked_only:
+            make_masked_variant(out, model, tokenizer)
+            return
         ckpt = Path(tmp) / "ckpt"
         model.save_pretrained(ckpt)
         tokenizer.save_pretrained(ckpt)
@@ -335,6 +355,7 @@ def main() -> None:
             shutil.copytree(ckpt, hf)
     if args.shape == "tiny":
         split_off_merged(out)
+        make_masked_variant(out, model, tokenizer)
     print(f"model: {out} ({t5tools.dir_size_mb(out):.1f} MB)")
 
     if args.shape == "tiny":

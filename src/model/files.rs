@@ -21,6 +21,8 @@ pub struct ModelFiles {
     pub dir: PathBuf,
     pub encoder: PathBuf,
     pub decoder: DecoderLayout,
+    /// `decoder_with_past_masked.onnx` (scripts/export_model.py --masked), if present.
+    pub masked: Option<PathBuf>,
     pub tokenizer: PathBuf,
 }
 
@@ -163,7 +165,8 @@ impl ModelFiles {
                 dir.display()
             )));
         };
-        Ok(Self { dir: dir.to_path_buf(), encoder, decoder, tokenizer })
+        let masked = Some(dir.join("decoder_with_past_masked.onnx")).filter(|p| p.is_file());
+        Ok(Self { dir: dir.to_path_buf(), encoder, decoder, masked, tokenizer })
     }
 
     pub fn dims(&self) -> Result<ModelDims, ModelError> {

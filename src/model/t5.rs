@@ -46,6 +46,33 @@ impl Encoded {
         self.mask.nrows()
     }
 
+    /// Appends `other`'s rows, right-padding both to the longer input (mask 0 on padding).
+    pub fn join(&mut self, other: &Encoded) {
+        let len = self.mask.ncols().max(other.mask.ncols());
+        let pad_mask = |m: &Array2<i64>| {
+            let mut out = Array2::zeros((m.nrows(), len));
+            out.slice_mut(ndarray::s![.., ..m.ncols()]).assign(m);
+            out
+        };
+        let pad_hidden = |h: &Array3<f32>| {
+            let mut out = Array3::zeros((h.shape()[0], len, h.shape()[2]));
+            out.slice_mut(ndarray::s![.., ..h.shape()[1], ..]).assign(h);
+            out
+        };
+        self.mask =
+            ndarray::concatenate(ndarray::Axis(0), &[pad_mask(&self.mask).view(), pad_mask(&other.mask).view()])
+                .expect("same width")
+                .as_standard_layout()
+                .into_owned();
+        self.hidden = ndarray::concatenate(
+            ndarray::Axis(0),
+            &[pad_hidden(&self.hidden).view(), pad_hidden(&other.hidden).view()],
+        )
+        .expect("same width")
+        .as_standard_layout()
+        .into_owned();
+    }
+
     /// Keeps the given rows, in that order.
     pub fn select_rows(&self, rows: &[usize]) -> Self {
         Self { hidden: self.hidden.select(ndarray::Axis(0), rows), mask: self.mask.select(ndarray::Axis(0), rows) }
@@ -76,6 +103,8 @@ pub struct Seq2SeqModel {
     pub tokenizer: super::TextTokenizer,
     encoder: Session,
     decoder: Decoder,
+    /// `decoder_with_past_masked.onnx`: lets rows of different decoder lengths share a batch.
+    masked: Option<Session>,
 }
 
 fn build_session(path: &Path, settings: &SessionSettings) -> ort::Result<Session> {
@@ -112,7 +141,11 @@ impl Seq2SeqModel {
             DecoderLayout::Merged(path) => Decoder::Merged(session(path, settings)?),
         };
         let tokenizer = super::TextTokenizer::from_file(&files.tokenizer)?;
-        let model = Self { dims, files, tokenizer, encoder, decoder };
+        let masked = match (&files.masked, &decoder) {
+            (Some(path), Decoder::Split { .. }) => Some(session(path, settings)?),
+            _ => None,
+        };
+        let model = Self { dims, files, tokenizer, encoder, decoder, masked };
         model.check_graphs()?;
         Ok(model)
     }
@@ -145,6 +178,11 @@ impl Seq2SeqModel {
             )?,
         }
         Ok(())
+    }
+
+    /// Whether new rows can join a running batch (the model has the masked decoder graph).
+    pub fn can_join(&self) -> bool {
+        self.masked.is_some()
     }
 
     pub fn layout_name(&self) -> &'static str {
@@ -225,6 +263,28 @@ impl Seq2SeqModel {
         enc: &Encoded,
         state: &mut DecoderState,
     ) -> Result<Logits, ModelError> {
+        self.step(tokens, enc, state, None)
+    }
+
+    /// A cached step with a decoder self-attention mask `[rows, past_len + 1]` (0 = padding),
+    /// for batches whose rows joined at different steps. Needs the masked graph.
+    pub fn decode_next_masked(
+        &mut self,
+        tokens: &[i64],
+        enc: &Encoded,
+        state: &mut DecoderState,
+        mask: &Array2<i64>,
+    ) -> Result<Logits, ModelError> {
+        self.step(tokens, enc, state, Some(mask))
+    }
+
+    fn step(
+        &mut self,
+        tokens: &[i64],
+        enc: &Encoded,
+        state: &mut DecoderState,
+        mask: Option<&Array2<i64>>,
+    ) -> Result<Logits, ModelError> {
         let layers = self.dims.num_decoder_layers;
         if tokens.len() != state.batch() || enc.batch() != state.batch() {
             return Err(ModelError::Output(format!(
@@ -235,11 +295,19 @@ impl Seq2SeqModel {
             )));
         }
         let ids = Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("one token per row");
+        if let Some(m) = mask
+            && m.dim() != (tokens.len(), state.decoder_len() + 1)
+        {
+            return Err(ModelError::Output(format!("decoder mask {:?} for {} rows", m.dim(), tokens.len())));
+        }
         let (logits, self_kv) = {
             let mut inputs: Inputs<'_> = vec![
                 ("input_ids".into(), TensorRef::from_array_view(ids.view())?.into()),
                 ("encoder_attention_mask".into(), TensorRef::from_array_view(enc.mask.view())?.into()),
             ];
+            if let Some(m) = mask {
+                inputs.push(("decoder_attention_mask".into(), TensorRef::from_array_view(m.view())?.into()));
+            }
             for i in 0..layers {
                 for (k, kind) in ["key", "value"].into_iter().enumerate() {
                     inputs.push((
@@ -252,9 +320,11 @@ impl Seq2SeqModel {
                     ));
                 }
             }
-            let mut out = match &mut self.decoder {
-                Decoder::Split { with_past, .. } => with_past.run(inputs)?,
-                Decoder::Merged(s) => {
+            let mut out = match (&mut self.decoder, &mut self.masked, mask) {
+                (_, Some(masked), Some(_)) => masked.run(inputs)?,
+                (_, None, Some(_)) => return Err(ModelError::Output("no masked decoder graph loaded".into())),
+                (Decoder::Split { with_past, .. }, _, None) => with_past.run(inputs)?,
+                (Decoder::Merged(s), _, None) => {
                     inputs
                         .push(("encoder_hidden_states".into(), TensorRef::from_array_view(enc.hidden.view())?.into()));
                     inputs

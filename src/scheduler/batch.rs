@@ -77,6 +77,9 @@ pub struct Cohort {
     rows: Vec<Active>,
     enc: Encoded,
     state: DecoderState,
+    /// With a masked decoder graph: which self-attention positions each row attends to
+    /// (`[rows, decoder_len]`, 0 = left padding of a row that joined later).
+    mask: Option<Array2<i64>>,
 }
 
 impl Cohort {
@@ -127,7 +130,8 @@ impl Cohort {
                 return Err(e);
             }
         };
-        let mut cohort = Cohort { rows: active, enc, state };
+        let mask = model.can_join().then(|| Array2::ones((logits.rows(), 1)));
+        let mut cohort = Cohort { rows: active, enc, state, mask };
         let r = cohort.emit(model, &logits, observer);
         report.tokens += r.tokens;
         report.finished += r.finished;
@@ -157,7 +161,21 @@ impl Cohort {
                 Mode::Beams { last, .. } => last.iter().map(|&t| t as i64).collect(),
             })
             .collect();
-        let logits = match model.decode_next(&tokens, &self.enc, &mut self.state) {
+        let result = match &self.mask {
+            Some(mask) => {
+                // The new token is attended to by its own row.
+                let step_mask =
+                    ndarray::concatenate(ndarray::Axis(1), &[mask.view(), Array2::ones((mask.nrows(), 1)).view()])
+                        .expect("same rows")
+                        .as_standard_layout()
+                        .into_owned();
+                let r = model.decode_next_masked(&tokens, &self.enc, &mut self.state, &step_mask);
+                self.mask = Some(step_mask);
+                r
+            }
+            None => model.decode_next(&tokens, &self.enc, &mut self.state),
+        };
+        let logits = match result {
             Ok(l) => l,
             Err(e) => {
                 self.fail(&e);
@@ -269,13 +287,50 @@ impl Cohort {
             offset += width;
         }
         let identity = order.len() == logits.rows() && order.iter().enumerate().all(|(i, &r)| i == r);
-        if !order.is_empty()
-            && !identity
-            && let Err(e) = model.retain_rows(&order, &mut self.enc, &mut self.state)
-        {
-            report.error = Some(e);
+        if !order.is_empty() && !identity {
+            if let Err(e) = model.retain_rows(&order, &mut self.enc, &mut self.state) {
+                report.error = Some(e);
+                return report;
+            }
+            if let Some(mask) = &mut self.mask {
+                *mask = mask.select(ndarray::Axis(0), &order);
+                // Positions no remaining row attends to (padding of rows that left) go.
+                let unused = (0..mask.ncols()).take_while(|&c| mask.column(c).iter().all(|&v| v == 0)).count();
+                if unused > 0 {
+                    *mask = mask.slice(ndarray::s![.., unused..]).as_standard_layout().into_owned();
+                    if let Err(e) = self.state.trim_front(unused) {
+                        report.error = Some(e);
+                    }
+                }
+            }
         }
         report
+    }
+
+    /// Whether new rows can join this cohort (it decodes with a decoder mask).
+    pub fn can_absorb(&self) -> bool {
+        self.mask.is_some()
+    }
+
+    /// Takes in the rows of a cohort that has just run its first step: their self-attention
+    /// caches are left-padded to this cohort's length (masked), the cross-attention caches and
+    /// encoder outputs right-padded to the longer input, and everything is joined along the batch.
+    pub fn absorb(&mut self, other: Cohort) -> Result<(), ModelError> {
+        let (Some(mine), Some(theirs)) = (&self.mask, &other.mask) else {
+            return Err(ModelError::Output("joining cohorts needs the masked decoder graph".into()));
+        };
+        let len = mine.ncols().max(theirs.ncols());
+        let pad = |m: &Array2<i64>| {
+            let mut out = Array2::zeros((m.nrows(), len));
+            out.slice_mut(ndarray::s![.., len - m.ncols()..]).assign(m);
+            out
+        };
+        let mask = ndarray::concatenate(ndarray::Axis(0), &[pad(mine).view(), pad(theirs).view()]).expect("same width");
+        self.state.join(other.state)?;
+        self.enc.join(&other.enc);
+        self.mask = Some(mask);
+        self.rows.extend(other.rows);
+        Ok(())
     }
 
     /// Sends an error event to every row and empties the cohort.

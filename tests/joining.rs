@@ -1,0 +1,112 @@
+//! Iteration-level batching with the masked decoder graph (tests/data/tiny-t5-masked): rows that
+//! join a running batch at later steps produce exactly their solo (golden) tokens.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use t5serve::generation::GenerationParams;
+use t5serve::scheduler::batch::{Cohort, NoObserver};
+use t5serve::scheduler::{Event, RowRequest};
+
+fn masked_model() -> std::path::PathBuf {
+    data_dir().join("tiny-t5-masked")
+}
+
+#[test]
+fn rows_joining_at_steps_0_4_and_7_equal_their_solo_runs() {
+    let g = golden();
+    let mut model = load(&masked_model());
+    assert!(model.can_join(), "the masked graph is loaded");
+    let params = golden_params(&g);
+    // Three prompts of different lengths join at steps 0, 4 and 7.
+    let picks = [2usize, 9, 4];
+    let mut rxs = Vec::new();
+    let mut main: Option<Cohort> = None;
+    for step in 0..g.steps + 8 {
+        let joining = match step {
+            0 => Some(picks[0]),
+            4 => Some(picks[1]),
+            7 => Some(picks[2]),
+            _ => None,
+        };
+        if let Some(i) = joining {
+            let (row, rx) = RowRequest::new(g.cases[i].input_ids.clone(), params);
+            rxs.push((i, rx));
+            let (new, _) = Cohort::start(&mut model, vec![row], &mut NoObserver).unwrap();
+            let new = new.expect("the row runs");
+            match main.as_mut() {
+                Some(m) => m.absorb(new).unwrap(),
+                None => main = Some(new),
+            }
+        } else if let Some(m) = main.as_mut() {
+            m.step(&mut model, &mut NoObserver).unwrap();
+            if m.is_empty() {
+                main = None;
+            }
+        }
+    }
+    assert!(main.is_none(), "every row finished");
+    for (i, mut rx) in rxs {
+        let mut ids = Vec::new();
+        while let Ok(Event::Token { id, .. }) = rx.try_recv() {
+            ids.push(id);
+        }
+        assert_eq!(ids, g.cases[i].ids, "row {i} joined later and must equal its solo run");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_join_one_batch_and_equal_their_solo_outputs() {
+    let g = golden();
+    let tokenizer = t5serve::model::TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
+    let server = start_server(masked_model()).await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let cases: Vec<&GoldenCase> = g.cases.iter().filter(|c| !c.prompt.is_empty()).collect();
+    let mut tasks = Vec::new();
+    for i in 0..32usize {
+        let case = cases[i % cases.len()];
+        let n = 1 + (i * 7) % g.steps;
+        let want = tokenizer.decode(&case.ids[..n]).unwrap();
+        let (client, url, prompt) = (client.clone(), url.clone(), case.prompt.clone());
+        tasks.push(tokio::spawn(async move {
+            // Staggered arrivals: later requests join the running batch.
+            tokio::time::sleep(std::time::Duration::from_millis((i as u64 % 8) * 3)).await;
+            let body = json!({"inputs": prompt, "parameters": {"max_new_tokens": n, "min_new_tokens": n}});
+            let (status, v) = post(&client, &url, body).await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["generated_text"], want, "request {i} ({prompt:?}, {n} tokens)");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metric(&client, server.addr, "t5serve_active_rows").await != 0.0 && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&client, server.addr, "t5serve_kv_cache_bytes").await, 0.0);
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn the_joined_batch_trims_padding_nobody_attends_to() {
+    let g = golden();
+    let mut model = load(&masked_model());
+    let long = GenerationParams::greedy(20, 20);
+    let short = GenerationParams::greedy(3, 3);
+    let (a, _rx_a) = RowRequest::new(g.cases[3].input_ids.clone(), short);
+    let (mut main, _) = Cohort::start(&mut model, vec![a], &mut NoObserver).unwrap();
+    let m = main.as_mut().unwrap();
+    m.step(&mut model, &mut NoObserver).unwrap();
+    let (b, _rx_b) = RowRequest::new(g.cases[5].input_ids.clone(), long);
+    let (new, _) = Cohort::start(&mut model, vec![b], &mut NoObserver).unwrap();
+    m.absorb(new.unwrap()).unwrap();
+    let joined = m.cache_bytes();
+    // Row a finishes at its third token; row b's left padding is then dropped.
+    m.step(&mut model, &mut NoObserver).unwrap();
+    assert_eq!(m.len(), 1);
+    m.step(&mut model, &mut NoObserver).unwrap();
+    assert!(m.cache_bytes() < joined, "the finished row and the padding are freed");
+}
