@@ -353,6 +353,8 @@ def main() -> None:
             if hf.exists():
                 shutil.rmtree(hf)
             shutil.copytree(ckpt, hf)
+            # The benchmark serves with iteration-level batching.
+            t5tools.export_masked_with_past(str(ckpt), out)
     if args.shape == "tiny":
         split_off_merged(out)
         make_masked_variant(out, model, tokenizer)
