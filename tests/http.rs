@@ -154,3 +154,28 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     assert!(v["generated_text"].is_string());
     server.shutdown().await.unwrap();
 }
+
+/// Every route the router serves is described in openapi.yaml (under `paths:`, with its method).
+#[test]
+fn openapi_describes_every_route() {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let paths = spec.split("\npaths:\n").nth(1).expect("a paths section");
+    let paths = format!("\n{}", paths.split("\ncomponents:").next().unwrap());
+    for (method, route) in t5serve::http::ROUTES {
+        let start = paths.find(&format!("\n  {route}:\n")).unwrap_or_else(|| panic!("openapi.yaml lacks path {route}"));
+        let rest = &paths[start + 1..];
+        let end = rest[1..].find("\n  /").map_or(rest.len(), |e| e + 1);
+        assert!(rest[..end].contains(&format!("\n    {method}:")), "openapi.yaml lacks {method} {route}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_reports_the_model_and_its_limits() {
+    let server = start_server(tiny_model()).await;
+    let v: Value = reqwest::get(format!("http://{}/v1/models", server.addr)).await.unwrap().json().await.unwrap();
+    assert_eq!(v["execution_provider"], "CPUExecutionProvider");
+    assert_eq!(v["models"][0]["id"], "tiny-t5");
+    assert_eq!(v["models"][0]["dimensions"]["d_model"], 32);
+    assert_eq!(v["models"][0]["limits"]["max_input_tokens"], 512);
+    server.shutdown().await.unwrap();
+}

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod health;
 pub mod json;
 pub mod metrics;
+pub mod models;
 pub mod rows;
 pub mod tgi;
 pub mod translate;
@@ -203,6 +204,22 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed("method not allowed on this route".into())
 }
 
+/// Every route the router serves (method, path); tests check that openapi.yaml has each.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/generate"),
+    ("get", "/v1/models"),
+    ("post", "/v1/classify"),
+    ("post", "/v1/translate"),
+    ("get", "/v1/translate/languages"),
+    ("post", "/generate"),
+    ("post", "/generate_stream"),
+    ("post", "/"),
+    ("get", "/health"),
+    ("get", "/health/ready"),
+    ("get", "/health/live"),
+    ("get", "/metrics"),
+];
+
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let ids = NextRequestId {
         prefix: std::process::id()
@@ -221,6 +238,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/generate", post(tgi::generate))
         .route("/generate_stream", post(tgi::generate_stream))
         .route("/", post(tgi::compat))
+        .route("/v1/models", get(models::models))
         .route("/v1/classify", post(classify::classify))
         .route("/v1/translate", post(translate::translate))
         .route("/v1/translate/languages", get(translate::languages))

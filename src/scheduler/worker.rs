@@ -51,6 +51,8 @@ impl Default for SchedulerSettings {
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
     pub dims: ModelDims,
+    /// New rows join the running batch (the model has the masked decoder graph).
+    pub can_join: bool,
     pub tasks: crate::model::ModelTasks,
     pub layout: &'static str,
     pub model_dir: PathBuf,
@@ -110,6 +112,7 @@ impl SchedulerHandle {
                     }
                 };
                 let info = WorkerInfo {
+                    can_join: model.can_join(),
                     tasks,
                     dims: model.dims.clone(),
                     layout: model.layout_name(),
