@@ -19,11 +19,11 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home t5serve
 COPY --from=build /src/target/release/t5serve /usr/local/bin/t5serve
 COPY --from=build /src/.ort/libonnxruntime.so.1.31.1 /opt/onnxruntime/libonnxruntime.so.1.31.1
-COPY models/t5-numbers /opt/t5serve/models/t5-numbers
+COPY tests/data/tiny-t5 /opt/t5serve/models/default
 COPY config/default.toml /etc/t5serve/config.toml
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
     T5SERVE_CONFIG=/etc/t5serve/config.toml \
-    T5SERVE_MODEL=/opt/t5serve/models/t5-numbers \
+    T5SERVE_MODEL=/opt/t5serve/models/default \
     T5SERVE_HOST=0.0.0.0 \
     T5SERVE_PORT=8080
 USER t5serve

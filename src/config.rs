@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+/// The bundled model served when none is configured. For now the tiny random-weight test model
+/// (outputs are noise, but every path works); the trained default model replaces it.
+pub const DEFAULT_MODEL: &str = "tests/data/tiny-t5";
+
 /// The file read when neither `--config` nor `T5SERVE_CONFIG` names one, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
 
@@ -77,7 +81,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            model: PathBuf::from("models/t5-numbers"),
+            model: PathBuf::from(DEFAULT_MODEL),
             host: "127.0.0.1".into(),
             port: 8080,
             ort_library: None,

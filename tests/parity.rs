@@ -179,7 +179,8 @@ struct DecodingCase {
     prompt: String,
     parameters: std::collections::BTreeMap<String, f64>,
     ids: Vec<u32>,
-    min_margin: f32,
+    /// Per step, the top-2 margin of transformers' processed scores.
+    margins: Vec<f32>,
 }
 
 #[test]
@@ -189,8 +190,8 @@ fn repetition_penalty_and_no_repeat_ngram_match_transformers() {
     let mut model = load(&tiny_model());
     let tokenizer = t5serve::model::TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
     assert!(g.cases.len() >= 8);
+    let mut compared = 0;
     for case in &g.cases {
-        assert!(case.min_margin > TOL, "the golden has a near-tie; regenerate with other prompts");
         let mut params = GenerationParams::greedy(g.max_new_tokens, g.min_new_tokens);
         for (k, v) in &case.parameters {
             match k.as_str() {
@@ -207,8 +208,12 @@ fn repetition_penalty_and_no_repeat_ngram_match_transformers() {
         while let Ok(Event::Token { id, .. }) = rxs[0].try_recv() {
             ids.push(id);
         }
-        assert_eq!(ids, case.ids, "{:?} with {:?}", case.prompt, case.parameters);
+        // Compare up to (and not past) the first near-tie, where either token is right.
+        let n = case.margins.iter().position(|&m| m < TOL).unwrap_or(case.ids.len());
+        assert_eq!(ids[..n], case.ids[..n], "{:?} with {:?}", case.prompt, case.parameters);
+        compared += n;
     }
+    assert!(compared >= g.cases.len() * g.max_new_tokens * 3 / 4, "only {compared} steps compared");
 }
 
 #[derive(serde::Deserialize)]
@@ -295,4 +300,30 @@ fn beam_search_matches_transformers() {
         let got = beam_decode(&mut model, tokenizer.encode(&case.prompt).unwrap(), params, beam);
         compare_beams(&format!("{:?} {}", case.prompt, case.parameters), &got, &case.sequences);
     }
+}
+
+#[test]
+fn plain_greedy_stops_at_eos_and_min_new_tokens_suppresses_it() {
+    let g = golden();
+    let mut model = load(&tiny_model());
+    let eos = model.dims.eos_token_id;
+    let mut ended = 0;
+    for case in &g.cases {
+        // Without min_new_tokens: transformers' plain greedy ids, ending at EOS where it does.
+        let out = decode_batch(
+            &mut model,
+            std::slice::from_ref(&case.input_ids),
+            GenerationParams::greedy(g.steps, 0),
+            &mut Recorder::default(),
+        );
+        assert_eq!(out[0].ids, case.natural_ids, "{:?}", case.prompt);
+        let reason = if case.natural_ids.last() == Some(&eos) { FinishReason::Eos } else { FinishReason::Length };
+        assert!(matches!(out[0].finished, Event::Finished { reason: r, .. } if r == reason), "{:?}", out[0].finished);
+        if reason == FinishReason::Eos {
+            ended += 1;
+            // With min_new_tokens = 24 the same prompt runs on: EOS was suppressed (golden ids).
+            assert!(case.ids.len() == g.steps && !case.ids[..case.natural_ids.len() - 1].contains(&eos));
+        }
+    }
+    assert!(ended >= 4, "the tiny model ends {ended} golden prompts with EOS");
 }

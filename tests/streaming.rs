@@ -44,8 +44,7 @@ async fn stop_sequences_cut_exactly_where_the_stop_string_ends() {
     // One stop inside a word, one spanning two tokens; the earliest end wins.
     for stop in ["began", "ficientExa", "hinder"] {
         let at = case.text.find(stop).expect("the stop occurs in the golden text") + stop.len();
-        let body =
-            json!({"inputs": case.prompt, "parameters": {"max_new_tokens": g.steps, "stop": [stop, "never-there"]}});
+        let body = json!({"inputs": case.prompt, "parameters": {"max_new_tokens": g.steps, "min_new_tokens": g.steps, "stop": [stop, "never-there"]}});
         let (status, v) = post(&client, &url, body).await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["generated_text"], case.text[..at], "stop {stop:?}");

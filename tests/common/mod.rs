@@ -39,6 +39,7 @@ pub struct GoldenCase {
     pub input_ids: Vec<u32>,
     pub ids: Vec<u32>,
     pub text: String,
+    pub natural_ids: Vec<u32>,
     pub top5: Vec<TopK>,
 }
 
