@@ -136,7 +136,7 @@ pub struct TaskSettings {
 }
 
 impl TaskSettings {
-    pub fn resolve(config: &crate::Config, model: &crate::model::ModelTasks) -> Self {
+    pub fn resolve(config: &crate::config::Config, model: &crate::model::ModelTasks) -> Self {
         use crate::tasks::translate::LanguagePair;
         let pick = |a: &Vec<String>, b: &Vec<String>| if a.is_empty() { b.clone() } else { a.clone() };
         let translate_pairs = if !config.translate_pairs.is_empty() {
