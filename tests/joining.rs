@@ -94,19 +94,28 @@ async fn concurrent_requests_join_one_batch_and_equal_their_solo_outputs() {
 fn the_joined_batch_trims_padding_nobody_attends_to() {
     let g = golden();
     let mut model = load(&masked_model());
-    let long = GenerationParams::greedy(20, 20);
-    let short = GenerationParams::greedy(3, 3);
-    let (a, _rx_a) = RowRequest::new(g.cases[3].input_ids.clone(), short);
+    // Row a decodes 12 tokens; row b joins after a's 10th, so it is left-padded by 9 positions.
+    let (a, _rx_a) = RowRequest::new(g.cases[3].input_ids.clone(), GenerationParams::greedy(12, 12));
     let (mut main, _) = Cohort::start(&mut model, vec![a], &mut NoObserver).unwrap();
     let m = main.as_mut().unwrap();
-    m.step(&mut model, &mut NoObserver).unwrap();
-    let (b, _rx_b) = RowRequest::new(g.cases[5].input_ids.clone(), long);
+    for _ in 0..9 {
+        m.step(&mut model, &mut NoObserver).unwrap();
+    }
+    let (b, mut rx_b) = RowRequest::new(g.cases[5].input_ids.clone(), GenerationParams::greedy(20, 20));
     let (new, _) = Cohort::start(&mut model, vec![b], &mut NoObserver).unwrap();
     m.absorb(new.unwrap()).unwrap();
-    let joined = m.cache_bytes();
-    // Row a finishes at its third token; row b's left padding is then dropped.
+    assert_eq!(m.decoder_len(), 10);
     m.step(&mut model, &mut NoObserver).unwrap();
+    m.step(&mut model, &mut NoObserver).unwrap();
+    // a has finished; b attends to 3 positions of 12, and the 9 padded ones are dropped.
     assert_eq!(m.len(), 1);
-    m.step(&mut model, &mut NoObserver).unwrap();
-    assert!(m.cache_bytes() < joined, "the finished row and the padding are freed");
+    assert_eq!(m.decoder_len(), 3);
+    while !m.is_empty() {
+        m.step(&mut model, &mut NoObserver).unwrap();
+    }
+    let mut ids = Vec::new();
+    while let Ok(Event::Token { id, .. }) = rx_b.try_recv() {
+        ids.push(id);
+    }
+    assert_eq!(ids, g.cases[5].ids[..20], "row b after joining and trimming equals its solo run");
 }

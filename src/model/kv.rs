@@ -78,30 +78,10 @@ pub(crate) fn gather_rows(value: &DynValue, rows: &[usize]) -> Result<DynValue, 
     Ok(Tensor::<f32>::from_array((dims, out))?.into_dyn())
 }
 
-/// A copy of an f32 tensor's data as an n-dimensional array.
-fn to_array(value: &DynValue) -> Result<ndarray::ArrayD<f32>, ModelError> {
-    Ok(value.try_extract_array::<f32>()?.to_owned())
-}
-
 fn to_value(array: ndarray::ArrayD<f32>) -> Result<DynValue, ModelError> {
     // ORT needs row-major data; concatenation and slicing may leave another layout.
     let array = if array.is_standard_layout() { array } else { array.as_standard_layout().into_owned() };
     Ok(Tensor::<f32>::from_array(array)?.into_dyn())
-}
-
-/// Pads axis 2 (sequence) of `[batch, heads, len, d]` to `len` with zeros, on the left
-/// (self-attention: the newest position stays last) or on the right (cross-attention).
-fn pad_positions(a: ndarray::ArrayD<f32>, len: usize, left: bool) -> ndarray::ArrayD<f32> {
-    let cur = a.shape()[2];
-    if cur >= len {
-        return a;
-    }
-    let mut shape = a.shape().to_vec();
-    shape[2] = len;
-    let mut out = ndarray::ArrayD::<f32>::zeros(shape);
-    let start = if left { len - cur } else { 0 };
-    out.slice_axis_mut(ndarray::Axis(2), ndarray::Slice::from(start..start + cur)).assign(&a);
-    out
 }
 
 impl DecoderState {
@@ -110,11 +90,20 @@ impl DecoderState {
     /// input (the encoder mask covers it).
     pub fn join(&mut self, other: DecoderState) -> Result<(), ModelError> {
         let dec_len = self.dec_len.max(other.dec_len);
+        // One copy per tensor: both sources are read in place into the joined tensor.
         let join = |a: &DynValue, b: &DynValue, left: bool| -> Result<DynValue, ModelError> {
-            let (a, b) = (to_array(a)?, to_array(b)?);
-            let len = a.shape()[2].max(b.shape()[2]);
-            let (a, b) = (pad_positions(a, len, left), pad_positions(b, len, left));
-            to_value(ndarray::concatenate(ndarray::Axis(0), &[a.view(), b.view()]).expect("same shapes but batch"))
+            let (a, b) = (a.try_extract_array::<f32>()?, b.try_extract_array::<f32>()?);
+            let (sa, sb) = (a.shape(), b.shape());
+            let len = sa[2].max(sb[2]);
+            let mut out = ndarray::Array4::<f32>::zeros((sa[0] + sb[0], sa[1], len, sa[3]));
+            for (src, rows) in [(&a, 0..sa[0]), (&b, sa[0]..sa[0] + sb[0])] {
+                let cur = src.shape()[2];
+                let start = if left { len - cur } else { 0 };
+                out.slice_mut(ndarray::s![rows, .., start..start + cur, ..]).assign(
+                    &src.view().into_dimensionality::<ndarray::Ix4>().map_err(|e| ModelError::Output(e.to_string()))?,
+                );
+            }
+            Ok(Tensor::<f32>::from_array(out)?.into_dyn())
         };
         for (mine, theirs) in self.self_kv.iter_mut().zip(&other.self_kv) {
             *mine = join(mine, theirs, true)?;
@@ -133,7 +122,7 @@ impl DecoderState {
             return Ok(());
         }
         for v in self.self_kv.iter_mut() {
-            let a = to_array(v)?;
+            let a = v.try_extract_array::<f32>()?;
             let len = a.shape()[2];
             *v = to_value(a.slice_axis(ndarray::Axis(2), ndarray::Slice::from(n..len)).to_owned())?;
         }

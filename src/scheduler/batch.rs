@@ -206,6 +206,11 @@ impl Cohort {
         })
     }
 
+    /// Positions in the self-attention cache (padding included).
+    pub fn decoder_len(&self) -> usize {
+        self.state.decoder_len()
+    }
+
     /// Bytes held by the cohort's cache tensors and encoder output.
     pub fn cache_bytes(&self) -> usize {
         self.state.bytes() + self.enc.hidden.len() * 4
@@ -294,9 +299,10 @@ impl Cohort {
             }
             if let Some(mask) = &mut self.mask {
                 *mask = mask.select(ndarray::Axis(0), &order);
-                // Positions no remaining row attends to (padding of rows that left) go.
+                // Positions no remaining row attends to (padding of rows that left) go, once there
+                // are enough of them to be worth a copy of the self-attention cache.
                 let unused = (0..mask.ncols()).take_while(|&c| mask.column(c).iter().all(|&v| v == 0)).count();
-                if unused > 0 {
+                if unused > 0 && unused >= (mask.ncols() / 4).max(8).min(mask.ncols()) {
                     *mask = mask.slice(ndarray::s![.., unused..]).as_standard_layout().into_owned();
                     if let Err(e) = self.state.trim_front(unused) {
                         report.error = Some(e);
