@@ -2,7 +2,8 @@
 //!
 //! 1. take newly submitted rows into the FIFO queue;
 //! 2. drop queued rows whose client left, answer those past their deadline;
-//! 3. start a new cohort from the queue head when it fits the memory budget;
+//! 3. start rows from the queue head that fit the memory budget (joining the running batch, or
+//!    as a new cohort beside it);
 //! 4. run one decoder step of every running cohort, dropping finished and cancelled rows.
 //!
 //! Why two modes: the decoder graphs optimum exports have no decoder self-attention mask, so
@@ -15,8 +16,8 @@
 //! single-request latency. With `decoder_with_past_masked.onnx` (scripts/export_model.py
 //! --masked) new rows *join* the running batch between steps instead (813 tok/s at 32, p99
 //! 4.5x): their self-attention cache is left-padded and masked, cross-attention caches
-//! right-padded, and columns no row
-//! attends to are trimmed; joined rows give exactly their solo tokens (tests/joining.rs).
+//! right-padded, and columns no row attends to are trimmed; joined rows give exactly their solo
+//! tokens (tests/joining.rs).
 
 use std::path::PathBuf;
 use std::sync::Arc;
