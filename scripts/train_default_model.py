@@ -99,7 +99,7 @@ def examples_for(numbers: list[int], task: str) -> list[tuple[str, str]]:
     return out
 
 
-def make_config():
+def make_config(dropout: float = 0.0):
     from transformers import T5Config
 
     return T5Config(
@@ -112,7 +112,7 @@ def make_config():
         num_heads=4,
         relative_attention_num_buckets=32,
         relative_attention_max_distance=128,
-        dropout_rate=0.0,
+        dropout_rate=dropout,
         feed_forward_proj="relu",
         tie_word_embeddings=True,
         decoder_start_token_id=0,
@@ -221,7 +221,7 @@ def train(args) -> None:
         # A second phase: continue from a checkpoint (its unused rows all hold the shared row).
         model = T5ForConditionalGeneration.from_pretrained(args.init_from)
     else:
-        model = T5ForConditionalGeneration(make_config())
+        model = T5ForConditionalGeneration(make_config(args.dropout))
     model.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
     used = sorted({0, 1} | {i for pairs in data.values() for s, t in pairs for i in s + t})
     used_ids = torch.tensor(used)
@@ -308,6 +308,7 @@ def main() -> None:
     t.add_argument("--warmup", type=int, default=200)
     t.add_argument("--eval-every", type=int, default=500)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--dropout", type=float, default=0.0, help="dropout rate (the exported model has none active)")
     t.add_argument("--init-from", type=Path, help="continue from this checkpoint (a second phase)")
     t.add_argument("--out", type=Path, default=CKPT, help="checkpoint directory to write")
     t.add_argument("--no-final-eval", action="store_true", help="leave the full held-out table to the export")
