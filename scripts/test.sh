@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh clone: brings ONNX Runtime (PyPI wheel), then the Rust suite
 # (unit tests, real-ORT parity tests on the committed models, HTTP tests on a real socket), then
-# the client-compatibility tests with real clients from PyPI.
+# a real Prometheus scraping the service, and the TGI client test with the real client from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_ort.sh
 cargo test --locked
+# A real Prometheus (Debian's package; installed when missing) scrapes the real binary.
+tests/prometheus.sh target/debug/t5serve
 # Real TGI client (huggingface_hub) against the real binary.
 if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
 .venv-test/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
