@@ -8,8 +8,10 @@ scripts/setup_ort.sh
 cargo test --locked
 # A real Prometheus (Debian's package; installed when missing) scrapes the real binary.
 tests/prometheus.sh target/debug/t5serve
-# The OpenAPI document is valid OpenAPI; the real TGI client (huggingface_hub) works against the real binary.
+# The OpenAPI document is valid OpenAPI; the real TGI client (huggingface_hub) works against the
+# real binary; the real binary's responses validate against the OpenAPI schemas.
 if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
 .venv-test/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 .venv-test/bin/openapi-spec-validator openapi.yaml
 .venv-test/bin/python tests/python/test_tgi_client.py target/debug/t5serve
+.venv-test/bin/python tests/python/test_openapi_responses.py target/debug/t5serve

@@ -6,16 +6,14 @@ against transformers' golden outputs. Starts the real server binary on a free po
 """
 
 import json
-import os
-import re
-import subprocess
 import sys
-import time
 import unittest
 import urllib.request
 from pathlib import Path
 
 from huggingface_hub import InferenceClient
+
+from server import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target/debug/t5serve"
@@ -30,36 +28,14 @@ STEPS = GOLDEN["steps"]
 class TgiClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        env = dict(os.environ, NO_COLOR="1", RUST_LOG="info")
-        env.setdefault("ORT_DYLIB_PATH", str(ROOT / ".ort/libonnxruntime.so.1.31.1"))
-        # The log goes to a file: a pipe nobody reads would fill up and block the server.
-        cls.log = open(ROOT / "target" / "tgi-client-test-server.log", "w+")
-        cls.server = subprocess.Popen(
-            [str(BINARY), "serve", "--model", str(ROOT / "tests/data/tiny-t5"), "--port", "0"],
-            stdout=cls.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        deadline = time.time() + 60
-        port = None
-        while port is None and time.time() < deadline and cls.server.poll() is None:
-            m = re.search(r"listening addr=127\.0\.0\.1:(\d+)", Path(cls.log.name).read_text())
-            if m:
-                port = int(m.group(1))
-            else:
-                time.sleep(0.1)
-        if port is None:
-            cls.server.kill()
-            raise RuntimeError("the server did not start:\n" + Path(cls.log.name).read_text())
-        cls.base = f"http://127.0.0.1:{port}"
+        cls.server = Server(BINARY)
+        cls.base = cls.server.base
         cls.client = InferenceClient(model=cls.base)
         assert len(CASES) >= 3, "need golden prompts without an EOS argmax"
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.terminate()
-        cls.server.wait(timeout=30)
-        cls.log.close()
+        cls.server.stop()
 
     def test_text_generation_returns_the_golden_text(self):
         for case in CASES:
