@@ -96,6 +96,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         decoder_layers = info.dims.num_decoder_layers,
         heads = info.dims.num_heads,
         vocab = info.dims.vocab_size,
+        joins_running_batch = info.can_join,
+        execution_provider = "CPUExecutionProvider",
+        intra_op_threads = config.intra_op_threads,
+        intra_op_spinning = config.intra_op_spinning,
         load_seconds = info.load_seconds,
         "model loaded"
     );
