@@ -40,6 +40,14 @@ curl -fs "http://$ADDR/metrics" > "$WORK/metrics.txt"
 promtool check metrics < "$WORK/metrics.txt"
 echo "promtool check metrics: ok"
 
+# The compose stack's Prometheus config is valid, and every metric its Grafana dashboard
+# queries is one the service exports.
+promtool check config docker/prometheus.yml >/dev/null
+for name in $(grep -o 't5serve_[a-z_]*' docker/grafana/dashboards/t5serve.json | sort -u); do
+  grep -q "^$name[ {]" "$WORK/metrics.txt" || { echo "dashboard metric $name is not exported"; exit 1; }
+done
+echo "docker/prometheus.yml and the Grafana dashboard's metrics: ok"
+
 PROM_PORT=$(( 20000 + RANDOM % 20000 ))
 cat > "$WORK/prometheus.yml" <<YML
 global:
