@@ -22,9 +22,31 @@ pub enum LogFormat {
     Json,
 }
 
+/// A secret that never appears in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// When set, /v1/*, /generate, /generate_stream and / need `Authorization: Bearer <key>`.
+    pub api_key: Option<Secret>,
+    /// With an api_key: whether /metrics needs it too (the /health routes never do).
+    pub metrics_need_key: bool,
     /// Model directory in optimum's seq2seq-with-past layout.
     pub model: PathBuf,
     /// Address to listen on.
@@ -81,6 +103,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            api_key: None,
+            metrics_need_key: false,
             model: PathBuf::from(DEFAULT_MODEL),
             host: "127.0.0.1".into(),
             port: 8080,
@@ -116,6 +140,12 @@ pub struct Overrides {
     /// Configuration file (TOML) [default: config/default.toml when it exists]
     #[arg(long, env = "T5SERVE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// API key clients must send as `Authorization: Bearer <key>` [default: none, no key needed]
+    #[arg(long, env = "T5SERVE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+    /// With an API key, require it on /metrics too [default: false]
+    #[arg(long, env = "T5SERVE_METRICS_NEED_KEY")]
+    pub metrics_need_key: Option<bool>,
     /// Model directory (optimum seq2seq-with-past export) [default: the bundled model]
     #[arg(long, env = "T5SERVE_MODEL")]
     pub model: Option<PathBuf>,
@@ -210,6 +240,7 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &o.$field { self.$field = v.clone(); } )* };
         }
         set!(
+            metrics_need_key,
             model,
             host,
             port,
@@ -234,12 +265,18 @@ impl Config {
         if let Some(p) = &o.ort_library {
             self.ort_library = Some(p.clone());
         }
+        if let Some(k) = &o.api_key {
+            self.api_key = Some(k.clone());
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let range = |key: &str, v: usize, lo: usize, hi: usize| {
             if v < lo || v > hi { Err(ConfigError(format!("{key} = {v} is out of range {lo}..={hi}"))) } else { Ok(()) }
         };
+        if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
+            return Err(ConfigError("api_key must be at least 16 characters".into()));
+        }
         if self.model.as_os_str().is_empty() {
             return Err(ConfigError("model must name a model directory".into()));
         }

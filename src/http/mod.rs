@@ -196,6 +196,41 @@ async fn record(
     response
 }
 
+/// Who may call what: with an API key configured, every route but /health* (and /metrics,
+/// unless `metrics_need_key`) needs `Authorization: Bearer <key>`.
+#[derive(Clone)]
+pub struct Access {
+    pub api_key: Option<crate::config::Secret>,
+    pub metrics_need_key: bool,
+}
+
+/// Compares in time that depends only on the lengths, not on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(
+    axum::extract::State(access): axum::extract::State<Arc<Access>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(key) = &access.api_key else { return next.run(req).await };
+    let path = req.uri().path();
+    if path.starts_with("/health") || (path == "/metrics" && !access.metrics_need_key) {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), key.0.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::Unauthorized("the API key is wrong".into()).into_response(),
+        None => ApiError::Unauthorized("this route needs `Authorization: Bearer <api key>`".into()).into_response(),
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
@@ -220,7 +255,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
 ];
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, max_body_bytes: usize, access: Access) -> Router {
     let ids = NextRequestId {
         prefix: std::process::id()
             ^ (std::time::SystemTime::now()
@@ -250,6 +285,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(access), authorize))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(trace)

@@ -1,0 +1,107 @@
+//! Access control: with an API key, work routes need `Authorization: Bearer <key>` (401 JSON
+//! otherwise), /health stays open, /metrics is open unless configured, and the key never
+//! reaches the logs.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use t5serve::config::Secret;
+
+const KEY: &str = "s3cret-test-key-0123456789";
+
+async fn status(req: reqwest::RequestBuilder) -> (u16, Option<Value>, bool) {
+    let r = req.send().await.unwrap();
+    let s = r.status().as_u16();
+    let challenge = r.headers().get("www-authenticate").is_some();
+    (s, r.json().await.ok(), challenge)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_guards_work_routes_but_not_health() {
+    let server = start_server_with(tiny_model(), |c| c.api_key = Some(Secret(KEY.into()))).await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let body = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 2}});
+    for path in ["/v1/generate", "/generate", "/"] {
+        let (s, v, challenge) = status(client.post(format!("{base}{path}")).json(&body)).await;
+        assert_eq!(s, 401, "{path} without a key");
+        assert!(challenge, "401 carries WWW-Authenticate");
+        assert_eq!(v.unwrap()["error_type"], "unauthorized");
+        let (s, _, _) =
+            status(client.post(format!("{base}{path}")).bearer_auth("wrong-key-wrong-key").json(&body)).await;
+        assert_eq!(s, 401, "{path} with a wrong key");
+        let (s, _, _) = status(client.post(format!("{base}{path}")).bearer_auth(KEY).json(&body)).await;
+        assert_eq!(s, 200, "{path} with the key");
+    }
+    let (s, _, _) = status(client.get(format!("{base}/v1/models"))).await;
+    assert_eq!(s, 401);
+    for path in ["/health", "/health/ready", "/health/live", "/metrics"] {
+        let r = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path} stays open");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_the_key_too() {
+    let server = start_server_with(tiny_model(), |c| {
+        c.api_key = Some(Secret(KEY.into()));
+        c.metrics_need_key = true;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/metrics", server.addr);
+    assert_eq!(client.get(&url).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(client.get(&url).bearer_auth(KEY).send().await.unwrap().status().as_u16(), 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_never_reaches_the_log() {
+    let log = std::env::temp_dir().join(format!("t5serve-auth-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_t5serve"))
+        .args(["serve", "--model", tiny_model().to_str().unwrap(), "--port", "0"])
+        .env("T5SERVE_API_KEY", KEY)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let base = loop {
+        let mut text = String::new();
+        std::fs::File::open(&log).unwrap().read_to_string(&mut text).unwrap();
+        if let Some(i) = text.find("listening addr=") {
+            break format!("http://{}", text[i + 15..].split_whitespace().next().unwrap());
+        }
+        assert!(Instant::now() < until, "server did not start:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let client = reqwest::Client::new();
+    let body = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 2}});
+    let ok = client.post(format!("{base}/v1/generate")).bearer_auth(KEY).json(&body).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let bad =
+        client.post(format!("{base}/v1/generate")).bearer_auth("not-the-key-at-all").json(&body).send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut text = String::new();
+    std::fs::File::open(&log).unwrap().read_to_string(&mut text).unwrap();
+    std::fs::remove_file(&log).ok();
+    assert!(text.contains("model loaded"), "the log was captured");
+    assert!(!text.contains(KEY), "the API key appears in the log");
+}
+
+#[test]
+fn a_short_key_is_refused_at_start_up() {
+    let c = t5serve::Config { api_key: Some(Secret("short".into())), ..Default::default() };
+    assert!(c.validate().unwrap_err().to_string().contains("api_key"));
+}
