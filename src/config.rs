@@ -47,6 +47,8 @@ pub struct Config {
     pub api_key: Option<Secret>,
     /// With an api_key: whether /metrics needs it too (the /health routes never do).
     pub metrics_need_key: bool,
+    /// Browser origins allowed by CORS (e.g. "https://app.example"); none by default.
+    pub cors_origins: Vec<String>,
     /// Model directory in optimum's seq2seq-with-past layout.
     pub model: PathBuf,
     /// Address to listen on.
@@ -105,6 +107,7 @@ impl Default for Config {
         Self {
             api_key: None,
             metrics_need_key: false,
+            cors_origins: Vec::new(),
             model: PathBuf::from(DEFAULT_MODEL),
             host: "127.0.0.1".into(),
             port: 8080,
@@ -274,6 +277,12 @@ impl Config {
         let range = |key: &str, v: usize, lo: usize, hi: usize| {
             if v < lo || v > hi { Err(ConfigError(format!("{key} = {v} is out of range {lo}..={hi}"))) } else { Ok(()) }
         };
+        for (i, o) in self.cors_origins.iter().enumerate() {
+            if axum::http::HeaderValue::from_str(o).is_err() || !(o.starts_with("http://") || o.starts_with("https://"))
+            {
+                return Err(ConfigError(format!("cors_origins[{i}] = {o:?} is not an http(s) origin")));
+            }
+        }
         if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
             return Err(ConfigError("api_key must be at least 16 characters".into()));
         }

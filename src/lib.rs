@@ -118,7 +118,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         limits: Arc::new((&config).into()),
         info: Arc::new(info),
     };
-    let access = http::Access { api_key: config.api_key.clone(), metrics_need_key: config.metrics_need_key };
+    let access = http::Access {
+        api_key: config.api_key.clone(),
+        metrics_need_key: config.metrics_need_key,
+        cors_origins: config.cors_origins.clone(),
+    };
     let app = http::router(state.clone(), config.max_body_bytes, access);
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;

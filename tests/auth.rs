@@ -105,3 +105,43 @@ fn a_short_key_is_refused_at_start_up() {
     let c = t5serve::Config { api_key: Some(Secret("short".into())), ..Default::default() };
     assert!(c.validate().unwrap_err().to_string().contains("api_key"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_only_the_configured_origins() {
+    let server = start_server_with(tiny_model(), |c| {
+        c.api_key = Some(Secret(KEY.into()));
+        c.cors_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/generate", server.addr);
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    let ok = preflight("https://app.example").await.unwrap();
+    assert_eq!(ok.headers().get("access-control-allow-origin").unwrap(), "https://app.example");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    server.shutdown().await.unwrap();
+    // No origins configured (the default): no CORS headers at all.
+    let server = start_server(tiny_model()).await;
+    let r = client
+        .get(format!("http://{}/health", server.addr))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_bad_cors_origin_is_refused_at_start_up() {
+    let c = t5serve::Config { cors_origins: vec!["app.example".into()], ..Default::default() };
+    assert!(c.validate().unwrap_err().to_string().contains("cors_origins[0]"));
+}

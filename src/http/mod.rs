@@ -202,6 +202,8 @@ async fn record(
 pub struct Access {
     pub api_key: Option<crate::config::Secret>,
     pub metrics_need_key: bool,
+    /// Browser origins allowed by CORS; empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
 }
 
 /// Compares in time that depends only on the lengths, not on where the bytes differ.
@@ -256,6 +258,14 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 pub fn router(state: AppState, max_body_bytes: usize, access: Access) -> Router {
+    let origins: Vec<HeaderValue> = access.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let cors = (!origins.is_empty()).then(|| {
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION])
+            .expose_headers([axum::http::HeaderName::from_static(REQUEST_ID)])
+    });
     let ids = NextRequestId {
         prefix: std::process::id()
             ^ (std::time::SystemTime::now()
@@ -291,4 +301,6 @@ pub fn router(state: AppState, max_body_bytes: usize, access: Access) -> Router 
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.parse().expect("valid header name")))
         .layer(SetRequestIdLayer::new(REQUEST_ID.parse().expect("valid header name"), ids))
+        // Outermost, so that preflight requests are answered before authentication.
+        .layer(tower::util::option_layer(cors))
 }
