@@ -132,20 +132,21 @@ pub struct Texts {
 pub fn parse_inputs(inputs: &Value, limits: &Limits) -> Result<Texts, ValidationError> {
     // A cheap bound before tokenizing, so a huge body costs no tokenizer time: T5 pieces are at
     // most 16 characters, so a text of more than 32 bytes per allowed token cannot fit.
-    parse_texts(inputs, limits, limits.max_input_tokens.saturating_mul(32))
+    parse_texts("inputs", inputs, limits, limits.max_input_tokens.saturating_mul(32))
 }
 
-/// `parse_inputs` with an explicit per-text byte limit (translation splits long texts instead).
-pub fn parse_texts(inputs: &Value, limits: &Limits, byte_limit: usize) -> Result<Texts, ValidationError> {
+/// `parse_inputs` for a request field named `field`, with an explicit per-text byte limit
+/// (translation splits long texts instead).
+pub fn parse_texts(field: &str, inputs: &Value, limits: &Limits, byte_limit: usize) -> Result<Texts, ValidationError> {
     let (texts, single) = match inputs {
         Value::String(s) => (vec![s.clone()], true),
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(invalid("inputs must not be an empty list"));
+                return Err(invalid(format!("{field} must not be an empty list")));
             }
             if items.len() > limits.max_client_batch_size {
                 return Err(invalid(format!(
-                    "inputs has {} items; the limit is {} (max_client_batch_size)",
+                    "{field} has {} items; the limit is {} (max_client_batch_size)",
                     items.len(),
                     limits.max_client_batch_size
                 )));
@@ -155,15 +156,15 @@ pub fn parse_texts(inputs: &Value, limits: &Limits, byte_limit: usize) -> Result
                 .enumerate()
                 .map(|(i, v)| match v {
                     Value::String(s) => Ok(s.clone()),
-                    _ => Err(invalid(format!("inputs[{i}] must be a string"))),
+                    _ => Err(invalid(format!("{field}[{i}] must be a string"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             (texts, false)
         }
-        _ => return Err(invalid("inputs must be a string or a list of strings")),
+        _ => return Err(invalid(format!("{field} must be a string or a list of strings"))),
     };
     for (i, t) in texts.iter().enumerate() {
-        let name = if single { "inputs".to_string() } else { format!("inputs[{i}]") };
+        let name = if single { field.to_string() } else { format!("{field}[{i}]") };
         if t.trim().is_empty() {
             return Err(invalid(format!("{name} must not be empty")));
         }

@@ -100,16 +100,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        let error = match &self {
-            ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                "internal error; the x-request-id response header identifies it in the server log".to_string()
-            }
-            other => {
-                tracing::debug!(status = status.as_u16(), error = %other, "request rejected");
-                other.to_string()
-            }
-        };
+        if !matches!(self, ApiError::Internal(_)) {
+            tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
+        }
+        let error = self.public_message();
         let mut response = (status, Json(ErrorBody { error, error_type: self.error_type() })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

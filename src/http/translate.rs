@@ -29,8 +29,7 @@ pub async fn translate(
     let arrived = Instant::now();
     let _permit = app.admit()?;
     // Long texts are split, not refused: the body limit bounds them.
-    let texts = api::parse_texts(&req.text, &app.limits, usize::MAX)
-        .map_err(|e| ApiError::Validation(e.0.replacen("inputs", "text", 1)))?;
+    let texts = api::parse_texts("text", &req.text, &app.limits, usize::MAX)?;
     let pair = app
         .tasks
         .translate_pairs
