@@ -167,6 +167,7 @@ def write_card(dest: Path, info: dict) -> None:
         f"| `{task}` | {ev['fp32'][task]:.1f} | {ev['int8'][task]:.1f} | {ev['fixture'][task]:.0f} |" for task in T.TASKS
     )
     train = info["training"]
+    shape = info["shape"]
     prev = info.get("previous_phase")
     phases = (
         f"A first phase of {prev['steps']} steps (lr {prev['lr']}, {prev['train_minutes']} minutes), then "
@@ -175,7 +176,7 @@ def write_card(dest: Path, info: dict) -> None:
     )
     card = f"""# t5-numbers: the bundled default model of t5serve
 
-A small T5 (d_model 256, 4 heads, 3 encoder + 3 decoder layers, d_ff 1024, ReLU feed-forward,
+A small T5 (d_model {shape['d_model']}, {shape['num_heads']} heads, {shape['num_layers']} encoder + {shape['num_decoder_layers']} decoder layers, d_ff {shape['d_ff']}, ReLU feed-forward,
 {train.get('params_m', '?')}M parameters), trained from scratch on this project's machines by
 `scripts/train_default_model.py`. It uses the original T5 tokenizer (32,100-piece SentencePiece
 Unigram vocabulary, model vocab 32128, tied embeddings), so it is a drop-in T5: any T5 client,
@@ -216,8 +217,20 @@ languages, balanced). The last column is the 100-prompt-per-task end-to-end test
 `python scripts/train_default_model.py train` then `python scripts/export_default_model.py`:
 {phases}{train['steps']} steps of batch {train['batch']}, AdamW (0.9, 0.98), lr {train['lr']} with warmup and
 cosine decay, bf16 autocast on 2 CPU threads, {train['train_minutes']} minutes on a 2-core machine.
-The loss is the exact full-vocabulary cross entropy, computed over the token ids that occur in the
-data (the other embedding rows stay zero, so their logits are exactly 0).
+Each batch holds one task (little padding). Three choices made it learn:
+
+- The relative position biases (T5's only source of word order) train at 30 times the base
+  learning rate. At the base rate they stay near their small initial values for thousands of
+  steps and the model swaps digits ("three thousand two hundred" -> "deux mille trois cent");
+  with it, held-out exact match passes 95% within a few hundred steps.
+- Target pieces are cut per part of a number word (digits one by one, German compounds at
+  their parts, hyphenated words at the hyphen), each part always into the same pieces of the
+  T5 vocabulary. The tokenizer's own cut of a whole word depends on its neighbours ("4231" is
+  `▁42 31`, "1987" a single piece seen for no other number). The decoded text is the same string;
+  the model emits these pieces and any T5 tokenizer decodes them.
+- The loss is the exact full-vocabulary cross entropy, computed over the token ids that occur in
+  the data; every other id shares one learnt embedding row, written into all of their slots in
+  the exported model.
 
 ## License
 
@@ -288,7 +301,9 @@ def main(quick: bool = False, ckpt: Path | None = None) -> None:
     train_info = json.loads((ckpt / "train_log.json").read_text())
     if isinstance(train_info, list):  # a mid-training checkpoint has only the log
         train_info = {"log": train_info, "steps": train_info[-1]["step"] if train_info else 0, "batch": "?", "lr": "?", "train_minutes": "?"}
-    n_params = sum(p.numel() for p in __import__("transformers").T5ForConditionalGeneration.from_pretrained(ckpt).parameters())
+    hf = __import__("transformers").T5ForConditionalGeneration.from_pretrained(ckpt)
+    cfg = hf.config
+    n_params = sum(p.numel() for p in hf.parameters())
     train_info["params_m"] = round(n_params / 1e6, 1)
     info = {
         "bundled": "int8" if use_int8 else "fp32",
@@ -296,6 +311,7 @@ def main(quick: bool = False, ckpt: Path | None = None) -> None:
         "size_mb": dir_mb(dest),
         "eval": {"fp32": ev_fp32, "int8": ev_int8, "fixture": fixture_acc, "heldout_numbers": len(eval_numbers)},
         "sizes_mb": {"fp32": dir_mb(fp32), "int8": dir_mb(int8)},
+        "shape": {k: getattr(cfg, k) for k in ("d_model", "num_heads", "num_layers", "num_decoder_layers", "d_ff")},
         "training": {k: train_info.get(k) for k in ("steps", "batch", "lr", "train_minutes", "params_m", "heldout_pytorch")},
         "previous_phase": {k: train_info.get("previous_phase", {}).get(k) for k in ("steps", "batch", "lr", "train_minutes", "heldout_pytorch")}
         if train_info.get("previous_phase")

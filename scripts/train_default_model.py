@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Trains the bundled default model: a small T5, from scratch, on number words.
 
-    python scripts/train_default_model.py train     # ~1 h on 2 cores; checkpoint in .cache/default-ckpt
+    python scripts/train_default_model.py train     # ~30 min on 2 cores; checkpoint in .cache/default-ckpt
     python scripts/export_default_model.py          # ONNX export, int8, held-out eval -> models/t5-numbers
 
 Data: the numbers 0-9999 written out by num2words in English, German, French and Spanish.
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -99,26 +100,83 @@ def examples_for(numbers: list[int], task: str) -> list[tuple[str, str]]:
     return out
 
 
-def make_config(dropout: float = 0.0):
+def make_config(args):
     from transformers import T5Config
 
     return T5Config(
         vocab_size=32128,
-        d_model=256,
-        d_kv=64,
-        d_ff=1024,
-        num_layers=3,
-        num_decoder_layers=3,
-        num_heads=4,
+        d_model=args.d_model,
+        d_kv=args.d_model // args.heads,
+        d_ff=args.d_ff,
+        num_layers=args.enc_layers,
+        num_decoder_layers=args.dec_layers,
+        num_heads=args.heads,
         relative_attention_num_buckets=32,
         relative_attention_max_distance=128,
-        dropout_rate=dropout,
+        dropout_rate=args.dropout,
         feed_forward_proj="relu",
         tie_word_embeddings=True,
         decoder_start_token_id=0,
         pad_token_id=0,
         eos_token_id=1,
     )
+
+
+# German writes a number as one word; these are its parts (longest match first).
+GERMAN_MORPHS = sorted(
+    "null eins ein zwei drei vier fünf sechs sech sieben sieb acht neun zehn elf zwölf zwanzig dreißig zig "
+    "hundert tausend und".split(),
+    key=len,
+    reverse=True,
+)
+
+
+def morphs(word: str, lang: str) -> list[str]:
+    """A number word cut into the parts it is built from: hyphen compounds, German compounds, digits."""
+    if lang == "digits":
+        return list(word)
+    parts = re.split(r"(-)", word)
+    if lang != "de":
+        return [p for p in parts if p]
+    out = []
+    for part in parts:
+        i = 0
+        while i < len(part):
+            m = next((m for m in GERMAN_MORPHS if part.startswith(m, i)), None)
+            if m is None:  # not a number word we know: keep the rest whole
+                out.append(part[i:])
+                break
+            out.append(m)
+            i += len(m)
+    return out
+
+
+def target_ids(tok, text: str, lang: str) -> list[int]:
+    """Label ids in which every part of a number word is always cut into the same T5 pieces.
+
+    The tokenizer's own segmentation of a whole word depends on its neighbours ("4231" is
+    "▁42" "31", "7777" is "▁7" "777", and "1987" is one piece seen for no other number), so a
+    held-out number's canonical pieces can be ones never seen in that role. Training on per-part
+    pieces (each a piece of the real T5 vocabulary) makes the output compositional; the decoded
+    text is the same string, and nothing at inference time changes.
+    """
+    model = tok.backend_tokenizer.model
+    pieces: list[str] = []
+    for w, word in enumerate(text.split(" ")):
+        for i, part in enumerate(morphs(word, lang)):
+            pieces += [t.value for t in model.tokenize(("▁" if i == 0 else "") + part)]
+    ids = tok.convert_tokens_to_ids(pieces) + [tok.eos_token_id]
+    if tok.decode(ids, skip_special_tokens=True) != text or tok.unk_token_id in ids:
+        raise SystemExit(f"segmentation of {text!r} does not decode back: {pieces}")
+    return ids
+
+
+def target_lang(task: str) -> str:
+    if task == "digits":
+        return "digits"
+    if task == "language":
+        return "label"
+    return task.split("-")[1]
 
 
 def check_tokenizer(tok) -> None:
@@ -145,10 +203,10 @@ def generate(model, tok, prompts: list[str], batch: int = 200, max_new_tokens: i
     return out
 
 
-def evaluate(model, tok, numbers: list[int]) -> dict[str, float]:
+def evaluate(model, tok, numbers: list[int], tasks: list[str] = TASKS) -> dict[str, float]:
     model.eval()
     table = {}
-    for task in TASKS:
+    for task in tasks:
         exs = examples_for(numbers, task)
         preds = generate(model, tok, [s for s, _ in exs])
         table[task] = round(100.0 * sum(p == t for p, (_, t) in zip(preds, exs)) / len(exs), 2)
@@ -202,7 +260,7 @@ def train(args) -> None:
 
     # Pre-tokenize every training example once.
     data: dict[str, list[tuple[list[int], list[int]]]] = {}
-    for task in TASKS:
+    for task in [t for t in TASKS if t in args.tasks.split(",")]:
         pairs = []
         if task == "language":
             for n in train_numbers:
@@ -212,16 +270,19 @@ def train(args) -> None:
         else:
             pairs = [example(task, n) for n in train_numbers]
         src = tok([s for s, _ in pairs])["input_ids"]
-        tgt = tok([t for _, t in pairs])["input_ids"]
+        if args.segment:
+            tgt = [target_ids(tok, t, target_lang(task)) for _, t in pairs]
+        else:
+            tgt = tok([t for _, t in pairs])["input_ids"]
         data[task] = list(zip(src, tgt))
-    tasks = list(TASK_WEIGHTS)
+    tasks = [t for t in TASK_WEIGHTS if t in args.tasks.split(",")]
     weights = [TASK_WEIGHTS[t] for t in tasks]
 
     if args.init_from:
         # A second phase: continue from a checkpoint (its unused rows all hold the shared row).
         model = T5ForConditionalGeneration.from_pretrained(args.init_from)
     else:
-        model = T5ForConditionalGeneration(make_config(args.dropout))
+        model = T5ForConditionalGeneration(make_config(args))
     model.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
     used = sorted({0, 1} | {i for pairs in data.values() for s, t in pairs for i in s + t})
     used_ids = torch.tensor(used)
@@ -233,7 +294,17 @@ def train(args) -> None:
     unused_row = torch.nn.Parameter((unused[0] if args.init_from else unused.mean(dim=0)).detach().clone())
     print(f"{len(used)} token ids occur in the data; the others share one embedding row", flush=True)
     model.train()
-    opt = torch.optim.AdamW(list(model.parameters()) + [unused_row], lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    # The relative position biases are the only source of word order in T5, and they start near 0
+    # (std d_model^-0.5). With Adam at the base rate they need thousands of steps to reach the values
+    # that let a head single out a neighbour; until then the model swaps digits ("two thousand three
+    # hundred" -> "trois mille deux cent"). They get a larger rate of their own.
+    bias = [p for n, p in model.named_parameters() if "relative_attention_bias" in n]
+    rest = [p for n, p in model.named_parameters() if "relative_attention_bias" not in n] + [unused_row]
+    groups = [
+        {"params": rest, "scale": 1.0},
+        {"params": bias, "scale": args.position_lr_scale, "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), weight_decay=args.weight_decay)
     warmup = args.warmup
 
     def lr_at(step: int) -> float:
@@ -243,13 +314,16 @@ def train(args) -> None:
         return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
     rng = random.Random(SEED + 1)
-    eval_numbers = heldout[::5]  # 200 held-out numbers for the training log; the final table uses all
+    eval_numbers = heldout[:: max(1, N_HELDOUT // args.eval_numbers)]  # the final table uses all
     log = []
     start = time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        batch = [rng.choice(data[rng.choices(tasks, weights)[0]]) for _ in range(args.batch)]
+            g["lr"] = lr_at(step) * g["scale"]
+        if args.mixed_batches:
+            batch = [rng.choice(data[rng.choices(tasks, weights)[0]]) for _ in range(args.batch)]
+        else:  # one task per batch: similar lengths, little padding
+            batch = rng.choices(data[rng.choices(tasks, weights)[0]], k=args.batch)
         src_len = max(len(s) for s, _ in batch)
         tgt_len = max(len(t) for _, t in batch)
         input_ids = torch.zeros((len(batch), src_len), dtype=torch.long)
@@ -270,7 +344,7 @@ def train(args) -> None:
             print(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} {el / (step + 1):.2f}s/step", flush=True)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             materialize(model, keep, unused_row)
-            acc = evaluate(model, tok, eval_numbers)
+            acc = evaluate(model, tok, eval_numbers, tasks)
             entry = {"step": step + 1, "minutes": round((time.time() - start) / 60, 1), "heldout_subset": acc}
             log.append(entry)
             print(json.dumps(entry), flush=True)
@@ -309,6 +383,17 @@ def main() -> None:
     t.add_argument("--eval-every", type=int, default=500)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--dropout", type=float, default=0.0, help="dropout rate (the exported model has none active)")
+    t.add_argument("--d-model", type=int, default=256)
+    t.add_argument("--d-ff", type=int, default=1024)
+    t.add_argument("--heads", type=int, default=8)
+    t.add_argument("--enc-layers", type=int, default=3)
+    t.add_argument("--dec-layers", type=int, default=3)
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--position-lr-scale", type=float, default=30.0, help="learning-rate factor of the position biases")
+    t.add_argument("--tasks", default=",".join(TASKS), help="train and evaluate only these tasks (experiments)")
+    t.add_argument("--eval-numbers", type=int, default=200, help="held-out numbers in the training log's table")
+    t.add_argument("--no-segment", dest="segment", action="store_false", help="canonical label pieces")
+    t.add_argument("--mixed-batches", action="store_true", help="tasks mixed inside a batch")
     t.add_argument("--init-from", type=Path, help="continue from this checkpoint (a second phase)")
     t.add_argument("--out", type=Path, default=CKPT, help="checkpoint directory to write")
     t.add_argument("--no-final-eval", action="store_true", help="leave the full held-out table to the export")
