@@ -19,7 +19,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home t5serve
 COPY --from=build /src/target/release/t5serve /usr/local/bin/t5serve
 COPY --from=build /src/.ort/libonnxruntime.so.1.31.1 /opt/onnxruntime/libonnxruntime.so.1.31.1
-COPY tests/data/tiny-t5 /opt/t5serve/models/default
+COPY models/t5-numbers /opt/t5serve/models/default
 COPY config/default.toml /etc/t5serve/config.toml
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
     T5SERVE_CONFIG=/etc/t5serve/config.toml \

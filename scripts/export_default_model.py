@@ -217,12 +217,12 @@ languages, balanced). The last column is the 100-prompt-per-task end-to-end test
 `python scripts/train_default_model.py train` then `python scripts/export_default_model.py`:
 {phases}{train['steps']} steps of batch {train['batch']}, AdamW (0.9, 0.98), lr {train['lr']} with warmup and
 cosine decay, bf16 autocast on 2 CPU threads, {train['train_minutes']} minutes on a 2-core machine.
-Each batch holds one task (little padding). Three choices made it learn:
+Each batch holds one task (little padding). What made it learn, and how the loss is computed:
 
 - The relative position biases (T5's only source of word order) train at 30 times the base
   learning rate. At the base rate they stay near their small initial values for thousands of
   steps and the model swaps digits ("three thousand two hundred" -> "deux mille trois cent");
-  with it, held-out exact match passes 95% within a few hundred steps.
+  with it, held-out exact match passes 95% on every task in about a thousand steps.
 - Target pieces are cut per part of a number word (digits one by one, German compounds at
   their parts, hyphenated words at the hyphen), each part always into the same pieces of the
   T5 vocabulary. The tokenizer's own cut of a whole word depends on its neighbours ("4231" is

@@ -363,6 +363,7 @@ def train(args) -> None:
         "lr": args.lr,
         "train_minutes": round(minutes, 1),
         "threads": args.threads,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "heldout_pytorch": final,
         "log": log,
     }
@@ -376,7 +377,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--steps", type=int, default=4500)
+    t.add_argument("--steps", type=int, default=4000)
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--warmup", type=int, default=200)

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-/// The bundled model served when none is configured. For now the tiny random-weight test model
-/// (outputs are noise, but every path works); the trained default model replaces it.
-pub const DEFAULT_MODEL: &str = "tests/data/tiny-t5";
+/// The bundled model served when none is configured: a small T5 trained here on number words
+/// (`scripts/train_default_model.py`; its card is `models/t5-numbers/README.md`).
+pub const DEFAULT_MODEL: &str = "models/t5-numbers";
 
 /// The file read when neither `--config` nor `T5SERVE_CONFIG` names one, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";

@@ -4,10 +4,8 @@
 //! the fixture prompts, and give the same outputs batched and one by one. A bug in the cache,
 //! padding or tokenizer shows up here as a drop in accuracy.
 //!
-//! The trained model has not reached the accuracy it must have to be bundled yet (issue 3), so
-//! neither it nor its fixtures are committed and these tests are ignored; run them with
-//! `cargo test --test bundled_model -- --ignored` after `scripts/train_default_model.py` and
-//! `scripts/export_default_model.py`.
+//! The fixtures (`tests/data/numbers_heldout.json`, `numbers_decoding.json`) and the model card's
+//! figures are written by `scripts/export_default_model.py` from the bundled files.
 
 mod common;
 
@@ -54,7 +52,6 @@ async fn generate(client: &reqwest::Client, url: &str, inputs: Value, max_new_to
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs models/t5-numbers and its fixtures (scripts/export_default_model.py)"]
 async fn bundled_model_reproduces_optimum_and_its_model_card() {
     let fx = fixture();
     let card: Value = serde_json::from_str(&std::fs::read_to_string(bundled().join("eval.json")).unwrap()).unwrap();
@@ -143,7 +140,6 @@ struct Hyp {
 /// min_new_tokens and beam search (EOS, length penalty, early stopping) on a model that really
 /// ends its sequences, against transformers' generate on the same files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs models/t5-numbers and its fixtures (scripts/export_default_model.py)"]
 async fn min_new_tokens_and_beam_search_match_transformers_on_the_bundled_model() {
     let path = common::data_dir().join("numbers_decoding.json");
     let fx: DecodingFixture = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -208,7 +204,6 @@ async fn min_new_tokens_and_beam_search_match_transformers_on_the_bundled_model(
 
 /// /v1/classify identifies the language and /v1/translate translates held-out numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs models/t5-numbers and its fixtures (scripts/export_default_model.py)"]
 async fn classify_and_translate_reach_their_accuracy_on_held_out_numbers() {
     let fx = fixture();
     let server = common::start_server(bundled()).await;
