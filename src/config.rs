@@ -22,6 +22,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where ONNX Runtime runs the graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    Cpu,
+    /// NVIDIA GPU; needs the onnxruntime-gpu library (`scripts/setup_ort.sh gpu`), CUDA 13 and cuDNN 9.
+    Cuda,
+}
+
 /// A secret that never appears in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -61,6 +70,10 @@ pub struct Config {
     pub intra_op_threads: usize,
     /// Let ONNX Runtime threads busy-wait between ops.
     pub intra_op_spinning: bool,
+    /// Where the graphs run: cpu, or cuda (registered explicitly; start-up fails if it cannot be).
+    pub execution_provider: ExecutionProvider,
+    /// GPU index for the cuda provider.
+    pub device_id: u32,
     /// Longest accepted input, in tokens (EOS included).
     pub max_input_tokens: usize,
     /// Largest `max_new_tokens` a request may ask for.
@@ -114,6 +127,8 @@ impl Default for Config {
             ort_library: None,
             intra_op_threads: 0,
             intra_op_spinning: false,
+            execution_provider: ExecutionProvider::Cpu,
+            device_id: 0,
             max_input_tokens: 512,
             max_new_tokens_limit: 512,
             default_max_new_tokens: 64,
@@ -167,6 +182,12 @@ pub struct Overrides {
     /// Let ONNX Runtime threads busy-wait between ops [default: false]
     #[arg(long, env = "T5SERVE_INTRA_OP_SPINNING")]
     pub intra_op_spinning: Option<bool>,
+    /// Where the graphs run; cuda needs the onnxruntime-gpu library and fails loudly without it [default: cpu]
+    #[arg(long, env = "T5SERVE_EXECUTION_PROVIDER", value_enum)]
+    pub execution_provider: Option<ExecutionProvider>,
+    /// GPU index for the cuda provider [default: 0]
+    #[arg(long, env = "T5SERVE_DEVICE_ID")]
+    pub device_id: Option<u32>,
     /// Longest accepted input in tokens [default: 512]
     #[arg(long, env = "T5SERVE_MAX_INPUT_TOKENS")]
     pub max_input_tokens: Option<usize>,
@@ -249,6 +270,8 @@ impl Config {
             port,
             intra_op_threads,
             intra_op_spinning,
+            execution_provider,
+            device_id,
             max_input_tokens,
             max_new_tokens_limit,
             default_max_new_tokens,

@@ -78,6 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         intra_threads: config.intra_op_threads,
         spinning: config.intra_op_spinning,
         ort_library: config.ort_library.clone(),
+        cuda_device: (config.execution_provider == config::ExecutionProvider::Cuda).then_some(config.device_id),
     };
     let model_dir = config.model.clone();
     let scheduling = config.scheduler_settings();
@@ -97,14 +98,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         heads = info.dims.num_heads,
         vocab = info.dims.vocab_size,
         joins_running_batch = info.can_join,
-        execution_provider = "CPUExecutionProvider",
+        execution_provider = info.execution_provider,
+        device_id = ?info.cuda_device,
         intra_op_threads = config.intra_op_threads,
         intra_op_spinning = config.intra_op_spinning,
         load_seconds = info.load_seconds,
         "model loaded"
     );
     let health = http::Health::default();
-    let metrics = Arc::new(metrics::Metrics::new(scheduler.stats.clone(), &info.dims.name, "CPUExecutionProvider"));
+    let metrics = Arc::new(metrics::Metrics::new(scheduler.stats.clone(), &info.dims.name, info.execution_provider));
     let observer: Arc<dyn scheduler::LoopObserver> = metrics.clone();
     let _ = scheduler.stats.observer.set(observer);
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));

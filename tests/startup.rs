@@ -64,3 +64,14 @@ fn invalid_configuration_names_the_key() {
     assert_eq!(code, 2);
     assert!(text.contains("default_max_new_tokens"), "{text}");
 }
+
+#[test]
+fn cuda_without_a_gpu_library_fails_loudly_instead_of_falling_back_to_the_cpu() {
+    // The PyPI `onnxruntime` wheel is CPU-only: registering CUDA must stop start-up.
+    let ort = concat!(env!("CARGO_MANIFEST_DIR"), "/.ort/libonnxruntime.so.1.31.1");
+    let (code, text) = serve(&["--model", TINY, "--execution-provider", "cuda", "--device-id", "0"], Some(ort));
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("CUDA execution provider cannot be registered on device 0"), "{text}");
+    assert!(text.contains("setup_ort.sh gpu"), "{text}");
+    assert!(!text.contains("model loaded"), "{text}");
+}

@@ -11,7 +11,8 @@ pub async fn models(State(app): State<AppState>) -> Json<Value> {
     let l = &app.limits;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "execution_provider": "CPUExecutionProvider",
+        "execution_provider": app.info.execution_provider,
+        "device_id": app.info.cuda_device,
         "models": [{
             "id": d.name,
             "model_type": d.model_type,

@@ -25,6 +25,15 @@ pub struct SessionSettings {
     pub spinning: bool,
     /// Explicit path of libonnxruntime; `None` uses ORT_DYLIB_PATH or `.ort/`.
     pub ort_library: Option<std::path::PathBuf>,
+    /// `Some(device)` runs the graphs on that CUDA device, or fails to load; `None` is the CPU.
+    pub cuda_device: Option<u32>,
+}
+
+impl SessionSettings {
+    /// ONNX Runtime's name of the provider the sessions run on.
+    pub fn provider_name(&self) -> &'static str {
+        if self.cuda_device.is_some() { "CUDAExecutionProvider" } else { "CPUExecutionProvider" }
+    }
 }
 
 enum Decoder {
@@ -115,6 +124,18 @@ fn build_session(path: &Path, settings: &SessionSettings) -> ort::Result<Session
         .with_inter_op_spinning(false)?;
     if settings.intra_threads > 0 {
         builder = builder.with_intra_threads(settings.intra_threads)?;
+    }
+    if let Some(device) = settings.cuda_device {
+        // Registered explicitly and required: ONNX Runtime would otherwise fall back to the CPU
+        // with only a log line, and a GPU deployment would run many times slower unnoticed.
+        let device = i32::try_from(device).map_err(|_| ort::Error::new("device_id is too large"))?;
+        let cuda = ort::ep::CUDA::default().with_device_id(device).build().error_on_failure();
+        builder = builder.with_execution_providers([cuda]).map_err(|e| {
+            ort::Error::new(format!(
+                "the CUDA execution provider cannot be registered on device {device}: {e} \
+                 (it needs the onnxruntime-gpu library, `scripts/setup_ort.sh gpu`, with CUDA 13 and cuDNN 9)"
+            ))
+        })?;
     }
     builder.commit_from_file(path)
 }

@@ -59,6 +59,9 @@ pub struct WorkerInfo {
     pub layout: &'static str,
     pub model_dir: PathBuf,
     pub load_seconds: f64,
+    /// ONNX Runtime's name of the provider every session runs on (registered, never a fallback).
+    pub execution_provider: &'static str,
+    pub cuda_device: Option<u32>,
 }
 
 impl WorkerInfo {
@@ -120,6 +123,8 @@ impl SchedulerHandle {
                     layout: model.layout_name(),
                     model_dir: model_dir.clone(),
                     load_seconds: started.elapsed().as_secs_f64(),
+                    execution_provider: sessions.provider_name(),
+                    cuda_device: sessions.cuda_device,
                 };
                 let _ = ready_tx.send(Ok((info, cost)));
                 let limits = QueueLimits {
