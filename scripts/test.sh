@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh clone: brings ONNX Runtime (PyPI wheel), then the Rust suite
 # (unit tests, real-ORT parity tests on the committed models, HTTP tests on a real socket), then
-# a real Prometheus scraping the service, and the TGI client test with the real client from PyPI.
+# a real Prometheus scraping the service, the TGI client test with the real client from PyPI, and
+# the deployment files (Kubernetes manifests, compose file) against their schemas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_ort.sh
@@ -15,3 +16,5 @@ if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
 .venv-test/bin/openapi-spec-validator openapi.yaml
 .venv-test/bin/python tests/python/test_tgi_client.py target/debug/t5serve
 .venv-test/bin/python tests/python/test_openapi_responses.py target/debug/t5serve
+# Kubernetes manifests against the official schemas (strict), the compose file with docker-compose.
+scripts/check_deploy.sh
