@@ -3,8 +3,11 @@
 //!
 //!   closed loop:  loadgen URL closed CONCURRENCY REQUESTS PROMPT_FILE NEW_TOKENS
 //!   open loop:    loadgen URL open RATE_PER_S REQUESTS PROMPT_FILE NEW_TOKENS SEED
+//!   classify:     loadgen URL classify CONCURRENCY REQUESTS INPUTS_FILE BATCH
 //!
-//! Every request asks for exactly NEW_TOKENS tokens (min_new_tokens = max_new_tokens).
+//! Every generate request asks for exactly NEW_TOKENS tokens (min_new_tokens = max_new_tokens).
+//! A classify request sends BATCH inputs (lines of INPUTS_FILE, in turn) to /v1/classify with the
+//! model's default labels; its `tokens_per_s` figure counts classified inputs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,13 +27,32 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
-async fn one(client: &reqwest::Client, url: &str, prompt: &str, n: u64) -> Sample {
-    let body = json!({"inputs": prompt, "parameters": {"max_new_tokens": n, "min_new_tokens": n}});
+/// What every request of a run asks.
+enum Work {
+    Generate { prompt: String, new_tokens: u64 },
+    Classify { inputs: Vec<String>, batch: usize },
+}
+
+async fn one(client: &reqwest::Client, base: &str, work: &Work, i: usize) -> Sample {
+    let (url, body) = match work {
+        Work::Generate { prompt, new_tokens: n } => (
+            format!("{base}/v1/generate"),
+            json!({"inputs": prompt, "parameters": {"max_new_tokens": n, "min_new_tokens": n}}),
+        ),
+        Work::Classify { inputs, batch } => {
+            let chunk: Vec<&String> = inputs.iter().cycle().skip(i * batch % inputs.len()).take(*batch).collect();
+            (format!("{base}/v1/classify"), json!({"inputs": chunk}))
+        }
+    };
     let t = Instant::now();
     let r = client.post(url).json(&body).send().await.expect("request sent");
     assert!(r.status().is_success(), "status {}", r.status());
     let v: serde_json::Value = r.json().await.expect("JSON answer");
-    Sample { latency: t.elapsed(), tokens: v["usage"]["generated_tokens"].as_u64().unwrap_or(0) }
+    let tokens = match work {
+        Work::Generate { .. } => v["usage"]["generated_tokens"].as_u64().unwrap_or(0),
+        Work::Classify { .. } => v.as_array().map_or(0, |a| a.len() as u64),
+    };
+    Sample { latency: t.elapsed(), tokens }
 }
 
 /// (sum, count) of the server's time-to-first-token histogram.
@@ -55,33 +77,39 @@ impl Lcg {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 7 {
-        eprintln!("usage: loadgen URL closed|open CONCURRENCY|RATE REQUESTS PROMPT_FILE NEW_TOKENS [SEED]");
+        eprintln!(
+            "usage: loadgen URL closed|open|classify CONCURRENCY|RATE REQUESTS PROMPT_FILE NEW_TOKENS|BATCH [SEED]"
+        );
         std::process::exit(2);
     }
     let base = args[1].trim_end_matches('/').to_string();
-    let url = format!("{base}/v1/generate");
     let mode = args[2].as_str();
     let param: f64 = args[3].parse().expect("concurrency or rate");
     let requests: usize = args[4].parse().expect("requests");
-    let prompt = Arc::new(std::fs::read_to_string(&args[5]).expect("prompt file").trim_end().to_string());
-    let n: u64 = args[6].parse().expect("new tokens");
+    let text = std::fs::read_to_string(&args[5]).expect("prompt file");
+    let n: u64 = args[6].parse().expect("new tokens or batch");
+    let work = Arc::new(if mode == "classify" {
+        Work::Classify { inputs: text.lines().map(str::to_string).collect(), batch: n as usize }
+    } else {
+        Work::Generate { prompt: text.trim_end().to_string(), new_tokens: n }
+    });
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     // Warm-up: one request.
-    one(&client, &url, &prompt, n).await;
+    one(&client, &base, &work, 0).await;
 
     let ttft_before = ttft(&client, &base).await;
     let start = Instant::now();
     let mut handles = Vec::new();
     match mode {
-        "closed" => {
+        "closed" | "classify" => {
             let concurrency = param as usize;
             let per = requests.div_ceil(concurrency);
-            for _ in 0..concurrency {
-                let (c, u, p) = (client.clone(), url.clone(), prompt.clone());
+            for k in 0..concurrency {
+                let (c, u, w) = (client.clone(), base.clone(), work.clone());
                 handles.push(tokio::spawn(async move {
                     let mut out = Vec::with_capacity(per);
-                    for _ in 0..per {
-                        out.push(one(&c, &u, &p, n).await);
+                    for j in 0..per {
+                        out.push(one(&c, &u, &w, k * per + j).await);
                     }
                     out
                 }));
@@ -92,11 +120,11 @@ async fn main() {
             let mut at = Duration::ZERO;
             for _ in 0..requests {
                 at += Duration::from_secs_f64(-rng.uniform().ln() / param);
-                let (c, u, p) = (client.clone(), url.clone(), prompt.clone());
+                let (c, u, w) = (client.clone(), base.clone(), work.clone());
                 let when = start + at;
                 handles.push(tokio::spawn(async move {
                     tokio::time::sleep_until(when.into()).await;
-                    vec![one(&c, &u, &p, n).await]
+                    vec![one(&c, &u, &w, 0).await]
                 }));
             }
         }
