@@ -97,6 +97,8 @@ pub struct Config {
     pub translate_pairs: Vec<crate::tasks::translate::LanguagePair>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a whole request body, in milliseconds; then 408.
+    pub body_read_timeout_ms: u64,
     /// Requests in flight at once (queued or decoding); beyond it, 429 at once.
     pub max_concurrent_requests: usize,
     /// Most rows decoding at once, over all cohorts.
@@ -140,6 +142,7 @@ impl Default for Config {
             classify_template: None,
             translate_pairs: Vec::new(),
             max_body_bytes: 1 << 20,
+            body_read_timeout_ms: 10_000,
             max_concurrent_requests: 256,
             max_batch_size: 32,
             max_batch_memory_mb: 1024,
@@ -209,6 +212,9 @@ pub struct Overrides {
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "T5SERVE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Time to receive a whole request body in ms; then 408 [default: 10000]
+    #[arg(long, env = "T5SERVE_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
     /// Requests in flight at once; beyond it, 429 [default: 256]
     #[arg(long, env = "T5SERVE_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: Option<usize>,
@@ -279,6 +285,7 @@ impl Config {
             max_stop_sequences,
             max_num_beams,
             max_body_bytes,
+            body_read_timeout_ms,
             max_concurrent_requests,
             max_batch_size,
             max_batch_memory_mb,
@@ -319,6 +326,7 @@ impl Config {
         range("max_input_tokens", self.max_input_tokens, 1, 65_536)?;
         range("max_new_tokens_limit", self.max_new_tokens_limit, 1, 65_536)?;
         range("default_max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_limit)?;
+        range("body_read_timeout_ms", self.body_read_timeout_ms as usize, 1, 600_000)?;
         range("max_client_batch_size", self.max_client_batch_size, 1, 4096)?;
         range("max_stop_sequences", self.max_stop_sequences, 0, 64)?;
         range("max_num_beams", self.max_num_beams, 1, 64)?;

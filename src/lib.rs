@@ -125,7 +125,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics_need_key: config.metrics_need_key,
         cors_origins: config.cors_origins.clone(),
     };
-    let app = http::router(state.clone(), config.max_body_bytes, access);
+    let body = http::BodyLimits {
+        max_bytes: config.max_body_bytes,
+        read_timeout: std::time::Duration::from_millis(config.body_read_timeout_ms),
+    };
+    let app = http::router(state.clone(), body, access);
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;

@@ -111,14 +111,63 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
             "validation",
         ),
     ];
-    for (what, ct, body, status, error_type) in cases {
-        let mut req = client.post(&url).body(body.to_string());
+    let many_inputs = serde_json::to_string(&json!({"inputs": vec!["Hi"; 33]})).unwrap();
+    let many_stops = r#"{"inputs": "Hi", "parameters": {"stop": ["a", "b", "c", "d", "e"]}}"#;
+    let long_input = serde_json::to_string(&json!({"inputs": "word ".repeat(600)})).unwrap();
+    // Byte-level cases: invalid UTF-8, raw control characters, oversize bodies, limits.
+    let raw: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("invalid UTF-8", b"{\"inputs\": \"caf\xe9 \xff\xfe\"}".to_vec(), 400, "bad_request"),
+        ("raw control character in a string", b"{\"inputs\": \"a\x01b\"}".to_vec(), 400, "bad_request"),
+        ("NUL byte outside a string", b"{\"inputs\": \"Hi\"}\x00".to_vec(), 400, "bad_request"),
+        ("empty body", Vec::new(), 400, "bad_request"),
+        ("top-level array", br#"[{"inputs": "Hi"}]"#.to_vec(), 422, "validation"),
+        ("null inputs", br#"{"inputs": null}"#.to_vec(), 422, "validation"),
+        ("nested list inputs", br#"{"inputs": [["Hi"]]}"#.to_vec(), 422, "validation"),
+        ("more inputs than max_client_batch_size", many_inputs.into_bytes(), 422, "validation"),
+        ("more stop sequences than max_stop_sequences", many_stops.as_bytes().to_vec(), 422, "validation"),
+        ("empty stop sequence", br#"{"inputs": "Hi", "parameters": {"stop": [""]}}"#.to_vec(), 422, "validation"),
+        ("zero beams", br#"{"inputs": "Hi", "parameters": {"num_beams": 0}}"#.to_vec(), 422, "validation"),
+        (
+            "negative repetition penalty",
+            br#"{"inputs": "Hi", "parameters": {"repetition_penalty": -1}}"#.to_vec(),
+            422,
+            "validation",
+        ),
+        (
+            "max_new_tokens as a string",
+            br#"{"inputs": "Hi", "parameters": {"max_new_tokens": "4"}}"#.to_vec(),
+            422,
+            "validation",
+        ),
+        (
+            "fractional max_new_tokens",
+            br#"{"inputs": "Hi", "parameters": {"max_new_tokens": 2.5}}"#.to_vec(),
+            422,
+            "validation",
+        ),
+        ("input over max_input_tokens", long_input.into_bytes(), 422, "validation"),
+        (
+            "body over max_body_bytes",
+            serde_json::to_vec(&json!({"inputs": "a ".repeat(600_000)})).unwrap(),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    let all: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = cases
+        .iter()
+        .map(|(w, ct, b, s, e)| (*w, *ct, b.as_bytes().to_vec(), *s, *e))
+        .chain(raw.into_iter().map(|(w, b, s, e)| (w, Some(json_ct), b, s, e)))
+        .collect();
+    assert!(all.len() >= 35, "{} cases", all.len());
+    for (what, ct, body, status, error_type) in &all {
+        let mut req = client.post(&url).body(body.clone());
         if let Some(ct) = ct {
             req = req.header("content-type", *ct);
         }
         let r = req.send().await.unwrap();
         assert_eq!(r.status().as_u16(), *status, "{what}");
         assert!(r.headers().contains_key("x-request-id"), "{what}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{what}");
         let v: Value = r.json().await.unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
         assert_eq!(v["error_type"], *error_type, "{what}: {v}");
         assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()), "{what}: {v}");
@@ -136,11 +185,6 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
     assert_eq!(r.json::<Value>().await.unwrap()["error_type"], "method_not_allowed");
-
-    // A body over max_body_bytes is refused with 413 and JSON.
-    let big = json!({"inputs": "a ".repeat(600_000)});
-    let (status, v) = post(&client, &url, big).await;
-    assert_eq!((status, v["error_type"].as_str()), (413, Some("payload_too_large")), "{v}");
 
     // An input over max_input_tokens is refused before decoding, naming the limit.
     let long = "word ".repeat(600);
@@ -177,5 +221,65 @@ async fn models_reports_the_model_and_its_limits() {
     assert_eq!(v["models"][0]["id"], "tiny-t5");
     assert_eq!(v["models"][0]["dimensions"]["d_model"], 32);
     assert_eq!(v["models"][0]["limits"]["max_input_tokens"], 512);
+    server.shutdown().await.unwrap();
+}
+
+/// Sends raw bytes on a fresh connection and returns the status line's code and the body.
+async fn raw_exchange(addr: std::net::SocketAddr, parts: &[&[u8]], pause: std::time::Duration) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for part in parts {
+        // The server may answer (and close) before everything is sent: later writes may fail.
+        if stream.write_all(part).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_oversize_bodies_get_413_and_slow_bodies_408() {
+    let server = common::start_server_with(tiny_model(), |c| {
+        c.max_body_bytes = 4096;
+        c.body_read_timeout_ms = 300;
+    })
+    .await;
+    // Chunked: no Content-Length to refuse up front; the limit applies while reading.
+    let head = b"POST /v1/generate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    let chunk = format!("400\r\n{}\r\n", "a".repeat(0x400));
+    let chunks: Vec<&[u8]> = std::iter::once(&head[..]).chain(std::iter::repeat_n(chunk.as_bytes(), 8)).collect();
+    let (status, v) = raw_exchange(server.addr, &chunks, std::time::Duration::ZERO).await;
+    assert_eq!((status, v["error_type"].as_str()), (413, Some("payload_too_large")), "{v}");
+
+    // A client that announces a body and stops sending it is cut off at body_read_timeout_ms.
+    let head = b"POST /v1/generate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"inputs\"";
+    let started = std::time::Instant::now();
+    let (status, v) = raw_exchange(server.addr, &[head], std::time::Duration::ZERO).await;
+    assert_eq!((status, v["error_type"].as_str()), (408, Some("request_timeout")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("body_read_timeout_ms"), "{v}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+
+    // One trickling a byte every 50 ms is cut off too: the timeout covers the whole body.
+    let body = br#"{"inputs": "Hi", "parameters": {"max_new_tokens": 2}}"#;
+    let head = format!(
+        "POST /v1/generate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut parts: Vec<&[u8]> = vec![head.as_bytes()];
+    parts.extend(body.chunks(1));
+    let (status, v) = raw_exchange(server.addr, &parts, std::time::Duration::from_millis(50)).await;
+    assert_eq!((status, v["error_type"].as_str()), (408, Some("request_timeout")), "{v}");
+
+    // The same body sent at once is served.
+    let mut whole = head.into_bytes();
+    whole.extend_from_slice(body);
+    let (status, v) = raw_exchange(server.addr, &[&whole, b""], std::time::Duration::ZERO).await;
+    assert_eq!(status, 200, "{v}");
     server.shutdown().await.unwrap();
 }

@@ -23,6 +23,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The client did not send its whole body within `body_read_timeout_ms`.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -73,6 +77,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",

@@ -7,11 +7,26 @@ use super::error::ApiError;
 
 pub struct ApiJson<T>(pub T);
 
+/// How long a client may take to send its whole body (a request extension set by the router).
+/// A deadline for the whole body, not per chunk: a client trickling a byte at a time is cut off too.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub std::time::Duration);
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        let limit = req.extensions().get::<BodyReadTimeout>().copied();
+        let read = axum::Json::<T>::from_request(req, state);
+        let axum::Json(value) = match limit {
+            Some(BodyReadTimeout(t)) => tokio::time::timeout(t, read).await.map_err(|_| {
+                ApiError::RequestTimeout(format!(
+                    "the request body did not arrive within body_read_timeout_ms ({} ms)",
+                    t.as_millis()
+                ))
+            })??,
+            None => read.await?,
+        };
         Ok(ApiJson(value))
     }
 }

@@ -257,7 +257,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
 ];
 
-pub fn router(state: AppState, max_body_bytes: usize, access: Access) -> Router {
+/// Limits on how a request body is received.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub read_timeout: std::time::Duration,
+}
+
+pub fn router(state: AppState, body: BodyLimits, access: Access) -> Router {
     let origins: Vec<HeaderValue> = access.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     let cors = (!origins.is_empty()).then(|| {
         tower_http::cors::CorsLayer::new()
@@ -296,7 +303,8 @@ pub fn router(state: AppState, max_body_bytes: usize, access: Access) -> Router 
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(Arc::new(access), authorize))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(body.max_bytes))
+        .layer(axum::Extension(json::BodyReadTimeout(body.read_timeout)))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.parse().expect("valid header name")))
