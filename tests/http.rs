@@ -52,6 +52,9 @@ async fn health_and_generate_over_a_socket() {
     server.shutdown().await.unwrap();
 }
 
+/// (description, content type, raw body, expected status, expected error_type)
+type BadCase<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     let server = start_server(tiny_model()).await;
@@ -153,7 +156,7 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
             "payload_too_large",
         ),
     ];
-    let all: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = cases
+    let all: Vec<BadCase> = cases
         .iter()
         .map(|(w, ct, b, s, e)| (*w, *ct, b.as_bytes().to_vec(), *s, *e))
         .chain(raw.into_iter().map(|(w, b, s, e)| (w, Some(json_ct), b, s, e)))
