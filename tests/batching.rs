@@ -3,23 +3,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
 use t5serve::model::TextTokenizer;
-
-/// Polls a metric until it reaches `want` or a few seconds pass.
-async fn wait_for_metric(client: &reqwest::Client, addr: std::net::SocketAddr, name: &str, want: f64) -> f64 {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = metric(client, addr, name).await;
-        if v == want || Instant::now() > until {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_get_exactly_their_solo_outputs() {

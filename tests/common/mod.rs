@@ -137,6 +137,18 @@ pub async fn metric(client: &reqwest::Client, addr: std::net::SocketAddr, name: 
         .unwrap_or_else(|| panic!("metric {name} not in /metrics:\n{text}"))
 }
 
+/// Polls a metric until it reaches `want` or 30 seconds pass; returns its last value.
+pub async fn wait_for_metric(client: &reqwest::Client, addr: std::net::SocketAddr, name: &str, want: f64) -> f64 {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let v = metric(client, addr, name).await;
+        if v == want || std::time::Instant::now() > until {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// POSTs JSON; returns the status and the JSON answer.
 pub async fn post(client: &reqwest::Client, url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let r = client.post(url).json(&body).send().await.unwrap();

@@ -1,0 +1,108 @@
+//! Load on the bundled model through a real socket: 5,000 requests at concurrency 64, every
+//! answer checked against an independent reference (optimum's outputs in the end-to-end fixture),
+//! no error, and resident memory at the end within 10% of after warm-up. Alone in its test
+//! binary, so that the process's memory is the server's.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use common::*;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+struct Fixture {
+    max_new_tokens: usize,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize, Clone)]
+struct Case {
+    prompt: String,
+    optimum: String,
+    near_tie: bool,
+}
+
+/// Resident memory of this process (the server runs in it), in bytes.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_thousand_requests_at_concurrency_64_are_all_answered_correctly_in_bounded_memory() {
+    let fx: Fixture =
+        serde_json::from_str(&std::fs::read_to_string(data_dir().join("numbers_heldout.json")).unwrap()).unwrap();
+    let model = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/t5-numbers");
+    // max_concurrent_requests (256) is above the concurrency: no 429 can occur.
+    let server = start_server(model).await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let max_new = fx.max_new_tokens;
+
+    // One client task per connection; request i asks prompt i mod 600.
+    let run = |total: usize, concurrency: usize| {
+        let (client, url, cases) = (client.clone(), url.clone(), fx.cases.clone());
+        async move {
+            let mut tasks = Vec::new();
+            for worker in 0..concurrency {
+                let (c, u, cases) = (client.clone(), url.clone(), cases.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut out = BTreeMap::new();
+                    for i in (worker..total).step_by(concurrency) {
+                        let case = &cases[i % cases.len()];
+                        let body = json!({"inputs": case.prompt, "parameters": {"max_new_tokens": max_new}});
+                        let r = c.post(&u).json(&body).send().await.unwrap();
+                        let status = r.status().as_u16();
+                        let v: Value = r.json().await.unwrap();
+                        out.insert(i, (status, v["generated_text"].as_str().unwrap_or("").to_string()));
+                    }
+                    out
+                }));
+            }
+            let mut all = BTreeMap::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        }
+    };
+    // Warm-up round, then the memory baseline.
+    let warm = run(640, 64).await;
+    assert!(warm.values().all(|(s, _)| *s == 200));
+    let before = rss_bytes();
+    let started = Instant::now();
+    let results = run(5000, 64).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = rss_bytes();
+
+    assert_eq!(results.len(), 5000);
+    let mut non_2xx = 0;
+    let mut differ = Vec::new();
+    for (i, (status, text)) in &results {
+        let case = &fx.cases[i % fx.cases.len()];
+        if *status != 200 {
+            non_2xx += 1;
+        } else if *text != case.optimum && !case.near_tie {
+            differ.push((case.prompt.clone(), text.clone(), case.optimum.clone()));
+        }
+    }
+    println!(
+        "5000 requests at concurrency 64: {:.1} s ({:.0} requests/s), {non_2xx} non-2xx, {} wrong; \
+         resident memory {:.1} MB after warm-up, {:.1} MB at the end",
+        seconds,
+        5000.0 / seconds,
+        differ.len(),
+        before as f64 / 1e6,
+        after as f64 / 1e6
+    );
+    assert_eq!(non_2xx, 0);
+    assert!(differ.is_empty(), "answers that differ from optimum's: {:?}", &differ[..differ.len().min(5)]);
+    assert!((after as f64) <= before as f64 * 1.10, "memory grew from {before} to {after} bytes");
+    let client = reqwest::Client::new();
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
+    server.shutdown().await.unwrap();
+}
