@@ -1,6 +1,6 @@
 //! Health and graceful shutdown with the real binary and a real signal: live vs ready, then on
-//! SIGTERM readiness turns 503, new requests get 503, the request in flight (a stream) finishes,
-//! and the process exits 0.
+//! SIGTERM readiness turns 503, new requests get 503, the requests in flight (a stream; 32 at
+//! once) finish, and the process exits 0.
 
 mod common;
 
@@ -13,7 +13,9 @@ use serde_json::json;
 // The caller waits for the child: the test is about how it exits.
 #[allow(clippy::zombie_processes)]
 fn spawn_server() -> (std::process::Child, String, std::path::PathBuf) {
-    let log = std::env::temp_dir().join(format!("t5serve-shutdown-{}.log", std::process::id()));
+    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let log = std::env::temp_dir().join(format!("t5serve-shutdown-{}-{n}.log", std::process::id()));
     let file = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_t5serve"))
         .args(["serve", "--model", common::tiny_model().to_str().unwrap(), "--port", "0"])
@@ -71,6 +73,61 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
     assert!(text.contains("event: done"), "the stream finished");
     assert_eq!(text.matches("event: token").count(), 3000);
 
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < until, "the process did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut text = String::new();
+    std::fs::File::open(&log).unwrap().read_to_string(&mut text).unwrap();
+    std::fs::remove_file(&log).ok();
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_32_requests_in_flight_completes_all_of_them() {
+    let (mut child, base, log) = spawn_server();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/health/ready")).send().await.unwrap().status().as_u16() != 200 {
+        assert!(Instant::now() < until, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 32 requests of a few hundred steps each, different lengths.
+    let mut tasks = Vec::new();
+    for i in 0..32u64 {
+        let (c, url) = (client.clone(), format!("{base}/v1/generate"));
+        let n = 400 + 10 * i;
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"inputs": "Hi", "parameters": {"max_new_tokens": n, "min_new_tokens": n}});
+            let r = c.post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap();
+            (status, v["usage"]["generated_tokens"].as_u64(), n)
+        }));
+    }
+    // All 32 admitted and decoding before the signal.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        let active = text.lines().find_map(|l| l.strip_prefix("t5serve_active_rows ")).map(|v| v.trim().to_string());
+        if active.as_deref() == Some("32") {
+            break;
+        }
+        assert!(Instant::now() < until, "the 32 requests never ran together: {active:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = client.post(format!("{base}/v1/generate")).json(&json!({"inputs": "Hi"})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503, "new requests are refused while draining");
+    for t in tasks {
+        let (status, generated, n) = t.await.unwrap();
+        assert_eq!((status, generated), (200, Some(n)), "every request in flight completes");
+    }
     let until = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
