@@ -102,6 +102,9 @@ pub struct GenerateParameters {
 pub const MAX_STOP_BYTES: usize = 256;
 
 /// `name` must lie in `(low, high]` (`low_open`) or `[low, high]`.
+/// Smallest temperature and repetition penalty accepted.
+pub const MIN_DIVISOR: f64 = 0.01;
+
 fn check_range(name: &str, v: f64, low: f64, low_open: bool, high: f64) -> Result<f64, ValidationError> {
     let ok = v.is_finite() && (if low_open { v > low } else { v >= low }) && v <= high;
     if ok {
@@ -221,15 +224,20 @@ impl GenerateParameters {
         let opt = |name: &str, v: Option<f64>, low: f64, high: f64, default: f64| {
             v.map_or(Ok(default), |v| check_range(name, v, low, true, high)).map(|v| v as f32)
         };
+        // Logits are divided by these: below 0.01 they overflow f32 to infinity, and the
+        // distribution (and every log-probability) becomes NaN.
+        let divisor = |name: &str, v: Option<f64>| {
+            v.map_or(Ok(1.0), |v| check_range(name, v, MIN_DIVISOR, false, 100.0)).map(|v| v as f32)
+        };
         Ok(GenerationParams {
             max_new_tokens: max as usize,
             min_new_tokens: min as usize,
             do_sample,
-            temperature: opt("temperature", self.temperature, 0.0, 100.0, 1.0)?,
+            temperature: divisor("temperature", self.temperature)?,
             top_k,
             top_p: opt("top_p", self.top_p, 0.0, 1.0, 1.0)?,
             typical_p: opt("typical_p", self.typical_p, 0.0, 1.0, 1.0)?,
-            repetition_penalty: opt("repetition_penalty", self.repetition_penalty, 0.0, 100.0, 1.0)?,
+            repetition_penalty: divisor("repetition_penalty", self.repetition_penalty)?,
             no_repeat_ngram_size,
             seed: self.seed.unwrap_or_else(fresh_seed),
         })
@@ -451,7 +459,7 @@ mod tests {
         let cases = [
             (
                 GenerateParameters { temperature: Some(0.0), ..Default::default() },
-                "parameters.temperature must be in (0, 100], got 0",
+                "parameters.temperature must be in [0.01, 100], got 0",
             ),
             (
                 GenerateParameters { top_p: Some(1.5), ..Default::default() },
@@ -464,7 +472,7 @@ mod tests {
             ),
             (
                 GenerateParameters { repetition_penalty: Some(0.0), ..Default::default() },
-                "parameters.repetition_penalty must be in (0, 100], got 0",
+                "parameters.repetition_penalty must be in [0.01, 100], got 0",
             ),
             (
                 GenerateParameters { no_repeat_ngram_size: Some(65), ..Default::default() },
