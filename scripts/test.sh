@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_ort.sh
 cargo test --locked
+# Failure handling, with the test-only fault hooks (a failing step, a panicking handler, a dead
+# decode thread; src/faults.rs).
+cargo test --locked --features fault-injection --test faults
 # A real Prometheus (Debian's package; installed when missing) scrapes the real binary.
 tests/prometheus.sh target/debug/t5serve
 # The OpenAPI document is valid OpenAPI; the real TGI client (huggingface_hub) works against the
@@ -16,5 +19,7 @@ if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
 .venv-test/bin/openapi-spec-validator openapi.yaml
 .venv-test/bin/python tests/python/test_tgi_client.py target/debug/t5serve
 .venv-test/bin/python tests/python/test_openapi_responses.py target/debug/t5serve
+# Property-based conformance to openapi.yaml (schemathesis, fixed seed and example count).
+tests/schemathesis.sh target/debug/t5serve
 # Kubernetes manifests against the official schemas (strict), the compose file with docker-compose.
 scripts/check_deploy.sh

@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod config;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod generation;
 pub mod http;
 pub mod metrics;
@@ -29,6 +31,7 @@ use crate::scheduler::SchedulerHandle;
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub health: http::Health,
+    scheduler: SchedulerHandle,
     admission: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
     grace: std::time::Duration,
@@ -157,6 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         addr,
         health,
+        scheduler,
         admission,
         max_in_flight: config.max_concurrent_requests,
         grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
@@ -165,12 +169,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Serves until SIGINT or SIGTERM, then drains in-flight requests.
+/// Serves until SIGINT or SIGTERM, then drains in-flight requests. If the decode thread dies,
+/// stops at once with an error (the process exits non-zero, and the orchestrator restarts it):
+/// it never goes on serving with a cache in an unknown state.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = start(config).await?;
-    shutdown_signal().await;
-    tracing::info!("signal received: draining");
-    server.drain().await
+    let decode = server.scheduler.clone();
+    let decode_died = async move {
+        while decode.is_alive() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("signal received: draining");
+            server.drain().await
+        }
+        _ = decode_died => {
+            tracing::error!("the decode thread stopped; exiting so that the service is restarted");
+            server.shutdown().await?;
+            anyhow::bail!("the decode thread stopped")
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -21,6 +21,8 @@ pub async fn generate(
     ApiJson(req): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
+    #[cfg(feature = "fault-injection")]
+    crate::faults::handler(req.parameters.seed);
     let permit = app.admit()?;
     let texts = api::parse_inputs(&req.inputs, &app.limits)?;
     let p = &req.parameters;

@@ -175,6 +175,9 @@ impl Cohort {
             }
             None => model.decode_next(&tokens, &self.enc, &mut self.state),
         };
+        #[cfg(feature = "fault-injection")]
+        let result = result
+            .and_then(|l| crate::faults::decoder_step(self.rows.iter().map(|r| r.request.params.seed)).map(|()| l));
         let logits = match result {
             Ok(l) => l,
             Err(e) => {
