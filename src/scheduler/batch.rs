@@ -95,6 +95,7 @@ impl Cohort {
         let mut active: Vec<Active> = Vec::with_capacity(rows.len());
         for (index, request) in rows.into_iter().enumerate() {
             if request.events.is_closed() {
+                request.span.in_scope(|| tracing::info!("client gone before decoding; row cancelled"));
                 report.cancelled += 1;
             } else {
                 let (start, eos) = (model.dims.decoder_start_token_id, model.dims.eos_token_id);
@@ -258,6 +259,7 @@ impl Cohort {
                             true
                         }
                         None => {
+                            row.request.span.in_scope(|| tracing::info!("client gone; row cancelled"));
                             report.cancelled += 1;
                             false
                         }
@@ -280,6 +282,7 @@ impl Cohort {
                         report.finished += 1;
                         false
                     } else if row.request.events.is_closed() {
+                        row.request.span.in_scope(|| tracing::info!("client gone; beams cancelled"));
                         report.cancelled += 1;
                         false
                     } else {
@@ -360,11 +363,13 @@ struct EmitReport {
 fn fail_rows(rows: &[Active], e: &ModelError) {
     tracing::error!(error = %e, rows = rows.len(), "decoding failed");
     for row in rows {
+        row.request.span.in_scope(|| tracing::error!(error = %e, "decoding failed; the row gets an error"));
         let _ = row.request.events.send(Event::Error(super::RowError::Internal(e.to_string())));
     }
 }
 
 fn finished(request: &RowRequest, reason: FinishReason, generated_tokens: usize) -> Event {
+    request.span.in_scope(|| tracing::debug!(?reason, generated_tokens, "row finished"));
     Event::Finished { reason, input_tokens: request.input_ids.len(), generated_tokens }
 }
 

@@ -59,6 +59,8 @@ pub enum RowError {
 /// One input sequence to decode. A closed `events` receiver means the client went away.
 #[derive(Debug)]
 pub struct RowRequest {
+    /// The span of the request this row belongs to (it carries the request id).
+    pub span: tracing::Span,
     pub input_ids: Vec<u32>,
     pub params: GenerationParams,
     pub events: mpsc::UnboundedSender<Event>,
@@ -75,10 +77,13 @@ pub struct RowRequest {
 }
 
 impl RowRequest {
+    /// A row of the request whose span is current (the HTTP layer's, with its request id): the
+    /// decode thread logs what happens to the row inside that span.
     pub fn new(input_ids: Vec<u32>, params: GenerationParams) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
+                span: tracing::Span::current(),
                 input_ids,
                 params,
                 events: tx,

@@ -264,6 +264,7 @@ impl DecodeLoop {
         let formed = self.queue.next_batch(now, &running, room);
         let expired = formed.expired.len();
         for e in formed.expired {
+            e.item.span.in_scope(|| tracing::info!("still queued at its deadline; answered 504"));
             let _ = e.item.events.send(Event::Error(RowError::DeadlineExceeded));
         }
         self.stats.expired_rows.fetch_add(expired as u64, Ordering::Relaxed);
