@@ -57,7 +57,7 @@ pub struct TgiParameters {
 
 impl TgiParameters {
     /// The equivalent /v1 parameters. TGI samples whenever a warper is set, so do the same.
-    fn to_v1(&self) -> Result<GenerateParameters, ApiError> {
+    pub fn to_v1(&self) -> Result<GenerateParameters, ApiError> {
         let refuse = |what: &str| Err(ApiError::Validation(format!("{what} is not supported by t5serve")));
         if self.adapter_id.is_some() {
             return refuse("parameters.adapter_id");

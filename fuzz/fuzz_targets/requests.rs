@@ -1,0 +1,256 @@
+//! Fuzzes request parsing and validation: the JSON bodies of /v1/generate, /v1/classify,
+//! /v1/translate and TGI's /generate, and every check the handlers run on them before
+//! tokenizing. Validation errors are expected; panics, overflows, hangs and huge allocations are
+//! the bugs. Accepted requests are also checked against the documented contracts (an accepted
+//! value must lie inside its documented range).
+//!
+//! Input: one selector byte, then the JSON body.
+//! - `selector % 4`: 0 GenerateRequest, 1 ClassifyRequest, 2 TranslateRequest, 3 TgiRequest;
+//! - `(selector / 4) % 3`: the limits, from 0 `Config::default()`, 1 the smallest valid config,
+//!   2 the largest valid config. The seeds use ASCII '0'..'3' (default limits).
+
+#![no_main]
+
+use std::sync::LazyLock;
+
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+use t5serve::api::{self, ClassifyRequest, GenerateParameters, GenerateRequest, Limits, TranslateRequest};
+use t5serve::config::Config;
+use t5serve::generation::{GenerationParams, TokenChooser};
+use t5serve::http::TaskSettings;
+use t5serve::http::tgi::TgiRequest;
+use t5serve::model::ModelTasks;
+use t5serve::tasks::{classify, translate};
+
+/// The configs requests are validated against; each must pass `Config::validate` (the server
+/// refuses to start otherwise), so only limits a running server can have are fuzzed.
+static PROFILES: LazyLock<[(Limits, TaskSettings); 3]> = LazyLock::new(|| {
+    let smallest = Config {
+        max_input_tokens: 1,
+        max_new_tokens_limit: 1,
+        default_max_new_tokens: 1,
+        max_client_batch_size: 1,
+        max_stop_sequences: 0,
+        max_num_beams: 1,
+        max_labels: 2,
+        queue_deadline_ms: 1,
+        ..Config::default()
+    };
+    let largest = Config {
+        max_input_tokens: 65_536,
+        max_new_tokens_limit: 65_536,
+        default_max_new_tokens: 65_536,
+        max_client_batch_size: 4096,
+        max_stop_sequences: 64,
+        max_num_beams: 64,
+        max_labels: 4096,
+        queue_deadline_ms: 3_600_000,
+        ..Config::default()
+    };
+    [Config::default(), smallest, largest].map(|c| {
+        c.validate().expect("a config the server accepts");
+        (Limits::from(&c), TaskSettings::resolve(&c, &ModelTasks::default()))
+    })
+});
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, body)) = data.split_first() else { return };
+    let (limits, tasks) = &PROFILES[(selector as usize / 4) % 3];
+    match selector % 4 {
+        0 => {
+            if let Ok(req) = serde_json::from_slice::<GenerateRequest>(body) {
+                generate(&req, limits);
+            }
+        }
+        1 => {
+            if let Ok(req) = serde_json::from_slice::<ClassifyRequest>(body) {
+                classify(&req, limits, tasks);
+            }
+        }
+        2 => {
+            if let Ok(req) = serde_json::from_slice::<TranslateRequest>(body) {
+                translate(&req, limits, tasks);
+            }
+        }
+        _ => {
+            if let Ok(req) = serde_json::from_slice::<TgiRequest>(body) {
+                tgi(&req, limits);
+            }
+        }
+    }
+});
+
+/// `http::generate::generate` up to tokenization.
+fn generate(req: &GenerateRequest, limits: &Limits) {
+    let texts = api::parse_inputs(&req.inputs, limits);
+    if let Ok(t) = &texts {
+        check_texts(t, limits, limits.max_input_tokens.saturating_mul(32));
+    }
+    parameters(&req.parameters, limits);
+}
+
+/// `http::classify::classify` up to tokenization (labels default to the configured set, which
+/// is empty here: no model directory).
+fn classify(req: &ClassifyRequest, limits: &Limits, tasks: &TaskSettings) {
+    let texts = api::parse_inputs(&req.inputs, limits);
+    if let Ok(t) = &texts {
+        check_texts(t, limits, limits.max_input_tokens.saturating_mul(32));
+    }
+    let labels = req.labels.clone().unwrap_or_else(|| tasks.classify_labels.clone());
+    if api::check_labels(&labels, limits).is_ok() {
+        assert!((2..=limits.max_labels).contains(&labels.len()));
+        for (i, l) in labels.iter().enumerate() {
+            assert!(!l.trim().is_empty() && !labels[..i].contains(l), "labels accepted: {labels:?}");
+        }
+        // What the handler does with the scores, on stand-in log-likelihoods.
+        let scores: Vec<f64> = labels.iter().map(|l| -(l.len() as f64) / 4.0).collect();
+        let ranked = classify::probabilities(&labels, &scores, req.multi_label.unwrap_or(false));
+        assert_eq!(ranked.len(), labels.len());
+        for p in &ranked {
+            assert!((0.0..=1.0).contains(&p.score), "probability {} of {:?}", p.score, p.label);
+        }
+    }
+    let template = req.template.clone().unwrap_or_else(|| tasks.classify_template.clone());
+    if classify::check_template(&template).is_ok()
+        && let Ok(t) = &texts
+    {
+        for text in &t.texts {
+            let prompt = classify::fill(&template, text);
+            assert_eq!(prompt.len(), template.len() - classify::TEXT_SLOT.len() + text.len());
+        }
+    }
+}
+
+/// `http::translate::translate` up to tokenization, then the sentence splitting of
+/// `split_prompts` with a stand-in token count (words + EOS) instead of the tokenizer.
+fn translate(req: &TranslateRequest, limits: &Limits, tasks: &TaskSettings) {
+    let texts = api::parse_texts("text", &req.text, limits, usize::MAX);
+    if let Ok(t) = &texts {
+        check_texts(t, limits, usize::MAX);
+    }
+    let pair = tasks.translate_pairs.iter().find(|p| p.matches(&req.source_lang, &req.target_lang));
+    let p = &req.parameters;
+    let refused = p.stop.is_some() || p.details.is_some();
+    if !refused {
+        parameters(p, limits);
+    }
+    let (Ok(texts), Some(pair)) = (texts, pair) else { return };
+    let limit = limits.max_input_tokens;
+    let count = |chunk: &str| classify::fill(&pair.template, chunk).split_whitespace().count() + 1;
+    for text in &texts.texts {
+        let sentences = translate::sentences(text);
+        for s in &sentences {
+            assert!(!s.is_empty() && s.trim() == *s, "sentence {s:?} of {text:?}");
+        }
+        let chunks = translate::chunks(&sentences, limit, count);
+        assert_eq!(chunks.join(" "), sentences.join(" "), "chunks of {text:?}");
+        for c in &chunks {
+            assert!(count(c) <= limit || sentences.contains(&c.as_str()), "chunk {c:?} over the limit {limit}");
+        }
+    }
+}
+
+/// `http::tgi::run` up to tokenization, plus its `truncate` on stand-in token ids.
+fn tgi(req: &TgiRequest, limits: &Limits) {
+    let texts = api::parse_inputs(&Value::String(req.inputs.clone()), limits);
+    if let Ok(t) = &texts {
+        assert!(t.single);
+        check_texts(t, limits, limits.max_input_tokens.saturating_mul(32));
+    }
+    let Ok(p) = req.parameters.to_v1() else { return };
+    if let Ok(params) = p.validate(limits) {
+        // TGI requests never use beam search.
+        assert!(p.num_beams.is_none());
+        check_params(&params, &p, limits);
+    }
+    if let Ok(stop) = p.stop_sequences(limits) {
+        check_stop(&stop, limits);
+    }
+    if let Ok(d) = p.queue_deadline(limits) {
+        check_deadline(d, limits);
+    }
+    if let Some(n) = req.parameters.truncate
+        && n >= 1
+    {
+        let mut row: Vec<u32> = (0..req.inputs.len().min(4096) as u32).collect();
+        let drop = row.len().saturating_sub(n as usize);
+        row.drain(..drop);
+        assert!(row.len() as u64 <= n as u64);
+    }
+}
+
+/// Every parameter check the handlers run, and the contracts of what they accept.
+fn parameters(p: &GenerateParameters, limits: &Limits) {
+    let beam = p.beam(limits);
+    let params = p.validate(limits);
+    if let Ok(Some(b)) = &beam {
+        assert!(b.num_beams >= 2 && b.num_beams <= limits.max_num_beams, "{b:?}");
+        assert!(b.num_return_sequences >= 1 && b.num_return_sequences <= b.num_beams, "{b:?}");
+        assert!(b.length_penalty.is_finite(), "{b:?}");
+        if let Ok(g) = &params {
+            assert!(!g.do_sample, "beam search accepted with sampling: {p:?}");
+        }
+    }
+    if let Ok(g) = &params {
+        check_params(g, p, limits);
+    }
+    if let Ok(stop) = p.stop_sequences(limits) {
+        check_stop(&stop, limits);
+        if matches!(beam, Ok(Some(_))) {
+            assert!(stop.is_empty(), "beam search accepted with stop sequences: {p:?}");
+        }
+    }
+    if let Ok(d) = p.queue_deadline(limits) {
+        check_deadline(d, limits);
+    }
+}
+
+fn check_texts(t: &api::Texts, limits: &Limits, byte_limit: usize) {
+    assert!(!t.texts.is_empty());
+    assert!(!t.single || t.texts.len() == 1);
+    assert!(t.single || t.texts.len() <= limits.max_client_batch_size);
+    for s in &t.texts {
+        assert!(!s.trim().is_empty() && s.len() <= byte_limit, "text accepted: {s:?}");
+    }
+}
+
+fn check_params(g: &GenerationParams, p: &GenerateParameters, limits: &Limits) {
+    assert!(g.max_new_tokens >= 1 && g.max_new_tokens <= limits.max_new_tokens_limit, "{g:?}");
+    assert!(g.min_new_tokens <= g.max_new_tokens, "{g:?}");
+    assert!(g.temperature.is_finite() && g.temperature >= 0.01 && g.temperature <= 100.0, "{g:?}");
+    assert!(g.repetition_penalty.is_finite() && g.repetition_penalty >= 0.01 && g.repetition_penalty <= 100.0);
+    assert!(g.top_p.is_finite() && g.top_p >= 0.0 && g.top_p <= 1.0, "{g:?}");
+    assert!(g.typical_p.is_finite() && g.typical_p >= 0.0 && g.typical_p <= 1.0, "{g:?}");
+    assert!(g.no_repeat_ngram_size <= 64, "{g:?}");
+    if !g.do_sample {
+        assert!(p.temperature.is_none() && p.top_k.is_none() && p.top_p.is_none() && p.typical_p.is_none());
+    }
+    // Accepted parameters must be usable: a few steps of the token chooser on plausible logits.
+    // (An unset seed is random in `validate`; a fixed one keeps the run reproducible.)
+    let g = GenerationParams { seed: p.seed.unwrap_or(0), ..*g };
+    let vocab = 16usize;
+    let mut chooser = TokenChooser::new(g, 0, 1);
+    for step in 0..4u32 {
+        let logits: Vec<f32> = (0..vocab as u32).map(|i| ((i * 7 + step * 3) % 11) as f32 * 4.5 - 20.0).collect();
+        let (token, logprob) = chooser.next_with_logprob(&logits, step % 2 == 0);
+        assert!((token as usize) < vocab, "token {token} with {g:?}");
+        if let Some(lp) = logprob {
+            assert!(lp <= 1e-4 && !lp.is_nan(), "logprob {lp} with {g:?}");
+        }
+        if chooser.finished().is_some() {
+            break;
+        }
+    }
+}
+
+fn check_stop(stop: &[String], limits: &Limits) {
+    assert!(stop.len() <= limits.max_stop_sequences);
+    for s in stop {
+        assert!(!s.is_empty() && s.len() <= api::MAX_STOP_BYTES);
+    }
+}
+
+fn check_deadline(d: std::time::Duration, limits: &Limits) {
+    assert!(d.as_millis() >= 1 && d.as_millis() <= limits.queue_deadline_ms as u128, "{d:?}");
+}
