@@ -16,6 +16,8 @@ pub struct Limits {
     pub max_stop_sequences: usize,
     pub max_concurrent_requests: usize,
     pub queue_deadline_ms: u64,
+    /// Longest a request may take in all; then 504 and its rows are dropped.
+    pub request_timeout_ms: u64,
     pub max_input_tokens: usize,
     pub max_new_tokens_limit: usize,
     pub default_max_new_tokens: usize,
@@ -30,6 +32,7 @@ impl From<&Config> for Limits {
             max_stop_sequences: c.max_stop_sequences,
             max_concurrent_requests: c.max_concurrent_requests,
             queue_deadline_ms: c.queue_deadline_ms,
+            request_timeout_ms: c.request_timeout_ms,
             max_input_tokens: c.max_input_tokens,
             max_new_tokens_limit: c.max_new_tokens_limit,
             default_max_new_tokens: c.default_max_new_tokens,

@@ -111,6 +111,8 @@ pub struct Config {
     pub max_cohorts: usize,
     /// Default deadline of a request while queued, in milliseconds; a request may set a shorter one.
     pub queue_deadline_ms: u64,
+    /// Longest a request may take in all (queue and decoding), in milliseconds; then 504.
+    pub request_timeout_ms: u64,
     /// On SIGTERM/SIGINT, how long requests in flight may take to finish, in milliseconds.
     pub shutdown_grace_ms: u64,
     /// Log output: pretty (human) or json (one object per line).
@@ -149,6 +151,7 @@ impl Default for Config {
             max_queue_delay_ms: 2,
             max_cohorts: 4,
             queue_deadline_ms: 30_000,
+            request_timeout_ms: 600_000,
             shutdown_grace_ms: 30_000,
             log_format: LogFormat::Pretty,
         }
@@ -233,6 +236,9 @@ pub struct Overrides {
     /// Default queue deadline of a request in ms [default: 30000]
     #[arg(long, env = "T5SERVE_QUEUE_DEADLINE_MS")]
     pub queue_deadline_ms: Option<u64>,
+    /// Longest a request may take in all, in ms; then 504 [default: 600000]
+    #[arg(long, env = "T5SERVE_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
     /// Drain time on SIGTERM/SIGINT in ms [default: 30000]
     #[arg(long, env = "T5SERVE_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -292,6 +298,7 @@ impl Config {
             max_queue_delay_ms,
             max_cohorts,
             queue_deadline_ms,
+            request_timeout_ms,
             shutdown_grace_ms,
             log_format
         );
@@ -327,6 +334,7 @@ impl Config {
         range("max_new_tokens_limit", self.max_new_tokens_limit, 1, 65_536)?;
         range("default_max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_limit)?;
         range("body_read_timeout_ms", self.body_read_timeout_ms as usize, 1, 600_000)?;
+        range("request_timeout_ms", self.request_timeout_ms as usize, 1, 86_400_000)?;
         range("max_client_batch_size", self.max_client_batch_size, 1, 4096)?;
         range("max_stop_sequences", self.max_stop_sequences, 0, 64)?;
         range("max_num_beams", self.max_num_beams, 1, 64)?;

@@ -266,3 +266,35 @@ async fn beam_search_shares_the_decode_loop_with_greedy_requests() {
     assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_running_past_request_timeout_gets_504_and_its_row_is_dropped() {
+    let server = start_server_with(tiny_model(), |c| {
+        c.request_timeout_ms = 300;
+        c.max_new_tokens_limit = 60_000;
+    })
+    .await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let long = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 50_000, "min_new_tokens": 50_000}});
+    let started = std::time::Instant::now();
+    let (status, v) = post(&client, &url, long.clone()).await;
+    assert_eq!((status, v["error_type"].as_str()), (504, Some("deadline_exceeded")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("request_timeout_ms"), "{v}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_requests_cancelled_total", 1.0).await, 1.0);
+    // A stream ends with an error event instead.
+    let mut body = long;
+    body["stream"] = json!(true);
+    let text = client.post(&url).json(&body).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("event: error") && text.contains("request_timeout_ms"),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    // A short request is unaffected.
+    let (status, _) = post(&client, &url, json!({"inputs": "Hi", "parameters": {"max_new_tokens": 4}})).await;
+    assert_eq!(status, 200);
+    server.shutdown().await.unwrap();
+}

@@ -62,6 +62,18 @@ pub fn row_error(e: RowError) -> ApiError {
     }
 }
 
+/// When a request that arrived at `arrived` runs out of time (`request_timeout_ms`).
+fn request_deadline(app: &AppState, arrived: Instant) -> tokio::time::Instant {
+    (arrived + std::time::Duration::from_millis(app.limits.request_timeout_ms)).into()
+}
+
+fn request_timed_out(app: &AppState) -> ApiError {
+    ApiError::DeadlineExceeded(format!(
+        "the request did not finish within request_timeout_ms ({} ms)",
+        app.limits.request_timeout_ms
+    ))
+}
+
 /// Gathers one row's events until it finishes.
 pub async fn collect(
     app: &AppState,
@@ -72,7 +84,13 @@ pub async fn collect(
     let mut tokens = Vec::new();
     let mut sequences = Vec::new();
     let mut first_at = None;
-    while let Some(event) = rx.recv().await {
+    let deadline = request_deadline(app, arrived);
+    loop {
+        // Past the deadline, returning drops `rx`: the decode loop drops the row at its next step.
+        let Ok(event) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            return Err(request_timed_out(app));
+        };
+        let Some(event) = event else { break };
         match event {
             Event::Sequences(s) => {
                 app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
@@ -126,7 +144,13 @@ pub fn stream(
         };
         let mut text = String::new();
         let mut index = 0usize;
-        while let Some(event) = rx.recv().await {
+        let deadline = request_deadline(&app, arrived);
+        loop {
+            let Ok(event) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                let _ = tx.send(Ok(format.error(request_timed_out(&app))));
+                return;
+            };
+            let Some(event) = event else { break };
             match event {
                 Event::Token { id, text: piece, logprob } => {
                     if index == 0 {
