@@ -410,6 +410,7 @@ mod tests {
             max_stop_sequences: 2,
             max_concurrent_requests: 4,
             queue_deadline_ms: 1000,
+            request_timeout_ms: 60_000,
             max_input_tokens: 8,
             max_new_tokens_limit: 100,
             default_max_new_tokens: 20,
