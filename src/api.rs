@@ -71,6 +71,8 @@ pub struct GenerateParameters {
     pub min_new_tokens: Option<i64>,
     /// 1..=queue_deadline_ms: answer 504 if the request is still queued after this long.
     pub deadline_ms: Option<i64>,
+    /// 1..=max_input_tokens: keep only the last N input tokens instead of refusing a longer input.
+    pub truncate: Option<i64>,
     /// Sample instead of greedy decoding. Defaults to true when a sampling parameter is set.
     pub do_sample: Option<bool>,
     /// (0, 100]; sampling only.
@@ -325,6 +327,27 @@ impl GenerateParameters {
     }
 
     /// How long the request may stay queued.
+    /// How many input tokens to keep (the last ones), if the request asks to truncate.
+    pub fn truncate(&self, limits: &Limits) -> Result<Option<usize>, ValidationError> {
+        match self.truncate {
+            None => Ok(None),
+            Some(n) if n >= 1 && n as u64 <= limits.max_input_tokens as u64 => Ok(Some(n as usize)),
+            Some(n) => Err(invalid(format!(
+                "parameters.truncate must be between 1 and {} (max_input_tokens), got {n}",
+                limits.max_input_tokens
+            ))),
+        }
+    }
+
+    /// The request's texts: with `truncate`, a text may be longer than max_input_tokens (the
+    /// body limit still bounds it); without, the cheap length bound applies before tokenizing.
+    pub fn texts(&self, inputs: &Value, limits: &Limits) -> Result<Texts, ValidationError> {
+        match self.truncate(limits)? {
+            Some(_) => parse_texts("inputs", inputs, limits, usize::MAX),
+            None => parse_inputs(inputs, limits),
+        }
+    }
+
     pub fn queue_deadline(&self, limits: &Limits) -> Result<std::time::Duration, ValidationError> {
         let ms = match self.deadline_ms {
             None => limits.queue_deadline_ms,

@@ -194,6 +194,18 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     let (status, v) = post(&client, &url, json!({"inputs": long})).await;
     assert_eq!(status, 422);
     assert!(v["error"].as_str().unwrap().contains("max_input_tokens"), "{v}");
+    // Unless the request asks to truncate: then the last N tokens are kept (TGI's route too).
+    let (status, v) =
+        post(&client, &url, json!({"inputs": long, "parameters": {"truncate": 8, "max_new_tokens": 2}})).await;
+    assert_eq!((status, v["usage"]["input_tokens"].as_u64()), (200, Some(8)), "{v}");
+    let much_longer = "word ".repeat(20_000);
+    let tgi = format!("http://{}/generate", server.addr);
+    let (status, v) =
+        post(&client, &tgi, json!({"inputs": much_longer, "parameters": {"truncate": 8, "max_new_tokens": 2}})).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = post(&client, &url, json!({"inputs": "Hi", "parameters": {"truncate": 513}})).await;
+    assert_eq!(status, 422);
+    assert!(v["error"].as_str().unwrap().contains("truncate"), "{v}");
 
     // After all that, a good request still succeeds.
     let (status, v) = post(&client, &url, json!({"inputs": "Hi", "parameters": {"max_new_tokens": 4}})).await;

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{self, Details, GenerateRequest, Generation, SequenceOut, TokenInfo, Usage};
+use crate::api::{Details, GenerateRequest, Generation, SequenceOut, TokenInfo, Usage};
 use crate::generation::FinishReason;
 
 use super::AppState;
@@ -24,8 +24,8 @@ pub async fn generate(
     #[cfg(feature = "fault-injection")]
     crate::faults::handler(req.parameters.seed);
     let permit = app.admit()?;
-    let texts = api::parse_inputs(&req.inputs, &app.limits)?;
     let p = &req.parameters;
+    let texts = p.texts(&req.inputs, &app.limits)?;
     let details = p.details.unwrap_or(false);
     let beam = p.beam(&app.limits)?;
     let options = RowOptions {
@@ -42,7 +42,7 @@ pub async fn generate(
     if stream && beam.is_some() {
         return Err(ApiError::Validation("stream is not available with beam search (num_beams > 1)".into()));
     }
-    let ids = app.tokenize(texts.texts).await?;
+    let ids = app.tokenize_truncated(texts.texts, p.truncate(&app.limits)?).await?;
     let receivers = rows::submit(&app, ids, &options)?;
     if stream {
         let rx = receivers.into_iter().next().expect("one input");

@@ -96,6 +96,22 @@ impl AppState {
         .await
     }
 
+    /// Tokenizes inputs; with `truncate`, keeps the last N tokens of each (as TGI does), else
+    /// checks each length against max_input_tokens.
+    pub async fn tokenize_truncated(
+        &self,
+        texts: Vec<String>,
+        truncate: Option<usize>,
+    ) -> Result<Vec<Vec<u32>>, ApiError> {
+        let Some(n) = truncate else { return self.tokenize(texts).await };
+        let mut ids = self.encode_all(texts, |_, _| Ok(())).await?;
+        for row in &mut ids {
+            let drop = row.len().saturating_sub(n);
+            row.drain(..drop);
+        }
+        Ok(ids)
+    }
+
     /// Tokenizes inputs and checks each length against max_input_tokens.
     pub async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
         let limits = self.limits.clone();

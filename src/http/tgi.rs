@@ -96,6 +96,7 @@ impl TgiParameters {
             seed: self.seed,
             stop: self.stop.clone(),
             details: self.details,
+            truncate: self.truncate,
             ..Default::default()
         })
     }
@@ -165,8 +166,8 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let permit = app.admit()?;
-    let texts = crate::api::parse_inputs(&serde_json::Value::String(req.inputs.clone()), &app.limits)?;
     let p = req.parameters.to_v1()?;
+    let texts = p.texts(&serde_json::Value::String(req.inputs.clone()), &app.limits)?;
     let sampled = p.do_sample == Some(true);
     let options = RowOptions {
         beam: None,
@@ -177,16 +178,7 @@ async fn run(
         deadline: arrived + p.queue_deadline(&app.limits)?,
     };
     let seed = sampled.then_some(options.params.seed);
-    let mut ids = app.tokenize(texts.texts).await?;
-    if let Some(n) = req.parameters.truncate {
-        if n < 1 {
-            return Err(ApiError::Validation(format!("parameters.truncate must be at least 1, got {n}")));
-        }
-        // Keep the last `n` input tokens, as TGI does.
-        let row = &mut ids[0];
-        let drop = row.len().saturating_sub(n as usize);
-        row.drain(..drop);
-    }
+    let ids = app.tokenize_truncated(texts.texts, p.truncate(&app.limits)?).await?;
     let prefix = if req.parameters.return_full_text == Some(true) { req.inputs.clone() } else { String::new() };
     let rx = rows::submit(&app, ids, &options)?.pop().expect("one input");
     if stream {
