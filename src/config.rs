@@ -170,6 +170,9 @@ pub struct Overrides {
     /// With an API key, require it on /metrics too [default: false]
     #[arg(long, env = "T5SERVE_METRICS_NEED_KEY")]
     pub metrics_need_key: Option<bool>,
+    /// Browser origins CORS allows, comma-separated [default: none]
+    #[arg(long, env = "T5SERVE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
     /// Model directory (optimum seq2seq-with-past export) [default: the bundled model]
     #[arg(long, env = "T5SERVE_MODEL")]
     pub model: Option<PathBuf>,
@@ -212,6 +215,15 @@ pub struct Overrides {
     /// Most beams a request may ask for [default: 8]
     #[arg(long, env = "T5SERVE_MAX_NUM_BEAMS")]
     pub max_num_beams: Option<usize>,
+    /// Most candidate labels in one classify request [default: 64]
+    #[arg(long, env = "T5SERVE_MAX_LABELS")]
+    pub max_labels: Option<usize>,
+    /// Default labels of /v1/classify, comma-separated [default: the model's t5serve.json]
+    #[arg(long, env = "T5SERVE_CLASSIFY_LABELS", value_delimiter = ',')]
+    pub classify_labels: Option<Vec<String>>,
+    /// Default prompt of /v1/classify, with {text} [default: the model's t5serve.json, else {text}]
+    #[arg(long, env = "T5SERVE_CLASSIFY_TEMPLATE")]
+    pub classify_template: Option<String>,
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "T5SERVE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -290,6 +302,7 @@ impl Config {
             max_client_batch_size,
             max_stop_sequences,
             max_num_beams,
+            max_labels,
             max_body_bytes,
             body_read_timeout_ms,
             max_concurrent_requests,
@@ -307,6 +320,15 @@ impl Config {
         }
         if let Some(k) = &o.api_key {
             self.api_key = Some(k.clone());
+        }
+        if let Some(v) = &o.cors_origins {
+            self.cors_origins = v.clone();
+        }
+        if let Some(v) = &o.classify_labels {
+            self.classify_labels = v.clone();
+        }
+        if let Some(v) = &o.classify_template {
+            self.classify_template = Some(v.clone());
         }
     }
 

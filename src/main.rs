@@ -14,6 +14,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve a model over HTTP (with no --model, the bundled one)
+    #[command(
+        after_help = "Every flag also reads its T5SERVE_* environment variable; flags override the environment, \
+which overrides the config file. translate_pairs (a list of {source, target, template} tables) is set in the \
+config file only; config/default.toml documents every key."
+    )]
     Serve(Overrides),
 }
 

@@ -75,3 +75,22 @@ fn cuda_without_a_gpu_library_fails_loudly_instead_of_falling_back_to_the_cpu() 
     assert!(text.contains("setup_ort.sh gpu"), "{text}");
     assert!(!text.contains("model loaded"), "{text}");
 }
+
+/// `t5serve serve --help` names every configuration key: a flag for each, translate_pairs in the text.
+#[test]
+fn help_lists_every_configuration_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_t5serve")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    let source = include_str!("../src/config.rs");
+    let start = source.find("pub struct Config {").unwrap();
+    let body = &source[start..start + source[start..].find("\n}\n").unwrap()];
+    let keys: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("    pub ")?.split(':').next()).collect();
+    assert!(keys.len() > 25, "{keys:?}");
+    for key in keys {
+        let flag = format!("--{}", key.replace('_', "-"));
+        assert!(help.contains(&flag) || help.contains(key), "{key} is not in --help:\n{help}");
+        if help.contains(&flag) {
+            assert!(help.contains(&format!("T5SERVE_{}", key.to_uppercase())), "{key} has no env var in --help");
+        }
+    }
+}
