@@ -203,6 +203,11 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     let (status, v) =
         post(&client, &tgi, json!({"inputs": much_longer, "parameters": {"truncate": 8, "max_new_tokens": 2}})).await;
     assert_eq!(status, 200, "{v}");
+    // TGI's top_p / typical_p out of range are refused, not dropped.
+    for p in [json!({"top_p": 2.0}), json!({"typical_p": 0.0}), json!({"top_p": -1})] {
+        let (status, v) = post(&client, &tgi, json!({"inputs": "Hi", "parameters": p})).await;
+        assert_eq!(status, 422, "{p}: {v}");
+    }
     let (status, v) = post(&client, &url, json!({"inputs": "Hi", "parameters": {"truncate": 513}})).await;
     assert_eq!(status, 422);
     assert!(v["error"].as_str().unwrap().contains("truncate"), "{v}");

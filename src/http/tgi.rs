@@ -80,6 +80,15 @@ impl TgiParameters {
         if self.watermark == Some(true) {
             return refuse("parameters.watermark");
         }
+        // TGI ignores top_p = 1 and typical_p = 1 (no sampling); out of range they are errors,
+        // never silently dropped.
+        for (name, v) in [("top_p", self.top_p), ("typical_p", self.typical_p)] {
+            if let Some(v) = v
+                && !(v > 0.0 && v <= 1.0)
+            {
+                return Err(ApiError::Validation(format!("parameters.{name} must be in (0, 1], got {v}")));
+            }
+        }
         let warpers = self.temperature.is_some_and(|t| t != 1.0)
             || self.top_k.is_some_and(|k| k != 0)
             || self.top_p.is_some_and(|p| p < 1.0)
