@@ -28,5 +28,5 @@ ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
     T5SERVE_PORT=8080
 USER t5serve
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD curl -fsS http://127.0.0.1:8080/health || exit 1
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD curl -fsS "http://127.0.0.1:${T5SERVE_PORT}/health" || exit 1
 ENTRYPOINT ["/usr/local/bin/t5serve", "serve"]
