@@ -94,6 +94,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     tracing::info!(
         model = %info.dims.name,
         dir = %info.model_dir.display(),
+        files = %info.files.join(", "),
         decoder = info.layout,
         d_model = info.dims.d_model,
         layers = info.dims.num_layers,

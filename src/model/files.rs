@@ -133,6 +133,18 @@ pub struct TranslateDefaults {
 }
 
 impl ModelFiles {
+    /// The graph and tokenizer files in use, by file name (for logs).
+    pub fn names(&self) -> Vec<String> {
+        let mut paths = vec![&self.encoder];
+        match &self.decoder {
+            DecoderLayout::Split { first, with_past } => paths.extend([first, with_past]),
+            DecoderLayout::Merged(path) => paths.push(path),
+        }
+        paths.extend(self.masked.as_ref());
+        paths.push(&self.tokenizer);
+        paths.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect()
+    }
+
     /// `t5serve.json` of the model directory, if it has one.
     pub fn tasks(&self) -> Result<ModelTasks, ModelError> {
         let p = self.dir.join("t5serve.json");

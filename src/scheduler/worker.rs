@@ -58,6 +58,8 @@ pub struct WorkerInfo {
     pub tasks: crate::model::ModelTasks,
     pub layout: &'static str,
     pub model_dir: PathBuf,
+    /// The files loaded, by name.
+    pub files: Vec<String>,
     pub load_seconds: f64,
     /// ONNX Runtime's name of the provider every session runs on (registered, never a fallback).
     pub execution_provider: &'static str,
@@ -122,6 +124,7 @@ impl SchedulerHandle {
                     dims: model.dims.clone(),
                     layout: model.layout_name(),
                     model_dir: model_dir.clone(),
+                    files: model.files.names(),
                     load_seconds: started.elapsed().as_secs_f64(),
                     execution_provider: sessions.provider_name(),
                     cuda_device: sessions.cuda_device,
