@@ -339,13 +339,16 @@ impl GenerateParameters {
         }
     }
 
-    /// The request's texts: with `truncate`, a text may be longer than max_input_tokens (the
-    /// body limit still bounds it); without, the cheap length bound applies before tokenizing.
-    pub fn texts(&self, inputs: &Value, limits: &Limits) -> Result<Texts, ValidationError> {
-        match self.truncate(limits)? {
-            Some(_) => parse_texts("inputs", inputs, limits, usize::MAX),
-            None => parse_inputs(inputs, limits),
-        }
+    /// The request's texts and its `truncate`: with it, a text may be longer than
+    /// max_input_tokens (the body limit still bounds it); without, the cheap length bound applies
+    /// before tokenizing.
+    pub fn texts(&self, inputs: &Value, limits: &Limits) -> Result<(Texts, Option<usize>), ValidationError> {
+        let truncate = self.truncate(limits)?;
+        let texts = match truncate {
+            Some(_) => parse_texts("inputs", inputs, limits, usize::MAX)?,
+            None => parse_inputs(inputs, limits)?,
+        };
+        Ok((texts, truncate))
     }
 
     pub fn queue_deadline(&self, limits: &Limits) -> Result<std::time::Duration, ValidationError> {

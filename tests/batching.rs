@@ -277,11 +277,9 @@ async fn a_request_running_past_request_timeout_gets_504_and_its_row_is_dropped(
     let url = format!("http://{}/v1/generate", server.addr);
     let client = reqwest::Client::new();
     let long = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 50_000, "min_new_tokens": 50_000}});
-    let started = std::time::Instant::now();
     let (status, v) = post(&client, &url, long.clone()).await;
     assert_eq!((status, v["error_type"].as_str()), (504, Some("deadline_exceeded")), "{v}");
     assert!(v["error"].as_str().unwrap().contains("request_timeout_ms"), "{v}");
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
     assert_eq!(wait_for_metric(&client, server.addr, "t5serve_requests_cancelled_total", 1.0).await, 1.0);
     // A stream ends with an error event instead.

@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -46,35 +44,10 @@ async fn a_failing_step_fails_only_its_batch_and_a_panicking_handler_only_its_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_decode_thread_fails_readiness_and_the_process_exits_non_zero() {
-    let log = std::env::temp_dir().join(format!("t5serve-faults-{}.log", std::process::id()));
-    let file = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_t5serve"))
-        .args(["serve", "--model", tiny_model().to_str().unwrap(), "--port", "0"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap();
-    let read_log = || {
-        let mut text = String::new();
-        std::fs::File::open(&log).unwrap().read_to_string(&mut text).unwrap();
-        text
-    };
-    let until = Instant::now() + Duration::from_secs(60);
-    let base = loop {
-        let text = read_log();
-        if let Some(i) = text.find("listening addr=") {
-            let addr: String = text[i + 15..].chars().take_while(|c| !c.is_whitespace()).collect();
-            break format!("http://{addr}");
-        }
-        assert!(Instant::now() < until, "server did not start:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let server = spawn_binary(&[]);
+    let base = server.base.clone();
     let client = reqwest::Client::new();
-    while client.get(format!("{base}/health/ready")).send().await.unwrap().status().as_u16() != 200 {
-        assert!(Instant::now() < until, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_ready(&client).await;
     // The request that kills the decode thread gets a JSON 5xx, not a hang.
     let r = client
         .post(format!("{base}/v1/generate"))
@@ -87,21 +60,14 @@ async fn a_dead_decode_thread_fails_readiness_and_the_process_exits_non_zero() {
         let v: serde_json::Value = r.json().await.unwrap();
         assert!(v["error_type"].is_string(), "{v}");
     }
-    // Then the process stops, non-zero, saying why.
-    let until = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        // While it is still up, it is not ready.
-        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
-            assert_eq!(r.status().as_u16(), 503);
-        }
-        assert!(Instant::now() < until, "the process kept running without its decode thread");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let text = read_log();
-    std::fs::remove_file(&log).ok();
+    // Then the process stops, non-zero, saying why; while it is still up, it is not ready.
+    let (status, text) = server
+        .wait_exit(async || {
+            if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
+                assert_eq!(r.status().as_u16(), 503);
+            }
+        })
+        .await;
     assert_ne!(status.code(), Some(0), "log:\n{text}");
     assert!(text.contains("the decode thread stopped"), "{text}");
 }

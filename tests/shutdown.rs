@@ -4,51 +4,24 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{ServerProcess, spawn_binary};
 
 use serde_json::json;
 
-// The caller waits for the child: the test is about how it exits.
-#[allow(clippy::zombie_processes)]
-fn spawn_server() -> (std::process::Child, String, std::path::PathBuf) {
-    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let log = std::env::temp_dir().join(format!("t5serve-shutdown-{}-{n}.log", std::process::id()));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_t5serve"))
-        .args(["serve", "--model", common::tiny_model().to_str().unwrap(), "--port", "0"])
-        .args(["--max-new-tokens-limit", "60000", "--shutdown-grace-ms", "20000"])
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut text = String::new();
-        std::fs::File::open(&log).unwrap().read_to_string(&mut text).unwrap();
-        if let Some(i) = text.find("listening addr=") {
-            let addr: String = text[i + 15..].chars().take_while(|c| !c.is_whitespace()).collect();
-            return (child, format!("http://{addr}"), log);
-        }
-        assert!(Instant::now() < until, "server did not start:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn spawn_server() -> ServerProcess {
+    spawn_binary(&["--max-new-tokens-limit", "60000", "--shutdown-grace-ms", "20000"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
-    let (mut child, base, log) = spawn_server();
+    let server = spawn_server();
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     assert_eq!(client.get(format!("{base}/health/live")).send().await.unwrap().status().as_u16(), 200);
-    let until = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/health/ready")).send().await.unwrap().status().as_u16() != 200 {
-        assert!(Instant::now() < until, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_ready(&client).await;
     // A stream in flight: about a second of decoding.
     let body = json!({"inputs": "Hi", "stream": true, "parameters": {"max_new_tokens": 3000, "min_new_tokens": 3000}});
     let mut stream = client.post(format!("{base}/v1/generate")).json(&body).send().await.unwrap();
@@ -56,7 +29,7 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
     let first = stream.chunk().await.unwrap().expect("a first event");
     assert!(!first.is_empty());
 
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ready = client.get(format!("{base}/health/ready")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 503, "readiness turns 503 while draining");
@@ -73,29 +46,16 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
     assert!(text.contains("event: done"), "the stream finished");
     assert_eq!(text.matches("event: token").count(), 3000);
 
-    let until = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < until, "the process did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let mut text = String::new();
-    std::fs::File::open(&log).unwrap().read_to_string(&mut text).unwrap();
-    std::fs::remove_file(&log).ok();
+    let (status, text) = server.wait_exit(async || {}).await;
     assert_eq!(status.code(), Some(0), "exit status; log:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_with_32_requests_in_flight_completes_all_of_them() {
-    let (mut child, base, log) = spawn_server();
+    let server = spawn_server();
+    let base = server.base.clone();
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/health/ready")).send().await.unwrap().status().as_u16() != 200 {
-        assert!(Instant::now() < until, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_ready(&client).await;
     // 32 requests of a few hundred steps each, different lengths.
     let mut tasks = Vec::new();
     for i in 0..32u64 {
@@ -120,7 +80,7 @@ async fn sigterm_with_32_requests_in_flight_completes_all_of_them() {
         assert!(Instant::now() < until, "the 32 requests never ran together: {active:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let r = client.post(format!("{base}/v1/generate")).json(&json!({"inputs": "Hi"})).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503, "new requests are refused while draining");
@@ -128,16 +88,6 @@ async fn sigterm_with_32_requests_in_flight_completes_all_of_them() {
         let (status, generated, n) = t.await.unwrap();
         assert_eq!((status, generated), (200, Some(n)), "every request in flight completes");
     }
-    let until = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < until, "the process did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let mut text = String::new();
-    std::fs::File::open(&log).unwrap().read_to_string(&mut text).unwrap();
-    std::fs::remove_file(&log).ok();
+    let (status, text) = server.wait_exit(async || {}).await;
     assert_eq!(status.code(), Some(0), "exit status; log:\n{text}");
 }

@@ -25,7 +25,7 @@ pub async fn generate(
     crate::faults::handler(req.parameters.seed);
     let permit = app.admit()?;
     let p = &req.parameters;
-    let texts = p.texts(&req.inputs, &app.limits)?;
+    let (texts, truncate) = p.texts(&req.inputs, &app.limits)?;
     let details = p.details.unwrap_or(false);
     let beam = p.beam(&app.limits)?;
     let options = RowOptions {
@@ -42,7 +42,7 @@ pub async fn generate(
     if stream && beam.is_some() {
         return Err(ApiError::Validation("stream is not available with beam search (num_beams > 1)".into()));
     }
-    let ids = app.tokenize_truncated(texts.texts, p.truncate(&app.limits)?).await?;
+    let ids = app.tokenize_truncated(texts.texts, truncate).await?;
     let receivers = rows::submit(&app, ids, &options)?;
     if stream {
         let rx = receivers.into_iter().next().expect("one input");

@@ -176,7 +176,7 @@ async fn run(
     let arrived = Instant::now();
     let permit = app.admit()?;
     let p = req.parameters.to_v1()?;
-    let texts = p.texts(&serde_json::Value::String(req.inputs.clone()), &app.limits)?;
+    let (texts, truncate) = p.texts(&serde_json::Value::String(req.inputs.clone()), &app.limits)?;
     let sampled = p.do_sample == Some(true);
     let options = RowOptions {
         beam: None,
@@ -187,7 +187,7 @@ async fn run(
         deadline: arrived + p.queue_deadline(&app.limits)?,
     };
     let seed = sampled.then_some(options.params.seed);
-    let ids = app.tokenize_truncated(texts.texts, p.truncate(&app.limits)?).await?;
+    let ids = app.tokenize_truncated(texts.texts, truncate).await?;
     let prefix = if req.parameters.return_full_text == Some(true) { req.inputs.clone() } else { String::new() };
     let rx = rows::submit(&app, ids, &options)?.pop().expect("one input");
     if stream {

@@ -155,3 +155,73 @@ pub async fn post(client: &reqwest::Client, url: &str, body: serde_json::Value) 
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
+
+/// The real binary serving the tiny model on a free port, its output in a log file.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+/// Starts `t5serve serve` on the tiny model with `extra` flags and returns once it listens.
+// The caller waits for the child: the tests are about how it exits.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_binary(extra: &[&str]) -> ServerProcess {
+    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let log = std::env::temp_dir().join(format!("t5serve-process-{}-{n}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_t5serve"))
+        .args(["serve", "--model", tiny_model().to_str().unwrap(), "--port", "0"])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::from(file.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let mut server = ServerProcess { child, base: String::new(), log };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = server.log_text();
+        if let Some(i) = text.find("listening addr=") {
+            let addr: String = text[i + 15..].chars().take_while(|c| !c.is_whitespace()).collect();
+            server.base = format!("http://{addr}");
+            return server;
+        }
+        assert!(std::time::Instant::now() < until, "server did not start:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+impl ServerProcess {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// Polls /health/ready until it answers 200.
+    pub async fn wait_ready(&self, client: &reqwest::Client) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while client.get(format!("{}/health/ready", self.base)).send().await.unwrap().status().as_u16() != 200 {
+            assert!(std::time::Instant::now() < until, "never ready");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits up to 30 s for the process to exit, calling `meanwhile` between polls; returns its
+    /// status and its log (the log file is removed).
+    pub async fn wait_exit(mut self, mut meanwhile: impl AsyncFnMut()) -> (std::process::ExitStatus, String) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            meanwhile().await;
+            assert!(std::time::Instant::now() < until, "the process did not exit");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let text = self.log_text();
+        std::fs::remove_file(&self.log).ok();
+        (status, text)
+    }
+}
