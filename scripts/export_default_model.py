@@ -30,24 +30,10 @@ WORK = t5tools.CACHE / "default-export"
 FIXTURE_PER_TASK = 100
 # Greedy outputs of two correct implementations may differ where the top-2 logits are closer than this.
 NEAR_TIE = 1e-3
-SPLIT_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
 
 
 def quantize(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.suffix != ".onnx":
-            shutil.copy(f, dst / f.name)
-    for name in SPLIT_FILES:
-        quantize_dynamic(str(src / name), str(dst / name), weight_type=QuantType.QInt8, per_channel=False)
-    (dst / "quantization.json").write_text(
-        json.dumps({"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": False}, indent=1)
-        + "\n"
-    )
+    t5tools.quantize_dir(src, dst, per_channel=False)
 
 
 def load_ort(model_dir: Path):
@@ -240,6 +226,32 @@ library; its outputs, number words, are not copyrightable material).
     (dest / "README.md").write_text(card)
 
 
+def fixture_accuracy(model_dir: Path, tok, cases: list[dict]) -> dict:
+    """Exact match per task of optimum's greedy outputs with `model_dir`'s graphs on the fixture's
+    prompts (one prompt at a time, as the fixture was made): the fp32 reference that the int8
+    accuracy guard (tests/bundled_model.rs) compares the served int8 model with."""
+    model = load_ort(model_dir)
+    right: dict[str, list[bool]] = {}
+    for case in cases:
+        out, _ = generate_with_margins(model, tok, [case["prompt"]], batch=1)
+        right.setdefault(case["task"], []).append(out[0] == case["target"])
+    return {task: round(100.0 * sum(r) / len(r), 2) for task, r in right.items()}
+
+
+def record_fixture_fp32(fp32: Path, tok) -> dict:
+    """Adds the fp32 exact match on the fixture's prompts to the fixture and to eval.json."""
+    data = json.loads(T.FIXTURE.read_text())
+    acc = fixture_accuracy(fp32, tok, data["cases"])
+    data["exact_match_fp32"] = acc
+    data["exact_match_fp32_by"] = "optimum ORTModelForSeq2SeqLM + transformers generate (greedy, one prompt at a time) on the fp32 export"
+    T.FIXTURE.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    ev_path = T.MODEL_DIR / "eval.json"
+    ev = json.loads(ev_path.read_text())
+    ev["eval"]["fixture_fp32"] = acc
+    ev_path.write_text(json.dumps(ev, indent=1) + "\n")
+    return acc
+
+
 def main(quick: bool = False, ckpt: Path | None = None) -> None:
     """`quick` checks the pipeline on a checkpoint mid-training: few numbers, scratch outputs."""
     import torch
@@ -337,6 +349,8 @@ def main(quick: bool = False, ckpt: Path | None = None) -> None:
     )
     decoding = WORK / "quick-decoding.json" if quick else DECODING_FIXTURE
     decoding.write_text(json.dumps(decoding_fixture(model, tok, heldout), indent=1, ensure_ascii=False) + "\n")
+    if not quick:
+        info["eval"]["fixture_fp32"] = record_fixture_fp32(fp32, tok)
     print(json.dumps(info, indent=1))
 
 
@@ -346,5 +360,15 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="check the pipeline on a mid-training checkpoint")
     p.add_argument("--ckpt", type=Path, help=f"checkpoint to export (default {T.CKPT})")
+    p.add_argument(
+        "--fixture-fp32",
+        action="store_true",
+        help="only add the fp32 exact match on the fixture prompts (needs the fp32 export of an earlier run)",
+    )
     a = p.parse_args()
-    main(quick=a.quick, ckpt=a.ckpt)
+    if a.fixture_fp32:
+        if not (WORK / "fp32" / "encoder_model.onnx").exists():
+            raise SystemExit(f"no fp32 export in {WORK / 'fp32'}: run without --fixture-fp32 first")
+        print(json.dumps(record_fixture_fp32(WORK / "fp32", t5tools.load_t5_tokenizer())))
+    else:
+        main(quick=a.quick, ckpt=a.ckpt)

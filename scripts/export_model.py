@@ -3,14 +3,21 @@
 
     python scripts/export_model.py google/flan-t5-small models/flan-t5-small
     python scripts/export_model.py ./my-finetuned-t5 models/my-t5 --merged
+    python scripts/export_model.py google/flan-t5-small models/flan-t5-small-int8 --quantize int8
 
 The source is a hub id (needs network) or a local folder with config.json, weights and a
 tokenizer. The output is optimum's `text2text-generation-with-past` layout: encoder_model.onnx,
 decoder_model.onnx + decoder_with_past_model.onnx (or decoder_model_merged.onnx with --merged),
 config.json, generation_config.json and tokenizer.json without fixed padding or truncation.
+
+`--quantize int8` writes dynamically quantized graphs instead (signed int8 weights, per-tensor
+unless `--per-channel`; the split decoders, since the merged one is not quantized) and records
+the settings in quantization.json. scripts/quantize_model.py does the same for a directory that
+is already exported.
 """
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,7 +37,16 @@ def main() -> None:
         help="also write decoder_with_past_masked.onnx (a decoder self-attention mask input, so rows of "
         "different lengths can share a batch); needs a local checkpoint or network for the hub id",
     )
+    p.add_argument("--quantize", choices=["int8"], help="write int8 graphs (dynamic quantization, QInt8 weights)")
+    p.add_argument("--per-channel", action="store_true", help="with --quantize: one scale per output channel")
     args = p.parse_args()
+    if args.quantize and args.merged:
+        p.error("--quantize needs the split decoders (quantize_dynamic leaves the merged decoder's If subgraphs alone)")
+    if args.per_channel and not args.quantize:
+        p.error("--per-channel goes with --quantize int8")
+    final = args.output
+    if args.quantize:
+        args.output = final.with_name(final.name + ".fp32-tmp")
     t5tools.export_onnx(
         args.model,
         args.output,
@@ -39,7 +55,10 @@ def main() -> None:
     )
     if args.masked:
         t5tools.export_masked_with_past(args.model, args.output)
-    print(f"exported {args.model} -> {args.output} ({t5tools.dir_size_mb(args.output):.1f} MB)")
+    if args.quantize:
+        t5tools.quantize_dir(args.output, final, per_channel=args.per_channel)
+        shutil.rmtree(args.output)
+    print(f"exported {args.model} -> {final} ({t5tools.dir_size_mb(final):.1f} MB)")
 
 
 if __name__ == "__main__":

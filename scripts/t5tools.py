@@ -130,6 +130,55 @@ def dir_size_mb(path: Path) -> float:
 
 
 MASKED_WITH_PAST = "decoder_with_past_masked.onnx"
+QUANTIZATION_FILE = "quantization.json"
+# The graphs dynamic quantization applies to. The merged decoder keeps its weights inside `If`
+# subgraphs, which quantize_dynamic leaves alone, so it is not among them.
+QUANTIZABLE = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", MASKED_WITH_PAST)
+
+
+def quantize_dir(src: Path, dst: Path, per_channel: bool = False) -> dict:
+    """Writes an int8 copy of the model directory `src` to `dst`: dynamic quantization
+    (onnxruntime quantize_dynamic) with signed int8 weights (QInt8), per-tensor unless
+    `per_channel`, of the encoder and the split decoder graphs (and the masked decoder when there
+    is one). Other files are copied; the settings are recorded in quantization.json, which the
+    server reports in /v1/models. Returns those settings.
+
+    Signed weights: unsigned (QUInt8) weights measured much slower at batch 32 on this CPU.
+    """
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise SystemExit("quantize: the output directory must differ from the source")
+    if (src / QUANTIZATION_FILE).exists():
+        raise SystemExit(f"quantize: {src} is already quantized ({QUANTIZATION_FILE})")
+    graphs = [n for n in QUANTIZABLE if (src / n).exists()]
+    if "decoder_with_past_model.onnx" not in graphs:
+        raise SystemExit(
+            f"quantize: {src} has no split decoder pair (decoder_model.onnx + decoder_with_past_model.onnx); "
+            "export it without --merged: the merged decoder's weights sit in `If` subgraphs that "
+            "quantize_dynamic does not quantize"
+        )
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and f.suffix != ".onnx":
+            shutil.copy(f, dst / f.name)
+    for name in graphs:
+        quantize_dynamic(str(src / name), str(dst / name), weight_type=QuantType.QInt8, per_channel=per_channel)
+    settings = {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "dtype": "int8",
+        "weight_type": "QInt8",
+        "per_channel": per_channel,
+        "activations": "uint8, dynamic (scale computed per tensor at run time)",
+        "graphs": graphs,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    (dst / QUANTIZATION_FILE).write_text(json.dumps(settings, indent=1) + "\n")
+    return settings
 
 
 def export_masked_with_past(model_dir: str, out_dir: Path) -> None:

@@ -31,6 +31,17 @@ pub enum ExecutionProvider {
     Cuda,
 }
 
+/// Whose intra-op threads run the graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+#[clap(rename_all = "kebab-case")]
+pub enum ThreadPool {
+    /// One process-wide pool that the encoder and decoder sessions share.
+    Global,
+    /// A pool per session (ONNX Runtime's default).
+    PerSession,
+}
+
 /// A secret that never appears in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -66,10 +77,17 @@ pub struct Config {
     pub port: u16,
     /// Path of libonnxruntime.so; unset means ORT_DYLIB_PATH, then .ort/.
     pub ort_library: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads per session; 0 means one per core.
+    /// ONNX Runtime intra-op threads (of the global pool, or of each session's); 0 means one per core.
     pub intra_op_threads: usize,
-    /// Let ONNX Runtime threads busy-wait between ops.
+    /// One global ONNX Runtime thread pool shared by every session, or one pool per session.
+    pub ort_thread_pool: ThreadPool,
+    /// Let ONNX Runtime threads busy-wait between ops (they block again after a short spin).
     pub intra_op_spinning: bool,
+    /// Tokio worker threads (HTTP, JSON, SSE); 0 = auto: one per 4 cores, at least 1, so that
+    /// HTTP work does not take the cores ONNX Runtime's pool runs on.
+    pub http_threads: usize,
+    /// Threads that tokenize request texts (and run other blocking work); at least 1.
+    pub tokenizer_threads: usize,
     /// Where the graphs run: cpu, or cuda (registered explicitly; start-up fails if it cannot be).
     pub execution_provider: ExecutionProvider,
     /// GPU index for the cuda provider.
@@ -119,6 +137,16 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+impl Config {
+    /// The tokio worker threads to start: `http_threads`, or one per 4 cores (at least 1).
+    pub fn http_worker_threads(&self) -> usize {
+        if self.http_threads > 0 {
+            return self.http_threads;
+        }
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -130,7 +158,10 @@ impl Default for Config {
             port: 8080,
             ort_library: None,
             intra_op_threads: 0,
-            intra_op_spinning: false,
+            ort_thread_pool: ThreadPool::Global,
+            http_threads: 0,
+            tokenizer_threads: 2,
+            intra_op_spinning: true,
             execution_provider: ExecutionProvider::Cpu,
             device_id: 0,
             max_input_tokens: 512,
@@ -185,12 +216,21 @@ pub struct Overrides {
     /// Path of libonnxruntime.so [default: $ORT_DYLIB_PATH, then .ort/libonnxruntime.so.1.31.1]
     #[arg(long, env = "T5SERVE_ORT_LIBRARY")]
     pub ort_library: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads per session, 0 = one per core [default: 0]
+    /// ONNX Runtime intra-op threads (of the global pool, or per session), 0 = one per core [default: 0]
     #[arg(long, env = "T5SERVE_INTRA_OP_THREADS")]
     pub intra_op_threads: Option<usize>,
-    /// Let ONNX Runtime threads busy-wait between ops [default: false]
+    /// One ONNX Runtime thread pool shared by all sessions, or one per session [default: global]
+    #[arg(long, env = "T5SERVE_ORT_THREAD_POOL", value_enum)]
+    pub ort_thread_pool: Option<ThreadPool>,
+    /// Let ONNX Runtime threads busy-wait between ops [default: true]
     #[arg(long, env = "T5SERVE_INTRA_OP_SPINNING")]
     pub intra_op_spinning: Option<bool>,
+    /// Tokio worker threads for HTTP, 0 = one per 4 cores, at least 1 [default: 0]
+    #[arg(long, env = "T5SERVE_HTTP_THREADS")]
+    pub http_threads: Option<usize>,
+    /// Threads that tokenize request texts [default: 2]
+    #[arg(long, env = "T5SERVE_TOKENIZER_THREADS")]
+    pub tokenizer_threads: Option<usize>,
     /// Where the graphs run; cuda needs the onnxruntime-gpu library and fails loudly without it [default: cpu]
     #[arg(long, env = "T5SERVE_EXECUTION_PROVIDER", value_enum)]
     pub execution_provider: Option<ExecutionProvider>,
@@ -293,7 +333,10 @@ impl Config {
             host,
             port,
             intra_op_threads,
+            ort_thread_pool,
             intra_op_spinning,
+            http_threads,
+            tokenizer_threads,
             execution_provider,
             device_id,
             max_input_tokens,
@@ -352,6 +395,8 @@ impl Config {
             return Err(ConfigError(format!("host = {:?} is not an IP address", self.host)));
         }
         range("intra_op_threads", self.intra_op_threads, 0, 1024)?;
+        range("http_threads", self.http_threads, 0, 1024)?;
+        range("tokenizer_threads", self.tokenizer_threads, 1, 1024)?;
         range("max_input_tokens", self.max_input_tokens, 1, 65_536)?;
         range("max_new_tokens_limit", self.max_new_tokens_limit, 1, 65_536)?;
         range("default_max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_limit)?;

@@ -79,6 +79,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
     let settings = SessionSettings {
         intra_threads: config.intra_op_threads,
+        global_pool: config.ort_thread_pool == config::ThreadPool::Global,
         spinning: config.intra_op_spinning,
         ort_library: config.ort_library.clone(),
         cuda_device: (config.execution_provider == config::ExecutionProvider::Cuda).then_some(config.device_id),
@@ -102,9 +103,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         heads = info.dims.num_heads,
         vocab = info.dims.vocab_size,
         joins_running_batch = info.can_join,
+        weights = info.weights(),
+        quantization = %info.quantization.as_ref().map_or_else(|| "none".to_string(), |q| q.to_string()),
         execution_provider = info.execution_provider,
         device_id = ?info.cuda_device,
         intra_op_threads = config.intra_op_threads,
+        ort_thread_pool = ?config.ort_thread_pool,
+        http_threads = config.http_worker_threads(),
+        tokenizer_threads = config.tokenizer_threads,
         intra_op_spinning = config.intra_op_spinning,
         load_seconds = info.load_seconds,
         "model loaded"

@@ -43,7 +43,12 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.http_worker_threads())
+        .max_blocking_threads(config.tokenizer_threads)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("t5serve: cannot start the async runtime: {e}");

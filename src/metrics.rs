@@ -16,6 +16,7 @@ pub const LATENCY_BUCKETS: &[f64] =
 /// Sub-millisecond to second buckets for per-token and per-step times.
 pub const STEP_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+const PADDING_BUCKETS: &[f64] = &[0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75];
 
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +53,11 @@ pub struct Metrics {
     encoder_duration_seconds: Histogram,
     /// Seconds of one cached decoder step over a cohort.
     decode_step_duration_seconds: Histogram,
+    /// Share of padding in each prefill's encoder batches (padded - real) / padded.
+    padding_ratio: Histogram,
+    /// Encoder input tokens, real and as padded; their ratio is the overall padding.
+    encoder_tokens_total: IntCounter,
+    encoder_padded_tokens_total: IntCounter,
     /// Constant 1, labelled with the build and what it serves.
     _build_info: IntGaugeVec,
 }
@@ -151,6 +157,16 @@ impl Metrics {
                 "Seconds of one cached decoder step over a cohort.",
                 STEP_BUCKETS,
             ),
+            padding_ratio: histogram(
+                "t5serve_padding_ratio",
+                "Share of padding in each prefill's encoder batches, (padded - real) / padded tokens.",
+                PADDING_BUCKETS,
+            ),
+            encoder_tokens_total: counter("t5serve_encoder_tokens_total", "Real input tokens the encoder ran on."),
+            encoder_padded_tokens_total: counter(
+                "t5serve_encoder_padded_tokens_total",
+                "Input tokens the encoder ran on, padding included (input rows are bucketed by length).",
+            ),
             _build_info: build_info,
             registry,
             stats,
@@ -199,6 +215,14 @@ impl LoopObserver for Metrics {
     fn stepped(&self, seconds: f64, rows: usize) {
         self.decode_step_duration_seconds.observe(seconds);
         self.batch_size.observe(rows as f64);
+    }
+    fn padding(&self, real: usize, padded: usize) {
+        if padded == 0 {
+            return;
+        }
+        self.padding_ratio.observe(padded.saturating_sub(real) as f64 / padded as f64);
+        self.encoder_tokens_total.inc_by(real as u64);
+        self.encoder_padded_tokens_total.inc_by(padded as u64);
     }
 }
 

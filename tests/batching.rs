@@ -296,3 +296,79 @@ async fn a_request_running_past_request_timeout_gets_504_and_its_row_is_dropped(
     assert_eq!(status, 200);
     server.shutdown().await.unwrap();
 }
+
+/// The model's dimensions, read from its config.json (not from the server).
+fn tiny_dims() -> (usize, usize, usize, usize) {
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(tiny_model().join("config.json")).unwrap()).unwrap();
+    let n = |k: &str| cfg[k].as_u64().unwrap() as usize;
+    (n("num_decoder_layers"), n("num_heads"), n("d_kv"), n("d_model"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kv_cache_bytes_matches_the_size_computed_from_the_model_dimensions() {
+    let (layers, heads, d_kv, d_model) = tiny_dims();
+    let server = start_server_with(tiny_model(), |c| c.max_new_tokens_limit = 60_000).await;
+    let client = reqwest::Client::new();
+    let tokenizer = TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
+    let prompt = "the quick brown fox jumps over the lazy dog";
+    let src = tokenizer.encode(prompt).unwrap().len();
+    let url = format!("http://{}/v1/generate", server.addr);
+    let body = json!({"inputs": prompt, "parameters": {"max_new_tokens": 20000, "min_new_tokens": 20000}});
+    let long = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.post(url).json(&body).timeout(Duration::from_secs(2)).send().await }
+    });
+    // f32 bytes of one row: K and V per decoder layer, `heads x d_kv` per position, over the
+    // generated positions (self-attention) and the input positions (cross-attention), plus the
+    // encoder output `src x d_model`.
+    let per_position = 2 * layers * heads * d_kv * 4;
+    let fixed = src * per_position + src * d_model * 4;
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let g = metric(&client, server.addr, "t5serve_kv_cache_bytes").await as usize;
+        if g > 0 {
+            assert!(g > fixed && (g - fixed).is_multiple_of(per_position), "{g} bytes is not {fixed} + n x {per_position}");
+            seen.push((g - fixed) / per_position);
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "the self-attention cache only grows: {seen:?}");
+    let _ = long.await;
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_kv_cache_bytes", 0.0).await, 0.0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inputs_are_encoded_in_length_buckets_and_the_padding_is_reported() {
+    let server = start_server(tiny_model()).await;
+    let client = reqwest::Client::new();
+    let tokenizer = TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
+    let text = |n: usize| vec!["the"; n].join(" ");
+    let url = format!("http://{}/v1/generate", server.addr);
+    let totals = || async {
+        (
+            metric(&client, server.addr, "t5serve_encoder_tokens_total").await,
+            metric(&client, server.addr, "t5serve_encoder_padded_tokens_total").await,
+            metric(&client, server.addr, "t5serve_padding_ratio_count").await,
+        )
+    };
+    // (input word counts, expected padded tokens): 9 and 10 tokens pad 1 of 20 (5%): one batch;
+    // 3 and 10 would pad 7 of 20 (35%, over 20%): two batches, no padding.
+    for (words, padded_want) in [([8usize, 9], 20.0), ([2, 9], 13.0)] {
+        let lens: Vec<usize> = words.iter().map(|&n| tokenizer.encode(&text(n)).unwrap().len()).collect();
+        assert_eq!(lens, words.iter().map(|n| n + 1).collect::<Vec<_>>(), "one token per word, and EOS");
+        let before = totals().await;
+        let (status, _) = post(
+            &client,
+            &url,
+            json!({"inputs": [text(words[0]), text(words[1])], "parameters": {"max_new_tokens": 2}}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let after = totals().await;
+        assert_eq!(after.0 - before.0, lens.iter().sum::<usize>() as f64);
+        assert_eq!(after.1 - before.1, padded_want);
+        assert_eq!(after.2 - before.2, 1.0, "one prefill");
+    }
+    server.shutdown().await.unwrap();
+}

@@ -4,6 +4,9 @@
 //! the fixture prompts, and give the same outputs batched and one by one. A bug in the cache,
 //! padding or tokenizer shows up here as a drop in accuracy.
 //!
+//! The bundled files are int8 (dynamic quantization); the accuracy guard holds the served int8
+//! model to within 1 point of the fp32 export's exact match on the same prompts.
+//!
 //! The fixtures (`tests/data/numbers_heldout.json`, `numbers_decoding.json`) and the model card's
 //! figures are written by `scripts/export_default_model.py` from the bundled files.
 
@@ -19,6 +22,8 @@ use serde_json::{Value, json};
 struct Fixture {
     max_new_tokens: usize,
     exact_match: BTreeMap<String, f64>,
+    /// optimum's exact match with the fp32 export on the same prompts.
+    exact_match_fp32: BTreeMap<String, f64>,
     cases: Vec<Case>,
 }
 
@@ -58,6 +63,13 @@ async fn bundled_model_reproduces_optimum_and_its_model_card() {
     let server = common::start_server(bundled()).await;
     let url = format!("http://{}/v1/generate", server.addr);
     let client = reqwest::Client::new();
+    let models: Value =
+        client.get(format!("http://{}/v1/models", server.addr)).send().await.unwrap().json().await.unwrap();
+    let quantization: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundled().join("quantization.json")).unwrap()).unwrap();
+    assert_eq!(models["models"][0]["weights"], "int8");
+    assert_eq!(models["models"][0]["quantization"], quantization);
+    assert_eq!(quantization["weight_type"], "QInt8");
 
     // Interleave the tasks so that every batch mixes prompt lengths (and so padding).
     let mut by_task: BTreeMap<&str, Vec<&Case>> = BTreeMap::new();
@@ -98,6 +110,10 @@ async fn bundled_model_reproduces_optimum_and_its_model_card() {
         let card_pct = card["eval"]["fixture"][*task].as_f64().unwrap();
         assert!((pct - card_pct).abs() < 1e-6, "{task}: server {pct}%, model card {card_pct}%");
         assert!((fx.exact_match[*task] - card_pct).abs() < 1e-6, "{task}: fixture and model card disagree");
+        // The accuracy guard: int8, served, within 1 point of fp32 (optimum on the fp32 export).
+        let fp32 = fx.exact_match_fp32[*task];
+        println!("{task}: int8 served {pct:.1}%, fp32 {fp32:.1}%");
+        assert!(pct >= fp32 - 1.0, "{task}: int8 {pct}% is more than 1 point below fp32 {fp32}%");
     }
 
     // 3. The same prompts, 32 per multi-input request, give exactly the single outputs.

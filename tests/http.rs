@@ -241,6 +241,8 @@ async fn models_reports_the_model_and_its_limits() {
     assert_eq!(v["models"][0]["id"], "tiny-t5");
     assert_eq!(v["models"][0]["dimensions"]["d_model"], 32);
     assert_eq!(v["models"][0]["limits"]["max_input_tokens"], 512);
+    assert_eq!(v["models"][0]["weights"], "float32");
+    assert_eq!(v["models"][0]["quantization"], Value::Null);
     server.shutdown().await.unwrap();
 }
 

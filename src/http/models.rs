@@ -18,6 +18,8 @@ pub async fn models(State(app): State<AppState>) -> Json<Value> {
             "model_type": d.model_type,
             "decoder": app.info.layout,
             "joins_running_batch": app.info.can_join,
+            "weights": app.info.weights(),
+            "quantization": app.info.quantization,
             "dimensions": {
                 "d_model": d.d_model, "d_kv": d.d_kv, "num_heads": d.num_heads,
                 "num_layers": d.num_layers, "num_decoder_layers": d.num_decoder_layers, "vocab_size": d.vocab_size,

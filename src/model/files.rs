@@ -145,6 +145,23 @@ impl ModelFiles {
         paths.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect()
     }
 
+    /// The quantization settings the export recorded (`quantization.json`, written by
+    /// scripts/quantize_model.py and `export_model.py --quantize`); `None` for a float model.
+    pub fn quantization(&self) -> Result<Option<serde_json::Value>, ModelError> {
+        let p = self.dir.join("quantization.json");
+        if !p.is_file() {
+            return Ok(None);
+        }
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| ModelError::Files(format!("cannot read {}: {e}", p.display())))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Files(format!("invalid {}: {e}", p.display())))?;
+        if !value.is_object() {
+            return Err(ModelError::Files(format!("invalid {}: expected a JSON object", p.display())));
+        }
+        Ok(Some(value))
+    }
+
     /// `t5serve.json` of the model directory, if it has one.
     pub fn tasks(&self) -> Result<ModelTasks, ModelError> {
         let p = self.dir.join("t5serve.json");

@@ -13,7 +13,16 @@ pub const ORT_VERSION: &str = "1.31.1";
 const FIX_HINT: &str = "run `scripts/setup_ort.sh` (it downloads the PyPI wheel onnxruntime==1.31.1 into .ort/), \
                         or point ORT_DYLIB_PATH / --ort-library at libonnxruntime.so.1.31.1";
 
-static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+/// The environment, and the global thread pool it was built with.
+static ENVIRONMENT: OnceLock<(Environment, Option<GlobalPool>)> = OnceLock::new();
+
+/// A process-wide intra-op thread pool that every session shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GlobalPool {
+    /// 0 = one per core.
+    pub intra_threads: usize,
+    pub spinning: bool,
+}
 
 /// Where to look for the library: an explicit path, else `ORT_DYLIB_PATH`, else `.ort/` in the
 /// working directory (where `scripts/setup_ort.sh` puts it).
@@ -27,13 +36,23 @@ pub fn library_path(explicit: Option<&Path>) -> PathBuf {
     PathBuf::from(format!(".ort/libonnxruntime.so.{ORT_VERSION}"))
 }
 
-/// Loads ONNX Runtime once per process and returns the shared environment.
+/// Loads ONNX Runtime once per process and returns the shared environment, with the global
+/// thread pool `pool` (the first call decides; a later call that asks for another pool is an
+/// error, since a process has one environment).
 ///
 /// Without this check ort panics at the first API call; here a missing or wrong library is an
 /// error that names the path tried and the command that fixes it.
-pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, ModelError> {
-    if let Some(env) = ENVIRONMENT.get() {
-        return Ok(env);
+pub fn environment(explicit: Option<&Path>, pool: Option<GlobalPool>) -> Result<&'static Environment, ModelError> {
+    if let Some((env, built_with)) = ENVIRONMENT.get() {
+        return match (pool, built_with) {
+            (Some(want), Some(have)) if want != *have => Err(ModelError::Runtime(format!(
+                "the process-wide ONNX Runtime thread pool already exists with {have:?}, not {want:?}"
+            ))),
+            (Some(want), None) => Err(ModelError::Runtime(format!(
+                "ONNX Runtime was initialised without a global thread pool; cannot use {want:?}"
+            ))),
+            _ => Ok(env),
+        };
     }
     let path = library_path(explicit);
     let path = std::path::absolute(&path).unwrap_or(path);
@@ -55,17 +74,23 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Mode
     let builder = ort::init_from(&path).map_err(|e| {
         ModelError::Runtime(format!("cannot load ONNX Runtime from {}: {e}; {FIX_HINT}", path.display()))
     })?;
-    let env = builder
-        .with_name("t5serve")
-        .with_telemetry(false)
-        .build()
-        .map_err(|e| ModelError::Runtime(format!("cannot create the ONNX Runtime environment: {e}")))?;
+    let mut builder = builder.with_name("t5serve").with_telemetry(false);
+    if let Some(p) = pool {
+        let options = ort::environment::GlobalThreadPoolOptions::default()
+            .with_intra_threads(p.intra_threads)
+            .and_then(|o| o.with_spin_control(p.spinning))
+            .and_then(|o| o.with_inter_threads(1))
+            .map_err(|e| ModelError::Runtime(format!("cannot configure the global thread pool: {e}")))?;
+        builder = builder.with_global_thread_pool(options);
+    }
+    let env =
+        builder.build().map_err(|e| ModelError::Runtime(format!("cannot create the ONNX Runtime environment: {e}")))?;
     tracing::info!(
         library = %path.display(),
         version = %version,
         "ONNX Runtime loaded"
     );
-    Ok(ENVIRONMENT.get_or_init(|| env))
+    Ok(&ENVIRONMENT.get_or_init(|| (env, pool)).0)
 }
 
 /// The version string of the library at `path` (`OrtGetApiBase()->GetVersionString()`).

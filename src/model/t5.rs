@@ -16,12 +16,16 @@ use super::kv::{DecoderState, gather_rows};
 use super::{ModelError, runtime};
 
 /// How ONNX Runtime sessions are built.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// Intra-op threads per session; 0 lets ONNX Runtime pick (one per core).
+    /// Intra-op threads (of the global pool, or of each session); 0 lets ONNX Runtime pick (one per core).
     pub intra_threads: usize,
-    /// Busy-wait in intra-op threads between ops. Off by default: with three sessions on a small
-    /// machine, spinning threads compete for the same cores.
+    /// Run every session on one process-wide intra-op pool instead of a pool per session. The
+    /// encoder and decoder sessions never run at once (one decode thread drives them), so one
+    /// pool of one thread per core serves them all without idle pools or competing spinners.
+    pub global_pool: bool,
+    /// Busy-wait in intra-op threads between ops. On by default with the global pool (one set of
+    /// spinning threads); with a pool per session, three sessions' spinners compete for the cores.
     pub spinning: bool,
     /// Explicit path of libonnxruntime; `None` uses ORT_DYLIB_PATH or `.ort/`.
     pub ort_library: Option<std::path::PathBuf>,
@@ -29,7 +33,18 @@ pub struct SessionSettings {
     pub cuda_device: Option<u32>,
 }
 
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self { intra_threads: 0, global_pool: true, spinning: true, ort_library: None, cuda_device: None }
+    }
+}
+
 impl SessionSettings {
+    /// The process-wide pool these settings ask for, if any.
+    pub fn pool(&self) -> Option<runtime::GlobalPool> {
+        self.global_pool.then_some(runtime::GlobalPool { intra_threads: self.intra_threads, spinning: self.spinning })
+    }
+
     /// ONNX Runtime's name of the provider the sessions run on.
     pub fn provider_name(&self) -> &'static str {
         if self.cuda_device.is_some() { "CUDAExecutionProvider" } else { "CPUExecutionProvider" }
@@ -117,13 +132,19 @@ pub struct Seq2SeqModel {
 }
 
 fn build_session(path: &Path, settings: &SessionSettings) -> ort::Result<Session> {
-    let env = runtime::environment(settings.ort_library.as_deref()).map_err(|e| ort::Error::new(e.to_string()))?;
-    let mut builder = Session::builder(env)?
-        .with_optimization_level(GraphOptimizationLevel::All)?
-        .with_intra_op_spinning(settings.spinning)?
-        .with_inter_op_spinning(false)?;
-    if settings.intra_threads > 0 {
-        builder = builder.with_intra_threads(settings.intra_threads)?;
+    let env = runtime::environment(settings.ort_library.as_deref(), settings.pool())
+        .map_err(|e| ort::Error::new(e.to_string()))?;
+    let mut builder = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::All)?;
+    if settings.global_pool {
+        // The session runs on the environment's pool (ort disables its own threads).
+    } else {
+        builder = builder
+            .with_independent_thread_pool()?
+            .with_intra_op_spinning(settings.spinning)?
+            .with_inter_op_spinning(false)?;
+        if settings.intra_threads > 0 {
+            builder = builder.with_intra_threads(settings.intra_threads)?;
+        }
     }
     if let Some(device) = settings.cuda_device {
         // Registered explicitly and required: ONNX Runtime would otherwise fall back to the CPU
@@ -151,7 +172,7 @@ fn input_names(s: &Session) -> Vec<String> {
 impl Seq2SeqModel {
     pub fn load(dir: &Path, settings: &SessionSettings) -> Result<Self, ModelError> {
         // Load the library first, so a missing one is reported as such and not as a bad model.
-        runtime::environment(settings.ort_library.as_deref())?;
+        runtime::environment(settings.ort_library.as_deref(), settings.pool())?;
         let files = ModelFiles::discover(dir)?;
         let dims = files.dims()?;
         let encoder = session(&files.encoder, settings)?;

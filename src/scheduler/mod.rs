@@ -159,6 +159,8 @@ pub trait LoopObserver: Send + Sync {
     fn encoded(&self, _seconds: f64, _rows: usize) {}
     /// One decoder step over `rows` rows.
     fn stepped(&self, _seconds: f64, _rows: usize) {}
+    /// An encoder run over `real` input tokens, padded (in length buckets) to `padded`.
+    fn padding(&self, _real: usize, _padded: usize) {}
 }
 
 /// Reports nothing.

@@ -6,7 +6,7 @@
 use crate::generation::processors::log_sum_exp;
 use crate::model::{ModelError, Seq2SeqModel};
 
-use super::batch::pad_batch;
+use super::batch::encode_bucketed;
 use super::{Event, RowError, RowRequest};
 
 /// The log-likelihood of one label.
@@ -19,18 +19,20 @@ pub struct LabelScore {
 }
 
 /// Scores every row's labels and sends each row one `Event::Scores`; on a model error every row
-/// gets an error event.
-pub fn score_rows(model: &mut Seq2SeqModel, rows: Vec<RowRequest>) -> Result<(), ModelError> {
-    let rows: Vec<RowRequest> = rows.into_iter().filter(|r| !r.events.is_closed()).collect();
+/// gets an error event. Returns the encoder's (real, padded) input tokens.
+pub fn score_rows(model: &mut Seq2SeqModel, rows: Vec<RowRequest>) -> Result<(usize, usize), ModelError> {
+    let mut rows: Vec<RowRequest> = rows.into_iter().filter(|r| !r.events.is_closed()).collect();
     if rows.is_empty() {
-        return Ok(());
+        return Ok((0, 0));
     }
+    // Shortest first, for the encoder's length buckets; each row answers on its own channel.
+    rows.sort_by_key(|r| r.input_ids.len());
     match score(model, &rows) {
-        Ok(scores) => {
+        Ok((scores, padded)) => {
             for (row, s) in rows.iter().zip(scores) {
                 let _ = row.events.send(Event::Scores(s));
             }
-            Ok(())
+            Ok((rows.iter().map(|r| r.input_ids.len()).sum(), padded))
         }
         Err(e) => {
             tracing::error!(error = %e, rows = rows.len(), "label scoring failed");
@@ -42,11 +44,11 @@ pub fn score_rows(model: &mut Seq2SeqModel, rows: Vec<RowRequest>) -> Result<(),
     }
 }
 
-fn score(model: &mut Seq2SeqModel, rows: &[RowRequest]) -> Result<Vec<Vec<LabelScore>>, ModelError> {
+/// Label scores of rows sorted by input length, and the encoder's padded token count.
+fn score(model: &mut Seq2SeqModel, rows: &[RowRequest]) -> Result<(Vec<Vec<LabelScore>>, usize), ModelError> {
     let dims = model.dims.clone();
     let inputs: Vec<&[u32]> = rows.iter().map(|r| r.input_ids.as_slice()).collect();
-    let (ids, mask) = pad_batch(&inputs, dims.pad_token_id);
-    let mut enc = model.encode(ids, mask)?;
+    let (mut enc, padded) = encode_bucketed(model, &inputs)?;
     let start = vec![dims.decoder_start_token_id as i64; rows.len()];
     let (first, mut state) = model.decode_first(&start, &enc)?;
 
@@ -85,5 +87,5 @@ fn score(model: &mut Seq2SeqModel, rows: &[RowRequest]) -> Result<Vec<Vec<LabelS
     for (j, l) in labels.iter().enumerate() {
         out[owner[j]].push(LabelScore { logprob: sums[j], tokens: l.len() });
     }
-    Ok(out)
+    Ok((out, padded))
 }

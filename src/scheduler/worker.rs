@@ -64,6 +64,15 @@ pub struct WorkerInfo {
     /// ONNX Runtime's name of the provider every session runs on (registered, never a fallback).
     pub execution_provider: &'static str,
     pub cuda_device: Option<u32>,
+    /// `quantization.json` of an int8 directory; `None` for float weights.
+    pub quantization: Option<serde_json::Value>,
+}
+
+impl WorkerInfo {
+    /// `int8` for a quantized directory, else `float32`.
+    pub fn weights(&self) -> &'static str {
+        if self.quantization.is_some() { "int8" } else { "float32" }
+    }
 }
 
 impl WorkerInfo {
@@ -111,8 +120,9 @@ impl SchedulerHandle {
                 };
                 let d = &model.dims;
                 let cost = CostModel::from_dims(d.d_model, d.num_decoder_layers, d.num_heads, d.d_kv);
-                let tasks = match model.files.tasks() {
-                    Ok(t) => t,
+                let (tasks, quantization) = match model.files.tasks().and_then(|t| Ok((t, model.files.quantization()?)))
+                {
+                    Ok(found) => found,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
@@ -128,6 +138,7 @@ impl SchedulerHandle {
                     load_seconds: started.elapsed().as_secs_f64(),
                     execution_provider: sessions.provider_name(),
                     cuda_device: sessions.cuda_device,
+                    quantization,
                 };
                 let _ = ready_tx.send(Ok((info, cost)));
                 let limits = QueueLimits {
@@ -282,8 +293,11 @@ impl DecodeLoop {
             formed.batch.into_iter().map(|e| e.item).partition(|r| r.labels.is_some());
         if !scoring.is_empty() {
             let n = scoring.len() as u64;
-            if super::score::score_rows(&mut self.model, scoring).is_err() {
-                self.stats.failed_rows.fetch_add(n, Ordering::Relaxed);
+            match super::score::score_rows(&mut self.model, scoring) {
+                Ok((real, padded)) => self.stats.observer().padding(real, padded),
+                Err(_) => {
+                    self.stats.failed_rows.fetch_add(n, Ordering::Relaxed);
+                }
             }
         }
         if rows.is_empty() {
@@ -295,6 +309,7 @@ impl DecodeLoop {
         self.stats.observer().encoded(t.elapsed().as_secs_f64(), n);
         match started {
             Ok((cohort, report)) => {
+                self.stats.observer().padding(report.encoder_tokens, report.encoder_padded_tokens);
                 record(&self.stats, report);
                 if let Some(c) = cohort {
                     // With the masked decoder graph, new rows join the running batch.

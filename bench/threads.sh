@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Thread settings, measured through HTTP on the fp32 and int8 t5-small-shaped models at
+# concurrency 1, 8 and 32 (64-token inputs, exactly 32 new tokens):
+#   - ONNX Runtime: one global pool shared by every session against a pool per session, with
+#     spinning on and off;
+#   - the HTTP side: tokio worker threads (http_threads) 1 and 2, with the best ORT setting.
+#   bench/threads.sh        (run bench/run.sh once first: it makes the models and the prompt)
+# Prints one line per setting and concurrency (generated tokens/s, p50 and p99 ms) and keeps them
+# in bench/work/threads.jsonl. Not a test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHAPE="${SHAPE:-t5-small}"
+PORT="${PORT:-18932}"
+WORK=bench/work
+PROMPT="$WORK/prompt.txt"
+[ -f "$PROMPT" ] || { echo "no $PROMPT: run bench/run.sh first" >&2; exit 1; }
+cargo build --release --quiet --bin t5serve --example loadgen
+OUT="$WORK/threads.jsonl"
+: > "$OUT"
+SETTINGS=(
+  "--ort-thread-pool global --intra-op-spinning false"
+  "--ort-thread-pool global --intra-op-spinning true"
+  "--ort-thread-pool per-session --intra-op-spinning false"
+  "--ort-thread-pool per-session --intra-op-spinning true"
+  "--ort-thread-pool global --intra-op-spinning true --http-threads 2"
+)
+for model in "models/$SHAPE-shape" "models/$SHAPE-shape-int8"; do
+  for flags in "${SETTINGS[@]}"; do
+    # shellcheck disable=SC2086
+    target/release/t5serve serve --model "$model" --port "$PORT" --max-concurrent-requests 1024 $flags \
+      > "$WORK/threads-server.log" 2>&1 &
+    server=$!
+    for _ in $(seq 1 120); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
+    for c in 1 8 32; do
+      n=$(( c == 1 ? 10 : c * 4 ))
+      line=$(target/release/examples/loadgen "http://127.0.0.1:$PORT" closed "$c" "$n" "$PROMPT" 32)
+      echo "{\"model\":\"$model\",\"flags\":\"$flags\",\"concurrency\":$c,\"run\":$line}" >> "$OUT"
+    done
+    kill "$server"; wait "$server" 2>/dev/null || true
+  done
+done
+.venv/bin/python - "$OUT" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("| model | setting | c=1 | c=8 | c=32 | p50 ms at 1 / 8 / 32 |")
+print("|---|---|---|---|---|---|")
+seen = {}
+for r in rows:
+    seen.setdefault((r["model"], r["flags"]), {})[r["concurrency"]] = r["run"]
+for (model, flags), by_c in seen.items():
+    tps = " | ".join(f"{by_c[c]['tokens_per_s']:.0f}" for c in (1, 8, 32))
+    p50 = " / ".join(f"{by_c[c]['p50_s'] * 1000:.0f}" for c in (1, 8, 32))
+    print(f"| {model.split('/')[-1]} | `{flags}` | {tps} | {p50} |")
+PY
