@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The other engines on the same model and workload, for bench/run.sh.
 
-    python bench/engines.py MODEL_DIR HF_DIR PROMPT_FILE NEW_TOKENS
+    python bench/engines.py MODEL_DIR INT8_DIR HF_DIR PROMPT_FILE NEW_TOKENS
 
-MODEL_DIR is the ONNX export t5serve serves; HF_DIR the same weights as a transformers
-checkpoint (converted here for CTranslate2). Prints one JSON line per engine and batch size:
+MODEL_DIR is the fp32 ONNX export t5serve serves, INT8_DIR its int8 copy; HF_DIR the same
+weights as a transformers checkpoint (converted here for CTranslate2). Prints one JSON line per engine and batch size:
 generated tokens/s at batch 1, 8 and 32, every request exactly NEW_TOKENS tokens.
 """
 
@@ -78,11 +78,13 @@ def ct2_engine(hf_dir: str, prompt: str, new_tokens: int, compute_type: str):
 
 
 def main() -> None:
-    model_dir, hf_dir, prompt_file, new_tokens = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    model_dir, int8_dir, hf_dir, prompt_file = sys.argv[1:5]
+    new_tokens = int(sys.argv[5])
     prompt = Path(prompt_file).read_text().strip()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     engines = [
         ("optimum-ort-fp32", lambda: optimum_engine(model_dir, prompt, new_tokens)),
+        ("optimum-ort-int8", lambda: optimum_engine(int8_dir, prompt, new_tokens)),
         ("ctranslate2-fp32", lambda: ct2_engine(hf_dir, prompt, new_tokens, "float32")),
         ("ctranslate2-int8", lambda: ct2_engine(hf_dir, prompt, new_tokens, "int8")),
     ]

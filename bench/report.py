@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Turns bench/run.sh's JSON lines into the markdown table (tokens/s and ratios)."""
+"""Turns bench/run.sh's JSON lines into markdown: tokens/s of every engine, t5serve's ratios
+against each, the targets of the batching and performance issues, and t5serve's latencies."""
 
 import json
 import os
@@ -7,46 +8,88 @@ import platform
 import sys
 from datetime import date
 
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 shape = sys.argv[2]
 flags = sys.argv[3] if len(sys.argv) > 3 else ""
+BATCHES = (1, 8, 32)
 tps: dict[str, dict[int, float]] = {}
-lat = {}
-open_loop = None
+lat: dict[str, dict[int, dict]] = {}
+open_loop: dict[str, dict] = {}
 for r in rows:
-    if r["engine"] == "t5serve":
-        tps.setdefault("t5serve (HTTP)", {})[r["batch"]] = r["run"]["tokens_per_s"]
-        lat[r["batch"]] = r["run"]
-    elif r["engine"] == "t5serve-open":
-        open_loop = r["run"]
+    name = r["engine"]
+    if name.startswith("t5serve") and name.endswith("-open"):
+        open_loop[name.removesuffix("-open")] = r["run"]
+    elif name.startswith("t5serve"):
+        tps.setdefault(name, {})[r["batch"]] = r["run"]["tokens_per_s"]
+        lat.setdefault(name, {})[r["batch"]] = r["run"]
     else:
-        tps.setdefault(r["engine"], {})[r["batch"]] = r["tokens_per_s"]
+        tps.setdefault(name, {})[r["batch"]] = r["tokens_per_s"]
+ours = [n for n in tps if n.startswith("t5serve")]
+others = [n for n in tps if not n.startswith("t5serve")]
 
-batches = (1, 8, 32)
-print(f"# t5serve benchmark, {shape} shape, {date.today()} on {platform.node()} ({os.cpu_count()} cores)\n")
-print("64-token inputs, exactly 32 new tokens per request, greedy. Generated tokens/s "
-      "(t5serve: concurrency through HTTP; others: batch size in-process)."
-      + (f" t5serve flags: `{flags}`." if flags else "") + "\n")
-print("| engine | " + " | ".join(str(b) for b in batches) + " |")
-print("|---|" + "---|" * len(batches))
+
+def cell(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+print(f"# t5serve benchmark, {shape} shape, {date.today()} on {platform.node()} ({os.cpu_count()} cores, {cpu})\n")
+print(
+    "64-token inputs, exactly 32 new tokens per request, greedy. Generated tokens/s: t5serve at that many "
+    "concurrent HTTP clients, the others at that batch size in-process (optimum: ORTModelForSeq2SeqLM + "
+    "generate; CTranslate2: Translator.translate_batch), all with 2 intra-op threads."
+    + (f" t5serve flags: `{flags}`." if flags else "")
+    + "\n"
+)
+print("| engine | " + " | ".join(str(b) for b in BATCHES) + " |")
+print("|---|" + "---|" * len(BATCHES))
 for name, v in tps.items():
-    print(f"| {name} | " + " | ".join(f"{v.get(b, float('nan')):.0f}" for b in batches) + " |")
-ours = tps.get("t5serve (HTTP)", {})
-print("\nRatio t5serve / engine:\n")
-print("| engine | " + " | ".join(str(b) for b in batches) + " |")
-print("|---|" + "---|" * len(batches))
-for name, v in tps.items():
-    if name.startswith("t5serve"):
-        continue
-    print(f"| {name} | " + " | ".join(f"{ours.get(b, 0) / v[b]:.2f}" if b in v else "-" for b in batches) + " |")
-print("\nt5serve latency (closed loop):\n")
-print("| concurrency | p50 ms | p99 ms | mean time to first token ms |")
-print("|---|---|---|---|")
-for b in batches:
-    if b in lat:
-        print(f"| {b} | {lat[b]['p50_s'] * 1000:.0f} | {lat[b]['p99_s'] * 1000:.0f} | {lat[b]['ttft_mean_s'] * 1000:.1f} |")
-if open_loop:
-    single = lat.get(1, {}).get("p50_s", float("nan"))
-    print(f"\nOpen loop (Poisson, {open_loop['param']:.2f} req/s = 50% of saturation, {open_loop['requests']} requests): "
-          f"p50 {open_loop['p50_s'] * 1000:.0f} ms, p99 {open_loop['p99_s'] * 1000:.0f} ms "
-          f"= {open_loop['p99_s'] / single:.2f}x the single-request p50 latency ({single * 1000:.0f} ms).")
+    print(f"| {name} | " + " | ".join(cell(v.get(b)) for b in BATCHES) + " |")
+
+if others:
+    print("\nRatio t5serve / engine:\n")
+    print("| engine | " + " | ".join(f"{o.removeprefix('t5serve-')} @ {b}" for o in ours for b in BATCHES) + " |")
+    print("|---|" + "---|" * (len(ours) * len(BATCHES)))
+    for name in others:
+        v = tps[name]
+        cells = [f"{tps[o][b] / v[b]:.2f}" if b in v and b in tps[o] else "-" for o in ours for b in BATCHES]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    def best(kind: str, b: int) -> tuple[str, float]:
+        cands = [(n, tps[n][b]) for n in others if kind in n and b in tps[n]]
+        return max(cands, key=lambda c: c[1]) if cands else ("-", float("nan"))
+
+    print("\nTargets (same run):\n")
+    print("| target | measured | bar | met |")
+    print("|---|---|---|---|")
+    checks = []
+    if "t5serve-fp32" in tps:
+        for b, bar in ((32, 1.1), (1, 1.0)):
+            n, v = best("fp32", b)
+            checks.append((f"fp32 at concurrency {b} / best fp32 engine ({n})", tps["t5serve-fp32"][b] / v, bar))
+    if "t5serve-int8" in tps and "ctranslate2-int8" in tps:
+        for b in (1, 32):
+            checks.append((f"int8 at concurrency {b} / ctranslate2-int8", tps["t5serve-int8"][b] / tps["ctranslate2-int8"][b], 1.5))
+    for label, ratio, bar in checks:
+        print(f"| {label} | {ratio:.2f}x | >= {bar}x | {'yes' if ratio >= bar else 'no'} |")
+    for name, run in open_loop.items():
+        single = lat[name][1]["p50_s"]
+        ratio = run["p99_s"] / single
+        print(f"| {name} open-loop p99 / single-request p50 | {ratio:.2f}x | <= 2x | {'yes' if ratio <= 2 else 'no'} |")
+
+for name in ours:
+    print(f"\n{name} latency (closed loop):\n")
+    print("| concurrency | p50 ms | p99 ms | mean time to first token ms |")
+    print("|---|---|---|---|")
+    for b in BATCHES:
+        if b in lat[name]:
+            r = lat[name][b]
+            print(f"| {b} | {r['p50_s'] * 1000:.0f} | {r['p99_s'] * 1000:.0f} | {r['ttft_mean_s'] * 1000:.1f} |")
+    if name in open_loop:
+        o = open_loop[name]
+        single = lat[name][1]["p50_s"]
+        print(
+            f"\nOpen loop (Poisson, {o['param']:.2f} req/s = 50% of the concurrency-32 rate, {o['requests']} requests): "
+            f"p50 {o['p50_s'] * 1000:.0f} ms, p99 {o['p99_s'] * 1000:.0f} ms = {o['p99_s'] / single:.2f}x the "
+            f"single-request p50 ({single * 1000:.0f} ms); mean time to first token {o['ttft_mean_s'] * 1000:.1f} ms."
+        )

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Throughput/latency benchmark: t5serve over HTTP against optimum ORT and CTranslate2 on the same
-# t5-small-shaped model (random weights), 64-token inputs, exactly 32 new tokens per request.
+# Throughput/latency benchmark: t5serve over HTTP, on the fp32 export and its int8 copy, against
+# optimum ORT (fp32 and int8 graphs) and CTranslate2 (float32 and int8) on the same t5-small-shaped
+# model (random weights), 64-token inputs, exactly 32 new tokens per request, greedy.
 #   bench/run.sh            (needs Python tooling: it creates .venv from scripts/requirements.txt)
 # Environment: SHAPE (t5-small | t5-base), SERVER_FLAGS (extra `t5serve serve` flags, e.g.
-# "--intra-op-spinning true"), SKIP_ENGINES=1 (t5serve only, to compare its own settings).
+# "--ort-thread-pool per-session"), SKIP_ENGINES=1 (t5serve only, to compare its own settings),
+# OPEN_REQUESTS (requests of each open-loop run, default 200).
 # Prints figures and a ratio table, and writes them to bench/results/. Not a test: no assertions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,9 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q -r scripts/requirements.txt -r bench/requirements.txt
 if [ ! -f "$MODEL/encoder_model.onnx" ] || [ ! -d "$MODEL-hf" ]; then
   .venv/bin/python scripts/make_test_models.py --shape "$SHAPE"
+fi
+if [ ! -f "$MODEL-int8/quantization.json" ]; then
+  .venv/bin/python scripts/quantize_model.py "$MODEL" "$MODEL-int8"
 fi
 # A 64-token input (63 pieces + EOS) with the model's own tokenizer.
 .venv/bin/python - "$MODEL" "$WORK/prompt.txt" <<'PY'
@@ -39,29 +44,39 @@ PY
 cargo build --release --quiet --bin t5serve --example loadgen
 LOADGEN=target/release/examples/loadgen
 
-# shellcheck disable=SC2086
-target/release/t5serve serve --model "$MODEL" --port "$PORT" --max-concurrent-requests 1024 ${SERVER_FLAGS:-} \
-  > "$WORK/server.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
-URL="http://127.0.0.1:$PORT"
-
 RESULTS="$WORK/results.jsonl"
 : > "$RESULTS"
-for c in 1 8 32; do
-  n=$(( c == 1 ? 10 : c * 4 ))
-  $LOADGEN "$URL" closed "$c" "$n" "$WORK/prompt.txt" "$NEW_TOKENS" | sed "s/^/{\"engine\":\"t5serve\",\"batch\":$c,\"run\":/; s/$/}/" | tee -a "$RESULTS"
+# t5serve on the fp32 export and on its int8 copy (scripts/quantize_model.py), each through HTTP.
+for variant in fp32 int8; do
+  dir="$MODEL"
+  [ "$variant" = int8 ] && dir="$MODEL-int8"
+  # shellcheck disable=SC2086
+  target/release/t5serve serve --model "$dir" --port "$PORT" --max-concurrent-requests 1024 ${SERVER_FLAGS:-} \
+    > "$WORK/server-$variant.log" 2>&1 &
+  SERVER=$!
+  trap 'kill $SERVER 2>/dev/null || true' EXIT
+  for _ in $(seq 1 240); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
+  URL="http://127.0.0.1:$PORT"
+  # A short warm-up, then at least ~20 requests' worth of work per concurrency.
+  $LOADGEN "$URL" closed 4 8 "$WORK/prompt.txt" "$NEW_TOKENS" >/dev/null
+  for c in 1 8 32; do
+    n=$(( c == 1 ? 20 : c * 6 ))
+    $LOADGEN "$URL" closed "$c" "$n" "$WORK/prompt.txt" "$NEW_TOKENS" \
+      | sed "s/^/{\"engine\":\"t5serve-$variant\",\"batch\":$c,\"run\":/; s/$/}/" | tee -a "$RESULTS"
+  done
+  # Open loop: Poisson arrivals at half the saturation rate measured at concurrency 32.
+  SAT=$(tail -1 "$RESULTS" | .venv/bin/python -c 'import json,sys; print(json.loads(sys.stdin.read())["run"]["requests_per_s"])')
+  RATE=$(.venv/bin/python -c "print($SAT / 2)")
+  $LOADGEN "$URL" open "$RATE" "${OPEN_REQUESTS:-200}" "$WORK/prompt.txt" "$NEW_TOKENS" 7 \
+    | sed "s/^/{\"engine\":\"t5serve-$variant-open\",\"batch\":0,\"run\":/; s/$/}/" | tee -a "$RESULTS"
+  kill $SERVER; wait $SERVER 2>/dev/null || true; trap - EXIT
 done
-# Open loop: Poisson arrivals at half the saturation rate measured at concurrency 32.
-SAT=$(tail -1 "$RESULTS" | .venv/bin/python -c 'import json,sys; print(json.loads(sys.stdin.read())["run"]["requests_per_s"])')
-RATE=$(.venv/bin/python -c "print($SAT / 2)")
-$LOADGEN "$URL" open "$RATE" 120 "$WORK/prompt.txt" "$NEW_TOKENS" 7 | sed 's/^/{"engine":"t5serve-open","batch":0,"run":/; s/$/}/' | tee -a "$RESULTS"
-kill $SERVER; wait $SERVER 2>/dev/null || true; trap - EXIT
 
+NAME="bench/results/$(date +%Y-%m-%d)-${SHAPE}-$(hostname -s)"
 if [ -z "${SKIP_ENGINES:-}" ]; then
-  .venv/bin/python bench/engines.py "$MODEL" "$MODEL-hf" "$WORK/prompt.txt" "$NEW_TOKENS" | tee -a "$RESULTS"
-  .venv/bin/python bench/report.py "$RESULTS" "$SHAPE" "${SERVER_FLAGS:-}" | tee "bench/results/$(date +%Y-%m-%d)-${SHAPE}-$(hostname -s).md"
+  .venv/bin/python bench/engines.py "$MODEL" "$MODEL-int8" "$MODEL-hf" "$WORK/prompt.txt" "$NEW_TOKENS" | tee -a "$RESULTS"
 else
-  .venv/bin/python bench/report.py "$RESULTS" "$SHAPE" "${SERVER_FLAGS:-}"
+  NAME="$NAME-t5serve-only"
 fi
+.venv/bin/python bench/report.py "$RESULTS" "$SHAPE" "${SERVER_FLAGS:-}" | tee "$NAME.md"
+cp "$RESULTS" "$NAME.jsonl"

@@ -4,6 +4,8 @@
 //! sessions) -> `model` (ONNX Runtime graphs, KV cache, tokenizer). `generation` holds the
 //! token-selection logic on plain slices; `api` the request/response types and their limits.
 
+#[cfg(feature = "alloc-count")]
+pub mod alloc_count;
 pub mod api;
 pub mod config;
 #[cfg(feature = "fault-injection")]

@@ -4,6 +4,10 @@ use clap::{Parser, Subcommand};
 use t5serve::config::{Config, LogFormat, Overrides};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static ALLOCATOR: t5serve::alloc_count::Counting = t5serve::alloc_count::Counting;
+
 #[derive(Parser)]
 #[command(name = "t5serve", version, about = "HTTP inference service for T5-family models on ONNX Runtime")]
 struct Cli {

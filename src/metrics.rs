@@ -58,6 +58,9 @@ pub struct Metrics {
     /// Encoder input tokens, real and as padded; their ratio is the overall padding.
     encoder_tokens_total: IntCounter,
     encoder_padded_tokens_total: IntCounter,
+    /// With `alloc-count`: Rust-side allocations and bytes per decoder step.
+    #[cfg(feature = "alloc-count")]
+    step_allocations: (Histogram, Histogram),
     /// Constant 1, labelled with the build and what it serves.
     _build_info: IntGaugeVec,
 }
@@ -167,6 +170,19 @@ impl Metrics {
                 "t5serve_encoder_padded_tokens_total",
                 "Input tokens the encoder ran on, padding included (input rows are bucketed by length).",
             ),
+            #[cfg(feature = "alloc-count")]
+            step_allocations: (
+                histogram(
+                    "t5serve_decode_step_allocations",
+                    "Rust-side heap allocations of one decoder step (alloc-count build).",
+                    &[0.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0],
+                ),
+                histogram(
+                    "t5serve_decode_step_allocated_bytes",
+                    "Rust-side bytes allocated by one decoder step (alloc-count build).",
+                    &[0.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8],
+                ),
+            ),
             _build_info: build_info,
             registry,
             stats,
@@ -215,6 +231,11 @@ impl LoopObserver for Metrics {
     fn stepped(&self, seconds: f64, rows: usize) {
         self.decode_step_duration_seconds.observe(seconds);
         self.batch_size.observe(rows as f64);
+    }
+    #[cfg(feature = "alloc-count")]
+    fn step_allocations(&self, count: u64, bytes: u64) {
+        self.step_allocations.0.observe(count as f64);
+        self.step_allocations.1.observe(bytes as f64);
     }
     fn padding(&self, real: usize, padded: usize) {
         if padded == 0 {

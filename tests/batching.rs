@@ -327,7 +327,10 @@ async fn kv_cache_bytes_matches_the_size_computed_from_the_model_dimensions() {
     while seen.len() < 5 {
         let g = metric(&client, server.addr, "t5serve_kv_cache_bytes").await as usize;
         if g > 0 {
-            assert!(g > fixed && (g - fixed).is_multiple_of(per_position), "{g} bytes is not {fixed} + n x {per_position}");
+            assert!(
+                g > fixed && (g - fixed).is_multiple_of(per_position),
+                "{g} bytes is not {fixed} + n x {per_position}"
+            );
             seen.push((g - fixed) / per_position);
         }
         tokio::time::sleep(Duration::from_millis(30)).await;

@@ -111,6 +111,11 @@ pub struct Logits {
 }
 
 impl Logits {
+    /// The buffer, for the model to fill again at the next step (saves an allocation per step).
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.data
+    }
+
     pub fn rows(&self) -> usize {
         self.data.len() / self.vocab
     }
@@ -121,6 +126,33 @@ impl Logits {
 
 type Inputs<'v> = Vec<(Cow<'static, str>, SessionInputValue<'v>)>;
 
+/// The cache's input and output names, made once per model so that a step does not format them.
+/// Index `2 * layer + k`, k = 0 for the key and 1 for the value.
+struct CacheNames {
+    past_self: Vec<&'static str>,
+    past_cross: Vec<&'static str>,
+    present_self: Vec<&'static str>,
+    present_cross: Vec<&'static str>,
+}
+
+impl CacheNames {
+    fn new(layers: usize) -> Self {
+        // Leaked once per loaded model (a few dozen short strings): ort takes input names as
+        // `Cow<'static, str>`, and borrowing them saves two dozen allocations per step.
+        let make = |prefix: &str, side: &str| -> Vec<&'static str> {
+            (0..layers)
+                .flat_map(|i| ["key", "value"].map(|kind| &*format!("{prefix}.{i}.{side}.{kind}").leak()))
+                .collect()
+        };
+        Self {
+            past_self: make("past_key_values", "decoder"),
+            past_cross: make("past_key_values", "encoder"),
+            present_self: make("present", "decoder"),
+            present_cross: make("present", "encoder"),
+        }
+    }
+}
+
 pub struct Seq2SeqModel {
     pub dims: ModelDims,
     pub files: ModelFiles,
@@ -129,6 +161,9 @@ pub struct Seq2SeqModel {
     decoder: Decoder,
     /// `decoder_with_past_masked.onnx`: lets rows of different decoder lengths share a batch.
     masked: Option<Session>,
+    names: CacheNames,
+    /// The last step's logits buffer, handed back by the scheduler to be filled again.
+    spare_logits: Vec<f32>,
 }
 
 fn build_session(path: &Path, settings: &SessionSettings) -> ort::Result<Session> {
@@ -187,7 +222,8 @@ impl Seq2SeqModel {
             (Some(path), Decoder::Split { .. }) => Some(session(path, settings)?),
             _ => None,
         };
-        let model = Self { dims, files, tokenizer, encoder, decoder, masked };
+        let names = CacheNames::new(dims.num_decoder_layers);
+        let model = Self { dims, files, tokenizer, encoder, decoder, masked, names, spare_logits: Vec::new() };
         model.check_graphs()?;
         Ok(model)
     }
@@ -220,6 +256,11 @@ impl Seq2SeqModel {
             )?,
         }
         Ok(())
+    }
+
+    /// Hands a step's logits back so that the next step fills the same buffer.
+    pub fn recycle_logits(&mut self, logits: Logits) {
+        self.spare_logits = logits.into_buffer();
     }
 
     /// Whether new rows can join a running batch (the model has the masked decoder graph).
@@ -269,7 +310,8 @@ impl Seq2SeqModel {
                     ("encoder_attention_mask".into(), TensorRef::from_array_view(enc.mask.view())?.into()),
                 ];
                 let mut out = first.run(inputs)?;
-                (last_logits(&out)?, take_presents(&mut out, layers, true)?)
+                let logits = last_logits(&out, std::mem::take(&mut self.spare_logits))?;
+                (logits, take_presents(&mut out, &self.names, true)?)
             }
             Decoder::Merged(s) => {
                 let (b, src) = enc.mask.dim();
@@ -283,14 +325,13 @@ impl Seq2SeqModel {
                     ("encoder_attention_mask".into(), TensorRef::from_array_view(enc.mask.view())?.into()),
                     ("use_cache_branch".into(), Tensor::<bool>::from_array(([1usize], vec![false]))?.into()),
                 ];
-                for i in 0..layers {
-                    for kind in ["key", "value"] {
-                        inputs.push((format!("past_key_values.{i}.decoder.{kind}").into(), (&dummy_self).into()));
-                        inputs.push((format!("past_key_values.{i}.encoder.{kind}").into(), (&dummy_cross).into()));
-                    }
+                for j in 0..2 * layers {
+                    inputs.push((self.names.past_self[j].into(), (&dummy_self).into()));
+                    inputs.push((self.names.past_cross[j].into(), (&dummy_cross).into()));
                 }
                 let mut out = s.run(inputs)?;
-                (last_logits(&out)?, take_presents(&mut out, layers, true)?)
+                let logits = last_logits(&out, std::mem::take(&mut self.spare_logits))?;
+                (logits, take_presents(&mut out, &self.names, true)?)
             }
         };
         let (self_kv, cross_kv) = kv;
@@ -350,17 +391,9 @@ impl Seq2SeqModel {
             if let Some(m) = mask {
                 inputs.push(("decoder_attention_mask".into(), TensorRef::from_array_view(m.view())?.into()));
             }
-            for i in 0..layers {
-                for (k, kind) in ["key", "value"].into_iter().enumerate() {
-                    inputs.push((
-                        format!("past_key_values.{i}.decoder.{kind}").into(),
-                        (&state.self_kv[2 * i + k]).into(),
-                    ));
-                    inputs.push((
-                        format!("past_key_values.{i}.encoder.{kind}").into(),
-                        (&state.cross_kv[2 * i + k]).into(),
-                    ));
-                }
+            for j in 0..2 * layers {
+                inputs.push((self.names.past_self[j].into(), (&state.self_kv[j]).into()));
+                inputs.push((self.names.past_cross[j].into(), (&state.cross_kv[j]).into()));
             }
             let mut out = match (&mut self.decoder, &mut self.masked, mask) {
                 (_, Some(masked), Some(_)) => masked.run(inputs)?,
@@ -375,7 +408,8 @@ impl Seq2SeqModel {
                 }
             };
             // In the merged graph's cache branch the encoder presents are dummies: keep ours.
-            (last_logits(&out)?, take_presents(&mut out, layers, false)?.0)
+            let logits = last_logits(&out, std::mem::take(&mut self.spare_logits))?;
+            (logits, take_presents(&mut out, &self.names, false)?.0)
         };
         state.advance(self_kv);
         Ok(logits)
@@ -425,8 +459,8 @@ impl Seq2SeqModel {
     }
 }
 
-/// Copies the logits of the last position of each row.
-fn last_logits(out: &SessionOutputs<'_>) -> Result<Logits, ModelError> {
+/// Copies the logits of the last position of each row into `buffer` (reused from an earlier step).
+fn last_logits(out: &SessionOutputs<'_>, mut buffer: Vec<f32>) -> Result<Logits, ModelError> {
     let (shape, data) = out
         .get("logits")
         .ok_or_else(|| ModelError::Output("decoder output logits".into()))?
@@ -435,28 +469,28 @@ fn last_logits(out: &SessionOutputs<'_>) -> Result<Logits, ModelError> {
         return Err(ModelError::Output(format!("decoder logits shape {shape:?}")));
     }
     let (b, t, v) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
-    let mut rows = Vec::with_capacity(b * v);
+    buffer.clear();
+    buffer.reserve(b * v);
     for r in 0..b {
         let start = (r * t + t - 1) * v;
-        rows.extend_from_slice(&data[start..start + v]);
+        buffer.extend_from_slice(&data[start..start + v]);
     }
-    Ok(Logits { data: rows, vocab: v })
+    Ok(Logits { data: buffer, vocab: v })
 }
 
 type Presents = (Vec<DynValue>, Option<Vec<DynValue>>);
 
 /// Takes `present.{i}.decoder.{key,value}` (and, on a first step, the encoder ones) out of the outputs,
 /// ordered layer by layer, key before value.
-fn take_presents(out: &mut SessionOutputs<'_>, layers: usize, with_cross: bool) -> Result<Presents, ModelError> {
-    let mut take = |name: String| out.remove(&name).ok_or_else(|| ModelError::Output(format!("decoder output {name}")));
-    let mut self_kv = Vec::with_capacity(2 * layers);
-    let mut cross_kv = Vec::with_capacity(2 * layers);
-    for i in 0..layers {
-        for kind in ["key", "value"] {
-            self_kv.push(take(format!("present.{i}.decoder.{kind}"))?);
-            if with_cross {
-                cross_kv.push(take(format!("present.{i}.encoder.{kind}"))?);
-            }
+fn take_presents(out: &mut SessionOutputs<'_>, names: &CacheNames, with_cross: bool) -> Result<Presents, ModelError> {
+    let mut take = |name: &str| out.remove(name).ok_or_else(|| ModelError::Output(format!("decoder output {name}")));
+    let n = names.present_self.len();
+    let mut self_kv = Vec::with_capacity(n);
+    let mut cross_kv = Vec::with_capacity(if with_cross { n } else { 0 });
+    for j in 0..n {
+        self_kv.push(take(names.present_self[j])?);
+        if with_cross {
+            cross_kv.push(take(names.present_cross[j])?);
         }
     }
     Ok((self_kv, with_cross.then_some(cross_kv)))

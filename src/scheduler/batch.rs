@@ -239,6 +239,7 @@ impl Cohort {
             }
         };
         let r = self.emit(model, &logits, observer);
+        model.recycle_logits(logits);
         if let Some(e) = r.error {
             self.fail(&e);
             return Err(e);

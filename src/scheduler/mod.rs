@@ -161,6 +161,8 @@ pub trait LoopObserver: Send + Sync {
     fn stepped(&self, _seconds: f64, _rows: usize) {}
     /// An encoder run over `real` input tokens, padded (in length buckets) to `padded`.
     fn padding(&self, _real: usize, _padded: usize) {}
+    /// Rust-side allocations (count, bytes) of one decoder step; only with `alloc-count`.
+    fn step_allocations(&self, _count: u64, _bytes: u64) {}
 }
 
 /// Reports nothing.

@@ -239,9 +239,16 @@ impl DecodeLoop {
             // 4. One step of every cohort.
             for cohort in &mut self.cohorts {
                 let rows = cohort.len() as u64;
+                #[cfg(feature = "alloc-count")]
+                let allocated = crate::alloc_count::thread_counts();
                 let t = Instant::now();
                 let result = cohort.step(&mut self.model, &mut NoObserver);
                 self.stats.observer().stepped(t.elapsed().as_secs_f64(), rows as usize);
+                #[cfg(feature = "alloc-count")]
+                {
+                    let (n, bytes) = crate::alloc_count::thread_counts();
+                    self.stats.observer().step_allocations(n - allocated.0, bytes - allocated.1);
+                }
                 match result {
                     Ok(report) => record(&self.stats, report),
                     // The cohort's rows were told; the loop goes on with other work.

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Memory on the hot path, with the benchmark build (`--features alloc-count`: a counting global
+# allocator; src/alloc_count.rs):
+#   - Rust-side heap allocations and bytes per decoder step (ONNX Runtime allocates in its own
+#     arena and is not counted), from the server's histograms;
+#   - resident memory (VmRSS) after a warm-up and after 10,000 more requests, and the change;
+#   - t5serve_kv_cache_bytes at the end (0: nothing stays allocated for finished rows).
+#   bench/memory.sh        (run bench/run.sh once first: it makes the models and the prompt)
+# Environment: MODEL (default models/t5-small-shape-int8), REQUESTS (default 10000),
+# CONCURRENCY (default 32). Prints figures; not a test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL="${MODEL:-models/t5-small-shape-int8}"
+REQUESTS="${REQUESTS:-10000}"
+CONCURRENCY="${CONCURRENCY:-32}"
+PORT="${PORT:-18933}"
+WORK=bench/work
+PROMPT="$WORK/prompt.txt"
+[ -f "$PROMPT" ] || { echo "no $PROMPT: run bench/run.sh first" >&2; exit 1; }
+cargo build --release --quiet --features alloc-count --bin t5serve --example loadgen
+target/release/t5serve serve --model "$MODEL" --port "$PORT" --max-concurrent-requests 1024 > "$WORK/memory-server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 240); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
+URL="http://127.0.0.1:$PORT"
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
+metric() { curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+
+target/release/examples/loadgen "$URL" closed "$CONCURRENCY" 500 "$PROMPT" 32 >/dev/null
+warm=$(rss_kb)
+echo "after warm-up (500 requests): VmRSS $((warm / 1024)) MiB"
+steps0=$(metric t5serve_decode_step_allocations_count); allocs0=$(metric t5serve_decode_step_allocations_sum)
+bytes0=$(metric t5serve_decode_step_allocated_bytes_sum); rows0=$(metric t5serve_batch_size_sum)
+start=$(date +%s)
+target/release/examples/loadgen "$URL" closed "$CONCURRENCY" "$REQUESTS" "$PROMPT" 32 > "$WORK/memory-load.json"
+after=$(rss_kb)
+echo "after $REQUESTS more requests ($(( $(date +%s) - start )) s): VmRSS $((after / 1024)) MiB"
+steps1=$(metric t5serve_decode_step_allocations_count); allocs1=$(metric t5serve_decode_step_allocations_sum)
+bytes1=$(metric t5serve_decode_step_allocated_bytes_sum); rows1=$(metric t5serve_batch_size_sum)
+.venv/bin/python - "$warm" "$after" "$steps0" "$steps1" "$allocs0" "$allocs1" "$bytes0" "$bytes1" "$rows0" "$rows1" <<'PY'
+import sys
+warm, after, s0, s1, a0, a1, b0, b1, r0, r1 = map(float, sys.argv[1:])
+steps, rows = s1 - s0, r1 - r0
+print(f"resident memory change: {100 * (after - warm) / warm:+.2f}% (target: within 5%)")
+print(f"decoder steps: {steps:.0f}, mean rows per step {rows / steps:.1f}")
+print(f"Rust-side allocations per step: {(a1 - a0) / steps:.1f} ({(a1 - a0) / rows:.2f} per row), "
+      f"{(b1 - b0) / steps / 1024:.1f} KiB per step ({(b1 - b0) / rows / 1024:.1f} KiB per row)")
+PY
+echo "t5serve_kv_cache_bytes now: $(metric t5serve_kv_cache_bytes)"
+cat "$WORK/memory-load.json"; echo
