@@ -72,7 +72,7 @@ for variant in fp32 int8; do
   kill $SERVER; wait $SERVER 2>/dev/null || true; trap - EXIT
 done
 
-NAME="bench/results/$(date +%Y-%m-%d)-${SHAPE}-$(hostname -s)"
+NAME="bench/results/$(date +%Y-%m-%d-%H%M)-${SHAPE}-$(hostname -s)"
 if [ -z "${SKIP_ENGINES:-}" ]; then
   .venv/bin/python bench/engines.py "$MODEL" "$MODEL-int8" "$MODEL-hf" "$WORK/prompt.txt" "$NEW_TOKENS" | tee -a "$RESULTS"
 else

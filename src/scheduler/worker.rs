@@ -11,13 +11,17 @@
 //! starts its own *cohort* at the next step and cohorts' steps interleave (up to max_cohorts);
 //! nobody waits for a running batch to finish, but every cohort pays a full decoder call per
 //! step, and under Poisson arrivals requests queue for a cohort slot. Measured on the
-//! t5-small shape (bench/run.sh, 2 cores, bench/results/): cohorts gave 686 tok/s at
-//! concurrency 32 (1.26x optimum) but an open-loop p99 at half the saturation rate of 7.8x the
-//! single-request latency. With `decoder_with_past_masked.onnx` (scripts/export_model.py
-//! --masked) new rows *join* the running batch between steps instead (813 tok/s at 32, p99
-//! 4.5x): their self-attention cache is left-padded and masked, cross-attention caches
-//! right-padded, and columns no row attends to are trimmed; joined rows give exactly their solo
-//! tokens (tests/joining.rs).
+//! t5-small shape (bench/run.sh, 2 cores, bench/results/2026-11-29-t5-small-vm-sessions1-2.md):
+//! cohorts gave 686 tok/s at concurrency 32 (1.26x optimum) but an open-loop p99 at half the
+//! saturation rate of 7.8x the single-request latency. With `decoder_with_past_masked.onnx`
+//! (scripts/export_model.py --masked) new rows *join* the running batch between steps instead
+//! (813 tok/s at 32, p99 4.5x in the same conditions): their self-attention cache is
+//! left-padded and masked, cross-attention caches right-padded, and columns no row attends to
+//! are trimmed; joined rows give exactly their solo tokens (tests/joining.rs). Joins are
+//! therefore used whenever the model has the masked graph; plain exports keep working as cohorts.
+//!
+//! New rows are encoded shortest first in length buckets of at most 20% padding
+//! (`batch::length_buckets`), and the padding is reported in `t5serve_padding_ratio`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
