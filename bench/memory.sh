@@ -7,7 +7,7 @@
 #   - t5serve_kv_cache_bytes at the end (0: nothing stays allocated for finished rows).
 #   bench/memory.sh        (run bench/run.sh once first: it makes the models and the prompt)
 # Environment: MODEL (default models/t5-small-shape-int8), REQUESTS (default 10000),
-# CONCURRENCY (default 32). Prints figures; not a test.
+# CONCURRENCY (default 32), SERVER_FLAGS. Prints figures; not a test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${MODEL:-models/t5-small-shape-int8}"
@@ -18,7 +18,8 @@ WORK=bench/work
 PROMPT="$WORK/prompt.txt"
 [ -f "$PROMPT" ] || { echo "no $PROMPT: run bench/run.sh first" >&2; exit 1; }
 cargo build --release --quiet --features alloc-count --bin t5serve --example loadgen
-target/release/t5serve serve --model "$MODEL" --port "$PORT" --max-concurrent-requests 1024 > "$WORK/memory-server.log" 2>&1 &
+# shellcheck disable=SC2086
+target/release/t5serve serve --model "$MODEL" --port "$PORT" ${SERVER_FLAGS:-} --max-concurrent-requests 1024 > "$WORK/memory-server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 240); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
@@ -32,9 +33,15 @@ echo "after warm-up (500 requests): VmRSS $((warm / 1024)) MiB"
 steps0=$(metric t5serve_decode_step_allocations_count); allocs0=$(metric t5serve_decode_step_allocations_sum)
 bytes0=$(metric t5serve_decode_step_allocated_bytes_sum); rows0=$(metric t5serve_batch_size_sum)
 start=$(date +%s)
-target/release/examples/loadgen "$URL" closed "$CONCURRENCY" "$REQUESTS" "$PROMPT" 32 > "$WORK/memory-load.json"
+: > "$WORK/memory-load.json"
+done_requests=0
+for part in 1 2 3 4; do
+  n=$(( REQUESTS / 4 ))
+  target/release/examples/loadgen "$URL" closed "$CONCURRENCY" "$n" "$PROMPT" 32 >> "$WORK/memory-load.json"
+  done_requests=$(( done_requests + n ))
+  echo "after $done_requests more requests ($(( $(date +%s) - start )) s): VmRSS $(( $(rss_kb) / 1024 )) MiB"
+done
 after=$(rss_kb)
-echo "after $REQUESTS more requests ($(( $(date +%s) - start )) s): VmRSS $((after / 1024)) MiB"
 steps1=$(metric t5serve_decode_step_allocations_count); allocs1=$(metric t5serve_decode_step_allocations_sum)
 bytes1=$(metric t5serve_decode_step_allocated_bytes_sum); rows1=$(metric t5serve_batch_size_sum)
 .venv/bin/python - "$warm" "$after" "$steps0" "$steps1" "$allocs0" "$allocs1" "$bytes0" "$bytes1" "$rows0" "$rows1" <<'PY'
@@ -47,4 +54,4 @@ print(f"Rust-side allocations per step: {(a1 - a0) / steps:.1f} ({(a1 - a0) / ro
       f"{(b1 - b0) / steps / 1024:.1f} KiB per step ({(b1 - b0) / rows / 1024:.1f} KiB per row)")
 PY
 echo "t5serve_kv_cache_bytes now: $(metric t5serve_kv_cache_bytes)"
-cat "$WORK/memory-load.json"; echo
+tail -1 "$WORK/memory-load.json"

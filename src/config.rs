@@ -81,6 +81,13 @@ pub struct Config {
     pub intra_op_threads: usize,
     /// One global ONNX Runtime thread pool shared by every session, or one pool per session.
     pub ort_thread_pool: ThreadPool,
+    /// Run prefill (the encoder and first decoder step of new rows) on its own thread, overlapped
+    /// with the running rows' decoder steps (on the global pool, which both then share).
+    pub prefill_thread: bool,
+    /// With prefill_thread and ort_thread_pool = per-session: ONNX Runtime threads of the
+    /// prefill sessions, 0 = half the cores; the decoder-step sessions get intra_op_threads,
+    /// 0 = the other cores.
+    pub prefill_threads: usize,
     /// Let ONNX Runtime threads busy-wait between ops (they block again after a short spin).
     pub intra_op_spinning: bool,
     /// Tokio worker threads (HTTP, JSON, SSE); 0 = auto: one per 4 cores, at least 1, so that
@@ -159,6 +166,8 @@ impl Default for Config {
             ort_library: None,
             intra_op_threads: 0,
             ort_thread_pool: ThreadPool::Global,
+            prefill_thread: true,
+            prefill_threads: 0,
             http_threads: 0,
             tokenizer_threads: 2,
             intra_op_spinning: true,
@@ -222,6 +231,12 @@ pub struct Overrides {
     /// One ONNX Runtime thread pool shared by all sessions, or one per session [default: global]
     #[arg(long, env = "T5SERVE_ORT_THREAD_POOL", value_enum)]
     pub ort_thread_pool: Option<ThreadPool>,
+    /// Run prefill on its own thread and cores, overlapped with decoding [default: true]
+    #[arg(long, env = "T5SERVE_PREFILL_THREAD")]
+    pub prefill_thread: Option<bool>,
+    /// With prefill_thread and a pool per session: threads for prefill, 0 = half the cores [default: 0]
+    #[arg(long, env = "T5SERVE_PREFILL_THREADS")]
+    pub prefill_threads: Option<usize>,
     /// Let ONNX Runtime threads busy-wait between ops [default: true]
     #[arg(long, env = "T5SERVE_INTRA_OP_SPINNING")]
     pub intra_op_spinning: Option<bool>,
@@ -334,6 +349,8 @@ impl Config {
             port,
             intra_op_threads,
             ort_thread_pool,
+            prefill_thread,
+            prefill_threads,
             intra_op_spinning,
             http_threads,
             tokenizer_threads,
@@ -396,6 +413,7 @@ impl Config {
         }
         range("intra_op_threads", self.intra_op_threads, 0, 1024)?;
         range("http_threads", self.http_threads, 0, 1024)?;
+        range("prefill_threads", self.prefill_threads, 0, 1024)?;
         range("tokenizer_threads", self.tokenizer_threads, 1, 1024)?;
         range("max_input_tokens", self.max_input_tokens, 1, 65_536)?;
         range("max_new_tokens_limit", self.max_new_tokens_limit, 1, 65_536)?;

@@ -82,10 +82,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let settings = SessionSettings {
         intra_threads: config.intra_op_threads,
         global_pool: config.ort_thread_pool == config::ThreadPool::Global,
+        prefill_threads: config.prefill_thread.then_some(config.prefill_threads),
         spinning: config.intra_op_spinning,
         ort_library: config.ort_library.clone(),
         cuda_device: (config.execution_provider == config::ExecutionProvider::Cuda).then_some(config.device_id),
     };
+    let settings_threads = settings.split_threads();
     let model_dir = config.model.clone();
     let scheduling = config.scheduler_settings();
     let (scheduler, info) =
@@ -111,6 +113,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         device_id = ?info.cuda_device,
         intra_op_threads = config.intra_op_threads,
         ort_thread_pool = ?config.ort_thread_pool,
+        prefill_thread = config.prefill_thread,
+        prefill_and_step_threads = ?settings_threads,
         http_threads = config.http_worker_threads(),
         tokenizer_threads = config.tokenizer_threads,
         intra_op_spinning = config.intra_op_spinning,

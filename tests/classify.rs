@@ -24,7 +24,7 @@ fn label_log_likelihoods_match_transformers() {
     let g: ScoreGolden =
         serde_json::from_str(&std::fs::read_to_string(data_dir().join("golden_scores.json")).unwrap()).unwrap();
     assert!(g.cases.len() >= 9);
-    let mut model = load(&tiny_model());
+    let model = load(&tiny_model());
     let tokenizer = t5serve::model::TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
     // All inputs with all their labels in one scoring batch, as the server does.
     let mut inputs: Vec<&str> = g.cases.iter().map(|c| c.input.as_str()).collect();
@@ -40,7 +40,7 @@ fn label_log_likelihoods_match_transformers() {
         rows.push(row);
         rxs.push(rx);
     }
-    t5serve::scheduler::score::score_rows(&mut model, rows).unwrap();
+    t5serve::scheduler::score::score_rows(&model, rows).unwrap();
     for (input, rx) in inputs.iter().zip(rxs.iter_mut()) {
         let t5serve::scheduler::Event::Scores(scores) = rx.try_recv().unwrap() else { panic!("scores expected") };
         let want: Vec<&ScoreCase> = g.cases.iter().filter(|c| c.input == *input).collect();

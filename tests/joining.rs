@@ -16,7 +16,7 @@ fn masked_model() -> std::path::PathBuf {
 #[test]
 fn rows_joining_at_steps_0_4_and_7_equal_their_solo_runs() {
     let g = golden();
-    let mut model = load(&masked_model());
+    let model = load(&masked_model());
     assert!(model.can_join(), "the masked graph is loaded");
     let params = golden_params(&g);
     // Three prompts of different lengths join at steps 0, 4 and 7.
@@ -33,14 +33,14 @@ fn rows_joining_at_steps_0_4_and_7_equal_their_solo_runs() {
         if let Some(i) = joining {
             let (row, rx) = RowRequest::new(g.cases[i].input_ids.clone(), params);
             rxs.push((i, rx));
-            let (new, _) = Cohort::start(&mut model, vec![row], &mut NoObserver).unwrap();
+            let (new, _) = Cohort::start(&model, vec![row], &mut NoObserver).unwrap();
             let new = new.expect("the row runs");
             match main.as_mut() {
                 Some(m) => m.absorb(new).unwrap(),
                 None => main = Some(new),
             }
         } else if let Some(m) = main.as_mut() {
-            m.step(&mut model, &mut NoObserver).unwrap();
+            m.step(&model, &mut NoObserver).unwrap();
             if m.is_empty() {
                 main = None;
             }
@@ -93,25 +93,25 @@ async fn concurrent_requests_join_one_batch_and_equal_their_solo_outputs() {
 #[test]
 fn the_joined_batch_trims_padding_nobody_attends_to() {
     let g = golden();
-    let mut model = load(&masked_model());
+    let model = load(&masked_model());
     // Row a decodes 12 tokens; row b joins after a's 10th, so it is left-padded by 9 positions.
     let (a, _rx_a) = RowRequest::new(g.cases[3].input_ids.clone(), GenerationParams::greedy(12, 12));
-    let (mut main, _) = Cohort::start(&mut model, vec![a], &mut NoObserver).unwrap();
+    let (mut main, _) = Cohort::start(&model, vec![a], &mut NoObserver).unwrap();
     let m = main.as_mut().unwrap();
     for _ in 0..9 {
-        m.step(&mut model, &mut NoObserver).unwrap();
+        m.step(&model, &mut NoObserver).unwrap();
     }
     let (b, mut rx_b) = RowRequest::new(g.cases[5].input_ids.clone(), GenerationParams::greedy(20, 20));
-    let (new, _) = Cohort::start(&mut model, vec![b], &mut NoObserver).unwrap();
+    let (new, _) = Cohort::start(&model, vec![b], &mut NoObserver).unwrap();
     m.absorb(new.unwrap()).unwrap();
     assert_eq!(m.decoder_len(), 10);
-    m.step(&mut model, &mut NoObserver).unwrap();
-    m.step(&mut model, &mut NoObserver).unwrap();
+    m.step(&model, &mut NoObserver).unwrap();
+    m.step(&model, &mut NoObserver).unwrap();
     // a has finished; b attends to 3 positions of 12, and the 9 padded ones are dropped.
     assert_eq!(m.len(), 1);
     assert_eq!(m.decoder_len(), 3);
     while !m.is_empty() {
-        m.step(&mut model, &mut NoObserver).unwrap();
+        m.step(&model, &mut NoObserver).unwrap();
     }
     let mut ids = Vec::new();
     while let Ok(Event::Token { id, .. }) = rx_b.try_recv() {

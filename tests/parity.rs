@@ -53,7 +53,7 @@ fn compare_case(case: &GoldenCase, ids: &[u32], logits: &[Vec<f32>], eos: u32, m
 
 fn parity_for(model_dir: std::path::PathBuf) {
     let g = golden();
-    let mut model = load(&model_dir);
+    let model = load(&model_dir);
     let eos = model.dims.eos_token_id;
     assert_eq!(eos, g.eos_token_id);
     let tokenizer = t5serve::model::TextTokenizer::from_file(&model_dir.join("tokenizer.json")).unwrap();
@@ -66,7 +66,7 @@ fn parity_for(model_dir: std::path::PathBuf) {
             case.prompt
         );
         let mut rec = Recorder::default();
-        let out = decode_batch(&mut model, std::slice::from_ref(&case.input_ids), golden_params(&g), &mut rec);
+        let out = decode_batch(&model, std::slice::from_ref(&case.input_ids), golden_params(&g), &mut rec);
         assert_eq!(out[0].ids.len(), g.steps);
         assert!(
             matches!(out[0].finished, Event::Finished { reason: FinishReason::Length, generated_tokens, .. } if generated_tokens == g.steps)
@@ -90,12 +90,12 @@ fn merged_decoder_matches_transformers_too() {
 #[test]
 fn a_batch_gives_the_same_ids_as_one_by_one() {
     let g = golden();
-    let mut model = load(&tiny_model());
+    let model = load(&tiny_model());
     let inputs: Vec<Vec<u32>> = g.cases.iter().map(|c| c.input_ids.clone()).collect();
     let mut rec = Recorder::default();
-    let batched = decode_batch(&mut model, &inputs, golden_params(&g), &mut rec);
+    let batched = decode_batch(&model, &inputs, golden_params(&g), &mut rec);
     for (i, input) in inputs.iter().enumerate() {
-        let alone = decode_batch(&mut model, std::slice::from_ref(input), golden_params(&g), &mut Recorder::default());
+        let alone = decode_batch(&model, std::slice::from_ref(input), golden_params(&g), &mut Recorder::default());
         assert_eq!(batched[i], alone[0], "row {i} ({:?}) differs between batch and single", g.cases[i].prompt);
     }
 }
@@ -104,7 +104,7 @@ fn a_batch_gives_the_same_ids_as_one_by_one() {
 fn rows_leave_the_batch_as_they_finish() {
     // Different max_new_tokens in one batch: each row stops at its own length, the rest go on.
     let g = golden();
-    let mut model = load(&tiny_model());
+    let model = load(&tiny_model());
     let mut rec = Recorder::default();
     let inputs: Vec<Vec<u32>> = g.cases.iter().take(3).map(|c| c.input_ids.clone()).collect();
     let (rows, mut rxs): (Vec<_>, Vec<_>) = inputs
@@ -112,7 +112,7 @@ fn rows_leave_the_batch_as_they_finish() {
         .zip([3usize, 24, 10])
         .map(|(ids, n)| t5serve::scheduler::RowRequest::new(ids.clone(), GenerationParams::greedy(n, n)))
         .unzip();
-    t5serve::scheduler::batch::run_batch(&mut model, rows, &mut rec);
+    t5serve::scheduler::batch::run_batch(&model, rows, &mut rec);
     for (i, n) in [3usize, 24, 10].into_iter().enumerate() {
         let mut ids = Vec::new();
         while let Ok(Event::Token { id, .. }) = rxs[i].try_recv() {
@@ -124,7 +124,7 @@ fn rows_leave_the_batch_as_they_finish() {
 
 /// Greedy decoding that reruns the decoder over the whole prefix at every step (no cache).
 fn greedy_uncached(
-    model: &mut t5serve::model::Seq2SeqModel,
+    model: &t5serve::model::Seq2SeqModel,
     input: &[u32],
     params: &GenerationParams,
 ) -> (Vec<u32>, Vec<Vec<f32>>) {
@@ -152,12 +152,12 @@ fn greedy_uncached(
 fn cached_decoding_equals_uncached_decoding() {
     let g = golden();
     for dir in [tiny_model(), tiny_model_merged()] {
-        let mut model = load(&dir);
+        let model = load(&dir);
         // The shortest, a middle and the longest prompt.
         for case in [&g.cases[1], &g.cases[4], &g.cases[9]] {
             let mut rec = Recorder::default();
-            let cached = decode_batch(&mut model, std::slice::from_ref(&case.input_ids), golden_params(&g), &mut rec);
-            let (uncached, logits) = greedy_uncached(&mut model, &case.input_ids, &golden_params(&g));
+            let cached = decode_batch(&model, std::slice::from_ref(&case.input_ids), golden_params(&g), &mut rec);
+            let (uncached, logits) = greedy_uncached(&model, &case.input_ids, &golden_params(&g));
             assert_eq!(cached[0].ids, uncached, "{}: {:?}", dir.display(), case.prompt);
             for (step, (a, b)) in rec.steps[&0].iter().zip(&logits).enumerate() {
                 let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
@@ -187,7 +187,7 @@ struct DecodingCase {
 fn repetition_penalty_and_no_repeat_ngram_match_transformers() {
     let path = data_dir().join("golden_decoding.json");
     let g: DecodingGolden = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut model = load(&tiny_model());
+    let model = load(&tiny_model());
     let tokenizer = t5serve::model::TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
     assert!(g.cases.len() >= 8);
     let mut compared = 0;
@@ -203,7 +203,7 @@ fn repetition_penalty_and_no_repeat_ngram_match_transformers() {
         let input = tokenizer.encode(&case.prompt).unwrap();
         let (rows, mut rxs): (Vec<_>, Vec<_>) =
             [t5serve::scheduler::RowRequest::new(input, params)].into_iter().unzip();
-        t5serve::scheduler::batch::run_batch(&mut model, rows, &mut Recorder::default());
+        t5serve::scheduler::batch::run_batch(&model, rows, &mut Recorder::default());
         let mut ids = Vec::new();
         while let Ok(Event::Token { id, .. }) = rxs[0].try_recv() {
             ids.push(id);
@@ -237,7 +237,7 @@ struct BeamSeq {
 
 /// Decodes one beam search request and returns its hypotheses.
 fn beam_decode(
-    model: &mut t5serve::model::Seq2SeqModel,
+    model: &t5serve::model::Seq2SeqModel,
     input: Vec<u32>,
     params: GenerationParams,
     beam: t5serve::generation::beam::BeamParams,
@@ -293,11 +293,11 @@ fn compare_beams(what: &str, got: &[t5serve::scheduler::Sequence], want: &[BeamS
 fn beam_search_matches_transformers() {
     let g: BeamGolden =
         serde_json::from_str(&std::fs::read_to_string(data_dir().join("golden_beam.json")).unwrap()).unwrap();
-    let mut model = load(&tiny_model());
+    let model = load(&tiny_model());
     let tokenizer = t5serve::model::TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
     for case in &g.cases {
         let (params, beam) = beam_params(&case.parameters, g.max_new_tokens);
-        let got = beam_decode(&mut model, tokenizer.encode(&case.prompt).unwrap(), params, beam);
+        let got = beam_decode(&model, tokenizer.encode(&case.prompt).unwrap(), params, beam);
         compare_beams(&format!("{:?} {}", case.prompt, case.parameters), &got, &case.sequences);
     }
 }
@@ -305,13 +305,13 @@ fn beam_search_matches_transformers() {
 #[test]
 fn plain_greedy_stops_at_eos_and_min_new_tokens_suppresses_it() {
     let g = golden();
-    let mut model = load(&tiny_model());
+    let model = load(&tiny_model());
     let eos = model.dims.eos_token_id;
     let mut ended = 0;
     for case in &g.cases {
         // Without min_new_tokens: transformers' plain greedy ids, ending at EOS where it does.
         let out = decode_batch(
-            &mut model,
+            &model,
             std::slice::from_ref(&case.input_ids),
             GenerationParams::greedy(g.steps, 0),
             &mut Recorder::default(),

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::Mutex;
 
 use ndarray::{Array2, Array3};
 use ort::session::builder::GraphOptimizationLevel;
@@ -24,6 +25,11 @@ pub struct SessionSettings {
     /// encoder and decoder sessions never run at once (one decode thread drives them), so one
     /// pool of one thread per core serves them all without idle pools or competing spinners.
     pub global_pool: bool,
+    /// `Some(n)`: prefill runs on its own thread, overlapped with decoding. With the global pool
+    /// both threads run on it; without, each session gets its own pool: `n` threads (0 = half
+    /// the cores) for the encoder and first decoder step, `intra_threads` (0 = the other cores)
+    /// for cached steps.
+    pub prefill_threads: Option<usize>,
     /// Busy-wait in intra-op threads between ops. On by default with the global pool (one set of
     /// spinning threads); with a pool per session, three sessions' spinners compete for the cores.
     pub spinning: bool,
@@ -35,7 +41,14 @@ pub struct SessionSettings {
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { intra_threads: 0, global_pool: true, spinning: true, ort_library: None, cuda_device: None }
+        Self {
+            intra_threads: 0,
+            global_pool: true,
+            prefill_threads: Some(0),
+            spinning: true,
+            ort_library: None,
+            cuda_device: None,
+        }
     }
 }
 
@@ -45,6 +58,29 @@ impl SessionSettings {
         self.global_pool.then_some(runtime::GlobalPool { intra_threads: self.intra_threads, spinning: self.spinning })
     }
 
+    /// Threads of the (prefill, step) session pools when prefill has its own thread and the
+    /// sessions have their own pools.
+    pub fn split_threads(&self) -> Option<(usize, usize)> {
+        if self.global_pool {
+            return None;
+        }
+        let prefill = self.prefill_threads?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let prefill = if prefill > 0 { prefill } else { (cores / 2).max(1) };
+        let step = if self.intra_threads > 0 { self.intra_threads } else { cores.saturating_sub(prefill).max(1) };
+        Some((prefill, step))
+    }
+
+    /// A session's own pool size (0 = ONNX Runtime's default), or `None` for the global pool.
+    fn threads_for(&self, role: Role) -> Option<usize> {
+        match (self.split_threads(), role) {
+            (Some((prefill, _)), Role::Prefill) => Some(prefill),
+            (Some((_, step)), Role::Step) => Some(step),
+            (None, _) if self.global_pool => None,
+            (None, _) => Some(self.intra_threads),
+        }
+    }
+
     /// ONNX Runtime's name of the provider the sessions run on.
     pub fn provider_name(&self) -> &'static str {
         if self.cuda_device.is_some() { "CUDAExecutionProvider" } else { "CPUExecutionProvider" }
@@ -52,8 +88,17 @@ impl SessionSettings {
 }
 
 enum Decoder {
-    Split { first: Session, with_past: Session },
-    Merged(Session),
+    Split { first: Mutex<Session>, with_past: Mutex<Session> },
+    Merged(Mutex<Session>),
+}
+
+/// What a session is used for, which decides its threads when prefill has its own thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The encoder and the first decoder step of new rows.
+    Prefill,
+    /// Cached decoder steps.
+    Step,
 }
 
 /// The encoder output of a batch, kept for every later decoder step.
@@ -157,28 +202,33 @@ pub struct Seq2SeqModel {
     pub dims: ModelDims,
     pub files: ModelFiles,
     pub tokenizer: super::TextTokenizer,
-    encoder: Session,
+    // Each session behind its own lock: the prefill thread (encoder, first step) and the decode
+    // thread (cached steps) run different sessions at the same time.
+    encoder: Mutex<Session>,
     decoder: Decoder,
     /// `decoder_with_past_masked.onnx`: lets rows of different decoder lengths share a batch.
-    masked: Option<Session>,
+    masked: Option<Mutex<Session>>,
     names: CacheNames,
     /// The last step's logits buffer, handed back by the scheduler to be filled again.
-    spare_logits: Vec<f32>,
+    spare_logits: Mutex<Vec<f32>>,
 }
 
-fn build_session(path: &Path, settings: &SessionSettings) -> ort::Result<Session> {
+/// Locks a session; a panic elsewhere while holding it leaves the session itself intact.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn build_session(path: &Path, settings: &SessionSettings, role: Role) -> ort::Result<Session> {
     let env = runtime::environment(settings.ort_library.as_deref(), settings.pool())
         .map_err(|e| ort::Error::new(e.to_string()))?;
     let mut builder = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::All)?;
-    if settings.global_pool {
-        // The session runs on the environment's pool (ort disables its own threads).
-    } else {
+    if let Some(threads) = settings.threads_for(role) {
         builder = builder
             .with_independent_thread_pool()?
             .with_intra_op_spinning(settings.spinning)?
             .with_inter_op_spinning(false)?;
-        if settings.intra_threads > 0 {
-            builder = builder.with_intra_threads(settings.intra_threads)?;
+        if threads > 0 {
+            builder = builder.with_intra_threads(threads)?;
         }
     }
     if let Some(device) = settings.cuda_device {
@@ -196,8 +246,10 @@ fn build_session(path: &Path, settings: &SessionSettings) -> ort::Result<Session
     builder.commit_from_file(path)
 }
 
-fn session(path: &Path, settings: &SessionSettings) -> Result<Session, ModelError> {
-    build_session(path, settings).map_err(|e| ModelError::Session(format!("cannot load {}: {e}", path.display())))
+fn session(path: &Path, settings: &SessionSettings, role: Role) -> Result<Mutex<Session>, ModelError> {
+    build_session(path, settings, role)
+        .map(Mutex::new)
+        .map_err(|e| ModelError::Session(format!("cannot load {}: {e}", path.display())))
 }
 
 fn input_names(s: &Session) -> Vec<String> {
@@ -210,28 +262,31 @@ impl Seq2SeqModel {
         runtime::environment(settings.ort_library.as_deref(), settings.pool())?;
         let files = ModelFiles::discover(dir)?;
         let dims = files.dims()?;
-        let encoder = session(&files.encoder, settings)?;
+        let encoder = session(&files.encoder, settings, Role::Prefill)?;
         let decoder = match &files.decoder {
-            DecoderLayout::Split { first, with_past } => {
-                Decoder::Split { first: session(first, settings)?, with_past: session(with_past, settings)? }
-            }
-            DecoderLayout::Merged(path) => Decoder::Merged(session(path, settings)?),
+            DecoderLayout::Split { first, with_past } => Decoder::Split {
+                first: session(first, settings, Role::Prefill)?,
+                with_past: session(with_past, settings, Role::Step)?,
+            },
+            // One graph for both; the two threads take turns.
+            DecoderLayout::Merged(path) => Decoder::Merged(session(path, settings, Role::Step)?),
         };
         let tokenizer = super::TextTokenizer::from_file(&files.tokenizer)?;
         let masked = match (&files.masked, &decoder) {
-            (Some(path), Decoder::Split { .. }) => Some(session(path, settings)?),
+            (Some(path), Decoder::Split { .. }) => Some(session(path, settings, Role::Step)?),
             _ => None,
         };
         let names = CacheNames::new(dims.num_decoder_layers);
-        let model = Self { dims, files, tokenizer, encoder, decoder, masked, names, spare_logits: Vec::new() };
+        let model =
+            Self { dims, files, tokenizer, encoder, decoder, masked, names, spare_logits: Mutex::new(Vec::new()) };
         model.check_graphs()?;
         Ok(model)
     }
 
     /// Fails early, with the graph named, when a file is not a T5 seq2seq export with past.
     fn check_graphs(&self) -> Result<(), ModelError> {
-        let want = |s: &Session, graph: &str, names: &[&str]| -> Result<(), ModelError> {
-            let have = input_names(s);
+        let want = |s: &Mutex<Session>, graph: &str, names: &[&str]| -> Result<(), ModelError> {
+            let have = input_names(&lock(s));
             for n in names {
                 if !have.iter().any(|h| h == n) {
                     return Err(ModelError::Files(format!(
@@ -258,9 +313,13 @@ impl Seq2SeqModel {
         Ok(())
     }
 
+    fn take_spare_logits(&self) -> Vec<f32> {
+        std::mem::take(&mut *lock(&self.spare_logits))
+    }
+
     /// Hands a step's logits back so that the next step fills the same buffer.
-    pub fn recycle_logits(&mut self, logits: Logits) {
-        self.spare_logits = logits.into_buffer();
+    pub fn recycle_logits(&self, logits: Logits) {
+        *lock(&self.spare_logits) = logits.into_buffer();
     }
 
     /// Whether new rows can join a running batch (the model has the masked decoder graph).
@@ -276,7 +335,7 @@ impl Seq2SeqModel {
     }
 
     /// Runs the encoder over a right-padded batch.
-    pub fn encode(&mut self, input_ids: Array2<i64>, mask: Array2<i64>) -> Result<Encoded, ModelError> {
+    pub fn encode(&self, input_ids: Array2<i64>, mask: Array2<i64>) -> Result<Encoded, ModelError> {
         let (batch, len) = input_ids.dim();
         let d = self.dims.d_model;
         let hidden = {
@@ -284,7 +343,8 @@ impl Seq2SeqModel {
                 ("input_ids".into(), TensorRef::from_array_view(input_ids.view())?.into()),
                 ("attention_mask".into(), TensorRef::from_array_view(mask.view())?.into()),
             ];
-            let out = self.encoder.run(inputs)?;
+            let mut encoder = lock(&self.encoder);
+            let out = encoder.run(inputs)?;
             let (shape, data) = out
                 .get("last_hidden_state")
                 .ok_or_else(|| ModelError::Output("encoder output last_hidden_state".into()))?
@@ -299,18 +359,19 @@ impl Seq2SeqModel {
 
     /// The first decoder step: one token per row (normally the decoder start token). Returns
     /// the logits and a cache holding the self K/V (length 1) and the cross K/V.
-    pub fn decode_first(&mut self, tokens: &[i64], enc: &Encoded) -> Result<(Logits, DecoderState), ModelError> {
+    pub fn decode_first(&self, tokens: &[i64], enc: &Encoded) -> Result<(Logits, DecoderState), ModelError> {
         let layers = self.dims.num_decoder_layers;
         let ids = Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("one token per row");
-        let (logits, kv) = match &mut self.decoder {
+        let (logits, kv) = match &self.decoder {
             Decoder::Split { first, .. } => {
                 let inputs: Inputs<'_> = vec![
                     ("input_ids".into(), TensorRef::from_array_view(ids.view())?.into()),
                     ("encoder_hidden_states".into(), TensorRef::from_array_view(enc.hidden.view())?.into()),
                     ("encoder_attention_mask".into(), TensorRef::from_array_view(enc.mask.view())?.into()),
                 ];
+                let mut first = lock(first);
                 let mut out = first.run(inputs)?;
-                let logits = last_logits(&out, std::mem::take(&mut self.spare_logits))?;
+                let logits = last_logits(&out, self.take_spare_logits())?;
                 (logits, take_presents(&mut out, &self.names, true)?)
             }
             Decoder::Merged(s) => {
@@ -329,8 +390,9 @@ impl Seq2SeqModel {
                     inputs.push((self.names.past_self[j].into(), (&dummy_self).into()));
                     inputs.push((self.names.past_cross[j].into(), (&dummy_cross).into()));
                 }
+                let mut s = lock(s);
                 let mut out = s.run(inputs)?;
-                let logits = last_logits(&out, std::mem::take(&mut self.spare_logits))?;
+                let logits = last_logits(&out, self.take_spare_logits())?;
                 (logits, take_presents(&mut out, &self.names, true)?)
             }
         };
@@ -340,19 +402,14 @@ impl Seq2SeqModel {
     }
 
     /// One cached decoder step: one new token per row; the self-attention cache grows by one.
-    pub fn decode_next(
-        &mut self,
-        tokens: &[i64],
-        enc: &Encoded,
-        state: &mut DecoderState,
-    ) -> Result<Logits, ModelError> {
+    pub fn decode_next(&self, tokens: &[i64], enc: &Encoded, state: &mut DecoderState) -> Result<Logits, ModelError> {
         self.step(tokens, enc, state, None)
     }
 
     /// A cached step with a decoder self-attention mask `[rows, past_len + 1]` (0 = padding),
     /// for batches whose rows joined at different steps. Needs the masked graph.
     pub fn decode_next_masked(
-        &mut self,
+        &self,
         tokens: &[i64],
         enc: &Encoded,
         state: &mut DecoderState,
@@ -362,7 +419,7 @@ impl Seq2SeqModel {
     }
 
     fn step(
-        &mut self,
+        &self,
         tokens: &[i64],
         enc: &Encoded,
         state: &mut DecoderState,
@@ -395,20 +452,22 @@ impl Seq2SeqModel {
                 inputs.push((self.names.past_self[j].into(), (&state.self_kv[j]).into()));
                 inputs.push((self.names.past_cross[j].into(), (&state.cross_kv[j]).into()));
             }
-            let mut out = match (&mut self.decoder, &mut self.masked, mask) {
-                (_, Some(masked), Some(_)) => masked.run(inputs)?,
+            let session = match (&self.decoder, &self.masked, mask) {
+                (_, Some(masked), Some(_)) => masked,
                 (_, None, Some(_)) => return Err(ModelError::Output("no masked decoder graph loaded".into())),
-                (Decoder::Split { with_past, .. }, _, None) => with_past.run(inputs)?,
+                (Decoder::Split { with_past, .. }, _, None) => with_past,
                 (Decoder::Merged(s), _, None) => {
                     inputs
                         .push(("encoder_hidden_states".into(), TensorRef::from_array_view(enc.hidden.view())?.into()));
                     inputs
                         .push(("use_cache_branch".into(), Tensor::<bool>::from_array(([1usize], vec![true]))?.into()));
-                    s.run(inputs)?
+                    s
                 }
             };
+            let mut session = lock(session);
+            let mut out = session.run(inputs)?;
             // In the merged graph's cache branch the encoder presents are dummies: keep ours.
-            let logits = last_logits(&out, std::mem::take(&mut self.spare_logits))?;
+            let logits = last_logits(&out, self.take_spare_logits())?;
             (logits, take_presents(&mut out, &self.names, false)?.0)
         };
         state.advance(self_kv);
@@ -417,7 +476,7 @@ impl Seq2SeqModel {
 
     /// Runs the decoder over a whole prefix without any cache and returns the logits of every
     /// position, `[batch, prefix_len, vocab]`. Slow (quadratic); the reference the cache is tested against.
-    pub fn decode_uncached(&mut self, prefix: &Array2<i64>, enc: &Encoded) -> Result<Array3<f32>, ModelError> {
+    pub fn decode_uncached(&self, prefix: &Array2<i64>, enc: &Encoded) -> Result<Array3<f32>, ModelError> {
         let layers = self.dims.num_decoder_layers;
         let (b, t) = prefix.dim();
         let v = self.dims.vocab_size;
@@ -427,21 +486,18 @@ impl Seq2SeqModel {
             ("encoder_hidden_states".into(), TensorRef::from_array_view(enc.hidden.view())?.into()),
             ("encoder_attention_mask".into(), TensorRef::from_array_view(enc.mask.view())?.into()),
         ];
-        let out = match &mut self.decoder {
-            Decoder::Split { first, .. } => first.run(inputs)?,
-            Decoder::Merged(s) => {
-                inputs.push(("use_cache_branch".into(), Tensor::<bool>::from_array(([1usize], vec![false]))?.into()));
-                for i in 0..layers {
-                    for kind in ["key", "value"] {
-                        let d = Tensor::<f32>::from_array(([b, h, 1, dk], vec![0f32; b * h * dk]))?;
-                        let c = Tensor::<f32>::from_array(([b, h, src, dk], vec![0f32; b * h * src * dk]))?;
-                        inputs.push((format!("past_key_values.{i}.decoder.{kind}").into(), d.into()));
-                        inputs.push((format!("past_key_values.{i}.encoder.{kind}").into(), c.into()));
-                    }
-                }
-                s.run(inputs)?
+        let (Decoder::Split { first: session, .. } | Decoder::Merged(session)) = &self.decoder;
+        if let Decoder::Merged(_) = &self.decoder {
+            inputs.push(("use_cache_branch".into(), Tensor::<bool>::from_array(([1usize], vec![false]))?.into()));
+            for j in 0..2 * layers {
+                let d = Tensor::<f32>::from_array(([b, h, 1, dk], vec![0f32; b * h * dk]))?;
+                let c = Tensor::<f32>::from_array(([b, h, src, dk], vec![0f32; b * h * src * dk]))?;
+                inputs.push((self.names.past_self[j].into(), d.into()));
+                inputs.push((self.names.past_cross[j].into(), c.into()));
             }
-        };
+        }
+        let mut session = lock(session);
+        let out = session.run(inputs)?;
         let (shape, data) = out
             .get("logits")
             .ok_or_else(|| ModelError::Output("decoder output logits".into()))?

@@ -92,7 +92,7 @@ pub fn length_buckets(sorted_lens: &[usize], max_padding: f64) -> Vec<std::ops::
 
 /// Encodes inputs sorted by length in length buckets and joins the outputs into one batch
 /// (right-padded to the longest input). Returns it with the padded token count of the buckets.
-pub(super) fn encode_bucketed(model: &mut Seq2SeqModel, inputs: &[&[u32]]) -> Result<(Encoded, usize), ModelError> {
+pub(super) fn encode_bucketed(model: &Seq2SeqModel, inputs: &[&[u32]]) -> Result<(Encoded, usize), ModelError> {
     let lens: Vec<usize> = inputs.iter().map(|r| r.len()).collect();
     let mut joined: Option<Encoded> = None;
     let mut padded = 0;
@@ -137,7 +137,7 @@ impl Cohort {
     /// token. `None` when no row is left (all closed, or all finished at once). On a model
     /// error every row has been sent an error event.
     pub fn start(
-        model: &mut Seq2SeqModel,
+        model: &Seq2SeqModel,
         rows: Vec<RowRequest>,
         observer: &mut dyn StepObserver,
     ) -> Result<(Option<Cohort>, StepReport), ModelError> {
@@ -201,11 +201,7 @@ impl Cohort {
 
     /// One cached decoder step for every row. On a model error every row has been sent an
     /// error event and the cohort is empty.
-    pub fn step(
-        &mut self,
-        model: &mut Seq2SeqModel,
-        observer: &mut dyn StepObserver,
-    ) -> Result<StepReport, ModelError> {
+    pub fn step(&mut self, model: &Seq2SeqModel, observer: &mut dyn StepObserver) -> Result<StepReport, ModelError> {
         let tokens: Vec<i64> = self
             .rows
             .iter()
@@ -427,7 +423,7 @@ fn finished(request: &RowRequest, reason: FinishReason, generated_tokens: usize)
 }
 
 /// Decodes `rows` to the end as one cohort on the calling thread (tests and tools).
-pub fn run_batch(model: &mut Seq2SeqModel, rows: Vec<RowRequest>, observer: &mut dyn StepObserver) {
+pub fn run_batch(model: &Seq2SeqModel, rows: Vec<RowRequest>, observer: &mut dyn StepObserver) {
     let Ok((mut cohort, _)) = Cohort::start(model, rows, observer) else {
         return;
     };

@@ -20,7 +20,7 @@ pub struct LabelScore {
 
 /// Scores every row's labels and sends each row one `Event::Scores`; on a model error every row
 /// gets an error event. Returns the encoder's (real, padded) input tokens.
-pub fn score_rows(model: &mut Seq2SeqModel, rows: Vec<RowRequest>) -> Result<(usize, usize), ModelError> {
+pub fn score_rows(model: &Seq2SeqModel, rows: Vec<RowRequest>) -> Result<(usize, usize), ModelError> {
     let mut rows: Vec<RowRequest> = rows.into_iter().filter(|r| !r.events.is_closed()).collect();
     if rows.is_empty() {
         return Ok((0, 0));
@@ -45,7 +45,7 @@ pub fn score_rows(model: &mut Seq2SeqModel, rows: Vec<RowRequest>) -> Result<(us
 }
 
 /// Label scores of rows sorted by input length, and the encoder's padded token count.
-fn score(model: &mut Seq2SeqModel, rows: &[RowRequest]) -> Result<(Vec<Vec<LabelScore>>, usize), ModelError> {
+fn score(model: &Seq2SeqModel, rows: &[RowRequest]) -> Result<(Vec<Vec<LabelScore>>, usize), ModelError> {
     let dims = model.dims.clone();
     let inputs: Vec<&[u32]> = rows.iter().map(|r| r.input_ids.as_slice()).collect();
     let (mut enc, padded) = encode_bucketed(model, &inputs)?;

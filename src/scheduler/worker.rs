@@ -106,14 +106,14 @@ impl SchedulerHandle {
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let alive = Arc::new(AtomicBool::new(true));
         let stats: SharedStats = Arc::new(SchedulerStats::default());
-        let (alive_thread, stats_thread) = (alive.clone(), stats.clone());
+        let (alive_thread, alive_prefill, stats_thread) = (alive.clone(), alive.clone(), stats.clone());
         let max_batch_bytes = settings.max_batch_bytes;
         std::thread::Builder::new()
             .name("t5serve-decode".into())
             .spawn(move || {
                 // Marks the worker dead however the thread ends, a panic included, so that
                 // health checks fail instead of requests hanging.
-                let _alive = AliveGuard(alive_thread);
+                let alive = AliveGuard(alive_thread);
                 let started = Instant::now();
                 let model = match Seq2SeqModel::load(&model_dir, &sessions) {
                     Ok(m) => m,
@@ -150,12 +150,25 @@ impl SchedulerHandle {
                     max_batch_bytes: settings.max_batch_bytes,
                     max_queue_delay: settings.max_queue_delay,
                 };
+                let model = Arc::new(model);
+                let prefill = match sessions.prefill_threads {
+                    None => None,
+                    Some(_) => match PrefillThread::spawn(model.clone(), stats_thread.clone(), alive_prefill) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot spawn the prefill thread; prefill runs inline");
+                            None
+                        }
+                    },
+                };
                 DecodeLoop {
+                    _alive: alive,
                     model,
                     queue: Queue::new(limits, cost),
                     cohorts: Vec::new(),
                     settings,
                     stats: stats_thread,
+                    prefill,
                 }
                 .run(job_rx);
             })
@@ -202,19 +215,94 @@ impl Drop for AliveGuard {
 }
 
 struct DecodeLoop {
-    model: Seq2SeqModel,
+    /// First, so that it is dropped first: on a panic the service is marked dead before the
+    /// rows' channels close and their clients are answered.
+    _alive: AliveGuard,
+    model: Arc<Seq2SeqModel>,
     queue: Queue<RowRequest>,
     cohorts: Vec<Cohort>,
     settings: SchedulerSettings,
     stats: SharedStats,
+    /// The prefill thread, when prefill overlaps decoding.
+    prefill: Option<PrefillThread>,
+}
+
+/// The decode loop's end of the prefill thread: one batch of new rows at a time.
+struct PrefillThread {
+    rows: std_mpsc::Sender<Vec<RowRequest>>,
+    done: std_mpsc::Receiver<Option<Cohort>>,
+    /// Rows of the batch being prefilled (0 when the thread is idle).
+    in_flight: usize,
+}
+
+impl PrefillThread {
+    fn spawn(model: Arc<Seq2SeqModel>, stats: SharedStats, alive: Arc<AtomicBool>) -> std::io::Result<Self> {
+        let (rows_tx, rows_rx) = std_mpsc::channel::<Vec<RowRequest>>();
+        let (done_tx, done_rx) = std_mpsc::channel();
+        std::thread::Builder::new().name("t5serve-prefill".into()).spawn(move || {
+            let _alive = AliveGuard(alive);
+            // Ends when the decode loop drops its sender.
+            for rows in rows_rx {
+                if done_tx.send(start_rows(&model, rows, &stats)).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Self { rows: rows_tx, done: done_rx, in_flight: 0 })
+    }
+}
+
+/// Prefills a batch of new rows: label scoring rows are scored outright; the others are
+/// encoded (in length buckets) and run their first decoder step, emitting their first token.
+/// Returns the started cohort, if any row is still running. Runs on the prefill thread, or
+/// inline on the decode thread.
+fn start_rows(model: &Seq2SeqModel, batch: Vec<RowRequest>, stats: &SchedulerStats) -> Option<Cohort> {
+    let (scoring, rows): (Vec<RowRequest>, Vec<RowRequest>) = batch.into_iter().partition(|r| r.labels.is_some());
+    if !scoring.is_empty() {
+        let n = scoring.len() as u64;
+        match super::score::score_rows(model, scoring) {
+            Ok((real, padded)) => stats.observer().padding(real, padded),
+            Err(_) => {
+                stats.failed_rows.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let n = rows.len();
+    let t = Instant::now();
+    let started = Cohort::start(model, rows, &mut NoObserver);
+    stats.observer().encoded(t.elapsed().as_secs_f64(), n);
+    match started {
+        Ok((cohort, report)) => {
+            stats.observer().padding(report.encoder_tokens, report.encoder_padded_tokens);
+            record(stats, report);
+            cohort
+        }
+        Err(_) => {
+            stats.failed_rows.fetch_add(n as u64, Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 impl DecodeLoop {
     fn run(mut self, jobs: std_mpsc::Receiver<Vec<RowRequest>>) {
         let mut open = true;
         loop {
-            // 1. Intake: block only when there is nothing to decode.
-            if self.cohorts.is_empty() && open {
+            // 1. Intake: block only when there is nothing to decode; with a prefill in flight,
+            // until it is done (new rows wait for the prefill thread anyway).
+            if self.cohorts.is_empty() && self.prefilling() > 0 {
+                let Some(prefill) = &mut self.prefill else { unreachable!("rows in flight without a prefill thread") };
+                match prefill.done.recv() {
+                    Ok(cohort) => self.prefilled(cohort),
+                    Err(_) => {
+                        tracing::error!("the prefill thread is gone; the decode loop stops");
+                        return;
+                    }
+                }
+            } else if self.cohorts.is_empty() && open {
                 let first = match self.queue.next_wakeup() {
                     None => jobs.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
                     Some(at) => jobs.recv_timeout(at.saturating_duration_since(Instant::now())),
@@ -235,7 +323,19 @@ impl DecodeLoop {
                     }
                 }
             }
-            if !open && self.queue.is_empty() && self.cohorts.is_empty() {
+            if let Some(prefill) = &mut self.prefill
+                && prefill.in_flight > 0
+            {
+                match prefill.done.try_recv() {
+                    Ok(cohort) => self.prefilled(cohort),
+                    Err(std_mpsc::TryRecvError::Empty) => {}
+                    Err(std_mpsc::TryRecvError::Disconnected) => {
+                        tracing::error!("the prefill thread is gone; the decode loop stops");
+                        return;
+                    }
+                }
+            }
+            if !open && self.queue.is_empty() && self.cohorts.is_empty() && self.prefilling() == 0 {
                 return;
             }
             // 2-3. Form a new cohort from the queue head.
@@ -246,7 +346,7 @@ impl DecodeLoop {
                 #[cfg(feature = "alloc-count")]
                 let allocated = crate::alloc_count::thread_counts();
                 let t = Instant::now();
-                let result = cohort.step(&mut self.model, &mut NoObserver);
+                let result = cohort.step(&self.model, &mut NoObserver);
                 self.stats.observer().stepped(t.elapsed().as_secs_f64(), rows as usize);
                 #[cfg(feature = "alloc-count")]
                 {
@@ -263,7 +363,7 @@ impl DecodeLoop {
             }
             self.cohorts.retain(|c| !c.is_empty());
             self.publish();
-            if !open && self.cohorts.is_empty() && !self.queue.is_empty() {
+            if !open && self.cohorts.is_empty() && self.prefilling() == 0 && !self.queue.is_empty() {
                 // No more intake: let the queue's delay pass rather than spin.
                 if let Some(at) = self.queue.next_wakeup() {
                     std::thread::sleep(at.saturating_duration_since(Instant::now()));
@@ -281,7 +381,16 @@ impl DecodeLoop {
         self.publish();
     }
 
+    /// Rows being prefilled on the prefill thread.
+    fn prefilling(&self) -> usize {
+        self.prefill.as_ref().map_or(0, |p| p.in_flight)
+    }
+
     fn admit(&mut self) {
+        // One prefill at a time: rows arriving meanwhile queue up and are prefilled together next.
+        if self.prefilling() > 0 {
+            return;
+        }
         let now = Instant::now();
         let running: Vec<(usize, usize)> = self.cohorts.iter().flat_map(|c| c.budget_rows()).collect();
         // New rows join the running batch when the model can; otherwise they need a cohort slot.
@@ -300,47 +409,46 @@ impl DecodeLoop {
         for e in &formed.batch {
             self.stats.observer().queued(now.saturating_duration_since(e.enqueued).as_secs_f64());
         }
-        let (scoring, rows): (Vec<RowRequest>, Vec<RowRequest>) =
-            formed.batch.into_iter().map(|e| e.item).partition(|r| r.labels.is_some());
-        if !scoring.is_empty() {
-            let n = scoring.len() as u64;
-            match super::score::score_rows(&mut self.model, scoring) {
-                Ok((real, padded)) => self.stats.observer().padding(real, padded),
-                Err(_) => {
-                    self.stats.failed_rows.fetch_add(n, Ordering::Relaxed);
+        let batch: Vec<RowRequest> = formed.batch.into_iter().map(|e| e.item).collect();
+        match &mut self.prefill {
+            Some(prefill) => {
+                let n = batch.iter().map(RowRequest::width).sum::<usize>().max(1);
+                match prefill.rows.send(batch) {
+                    Ok(()) => prefill.in_flight = n,
+                    // Its rows' channels were dropped with it: their clients get an error.
+                    Err(_) => tracing::error!("the prefill thread is gone"),
                 }
             }
+            None => {
+                let cohort = start_rows(&self.model, batch, &self.stats);
+                self.place(cohort);
+            }
         }
-        if rows.is_empty() {
-            return;
+    }
+
+    /// A prefill finished: its rows join the running batch or start a cohort.
+    fn prefilled(&mut self, cohort: Option<Cohort>) {
+        if let Some(p) = &mut self.prefill {
+            p.in_flight = 0;
         }
-        let n = rows.len();
-        let t = Instant::now();
-        let started = Cohort::start(&mut self.model, rows, &mut NoObserver);
-        self.stats.observer().encoded(t.elapsed().as_secs_f64(), n);
-        match started {
-            Ok((cohort, report)) => {
-                self.stats.observer().padding(report.encoder_tokens, report.encoder_padded_tokens);
-                record(&self.stats, report);
-                if let Some(c) = cohort {
-                    // With the masked decoder graph, new rows join the running batch.
-                    match self.cohorts.first_mut().filter(|main| main.can_absorb() && c.can_absorb()) {
-                        Some(main) => {
-                            let rows = c.len() as u64;
-                            if let Err(e) = main.absorb(c) {
-                                tracing::error!(error = %e, "joining the running batch failed");
-                                self.stats.failed_rows.fetch_add(rows, Ordering::Relaxed);
-                            }
-                        }
-                        None => {
-                            tracing::debug!(rows = n, cohorts = self.cohorts.len() + 1, "cohort started");
-                            self.cohorts.push(c);
-                        }
-                    }
+        self.place(cohort);
+        self.publish();
+    }
+
+    fn place(&mut self, cohort: Option<Cohort>) {
+        let Some(c) = cohort else { return };
+        // With the masked decoder graph, new rows join the running batch.
+        match self.cohorts.first_mut().filter(|main| main.can_absorb() && c.can_absorb()) {
+            Some(main) => {
+                let rows = c.len() as u64;
+                if let Err(e) = main.absorb(c) {
+                    tracing::error!(error = %e, "joining the running batch failed");
+                    self.stats.failed_rows.fetch_add(rows, Ordering::Relaxed);
                 }
             }
-            Err(_) => {
-                self.stats.failed_rows.fetch_add(n as u64, Ordering::Relaxed);
+            None => {
+                tracing::debug!(rows = c.len(), cohorts = self.cohorts.len() + 1, "cohort started");
+                self.cohorts.push(c);
             }
         }
     }
@@ -348,7 +456,10 @@ impl DecodeLoop {
     fn publish(&self) {
         let s = &self.stats;
         s.queued_rows.store(self.queue.len() as u64, Ordering::Relaxed);
-        s.active_rows.store(self.cohorts.iter().map(|c| c.len() as u64).sum(), Ordering::Relaxed);
+        s.active_rows.store(
+            self.cohorts.iter().map(|c| c.len() as u64).sum::<u64>() + self.prefilling() as u64,
+            Ordering::Relaxed,
+        );
         s.cohorts.store(self.cohorts.len() as u64, Ordering::Relaxed);
         s.kv_cache_bytes.store(self.cohorts.iter().map(|c| c.cache_bytes() as u64).sum(), Ordering::Relaxed);
     }

@@ -81,7 +81,7 @@ pub struct Decoded {
 
 /// Decodes the inputs as one batch on the calling thread, recording logits.
 pub fn decode_batch(
-    model: &mut Seq2SeqModel,
+    model: &Seq2SeqModel,
     inputs: &[Vec<u32>],
     params: GenerationParams,
     rec: &mut Recorder,
