@@ -11,9 +11,19 @@ use t5serve::model::TextTokenizer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_get_exactly_their_solo_outputs() {
+    concurrent_requests_equal_golden(true).await;
+}
+
+/// The same with prefill inline on the decode thread (`prefill_thread = false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_get_exactly_their_solo_outputs_with_inline_prefill() {
+    concurrent_requests_equal_golden(false).await;
+}
+
+async fn concurrent_requests_equal_golden(prefill_thread: bool) {
     let g = golden();
     let tokenizer = TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
-    let server = start_server(tiny_model()).await;
+    let server = start_server_with(tiny_model(), |c| c.prefill_thread = prefill_thread).await;
     let url = format!("http://{}/v1/generate", server.addr);
     let client = reqwest::Client::new();
     let cases: Vec<&GoldenCase> = g.cases.iter().filter(|c| !c.prompt.is_empty()).collect();
