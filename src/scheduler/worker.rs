@@ -294,10 +294,9 @@ impl DecodeLoop {
             // 1. Intake: block only when there is nothing to decode; with a prefill in flight,
             // until it is done (new rows wait for the prefill thread anyway).
             if self.cohorts.is_empty() && self.prefilling() > 0 {
-                let Some(prefill) = &mut self.prefill else { unreachable!("rows in flight without a prefill thread") };
-                match prefill.done.recv() {
-                    Ok(cohort) => self.prefilled(cohort),
-                    Err(_) => {
+                match self.prefill.as_ref().map(|p| p.done.recv()) {
+                    Some(Ok(cohort)) => self.prefilled(cohort),
+                    _ => {
                         tracing::error!("the prefill thread is gone; the decode loop stops");
                         return;
                     }
