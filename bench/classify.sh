@@ -16,10 +16,9 @@ texts = [c["prompt"].removeprefix("language: ") for c in cases if c["task"] == "
 open(sys.argv[2], "w").write("\n".join(texts) + "\n")
 PY
 cargo build --release --quiet --bin t5serve --example loadgen
-target/release/t5serve serve --model models/t5-numbers --port "$PORT" > "$WORK/classify-server.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
+# shellcheck source=bench/serve.sh
+. bench/serve.sh
+start_server "$WORK/classify-server.log" --model models/t5-numbers
 for c in 1 4; do
   target/release/examples/loadgen "http://127.0.0.1:$PORT" classify "$c" $(( c * 10 )) "$WORK/classify_inputs.txt" 32 \
     | sed "s/^/{\"endpoint\":\"classify\",\"batch\":32,\"concurrency\":$c,\"run\":/; s/$/}/"

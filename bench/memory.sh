@@ -16,13 +16,12 @@ CONCURRENCY="${CONCURRENCY:-32}"
 PORT="${PORT:-18933}"
 WORK=bench/work
 PROMPT="$WORK/prompt.txt"
-[ -f "$PROMPT" ] || { echo "no $PROMPT: run bench/run.sh first" >&2; exit 1; }
+# shellcheck source=bench/serve.sh
+. bench/serve.sh
+require_prompt
 cargo build --release --quiet --features alloc-count --bin t5serve --example loadgen
 # shellcheck disable=SC2086
-target/release/t5serve serve --model "$MODEL" --port "$PORT" ${SERVER_FLAGS:-} --max-concurrent-requests 1024 > "$WORK/memory-server.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 240); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
+start_server "$WORK/memory-server.log" --model "$MODEL" --max-concurrent-requests 1024 ${SERVER_FLAGS:-}
 URL="http://127.0.0.1:$PORT"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
 metric() { curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }

@@ -13,12 +13,11 @@ REQUESTS="${REQUESTS:-200}"
 PORT="${PORT:-18934}"
 WORK=bench/work
 PROMPT="$WORK/prompt.txt"
-[ -f "$PROMPT" ] || { echo "no $PROMPT: run bench/run.sh first" >&2; exit 1; }
+# shellcheck source=bench/serve.sh
+. bench/serve.sh
+require_prompt
 cargo build --release --quiet --bin t5serve --example loadgen
-target/release/t5serve serve --model "$MODEL" --port "$PORT" --max-concurrent-requests 1024 > "$WORK/open-server.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 240); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
+start_server "$WORK/open-server.log" --model "$MODEL" --max-concurrent-requests 1024
 URL="http://127.0.0.1:$PORT"
 LOADGEN=target/release/examples/loadgen
 $LOADGEN "$URL" closed 4 8 "$PROMPT" 32 >/dev/null

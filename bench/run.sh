@@ -14,6 +14,8 @@ MODEL="models/${SHAPE}-shape"
 NEW_TOKENS=32
 PORT="${PORT:-18931}"
 WORK=bench/work
+# shellcheck source=bench/serve.sh
+. bench/serve.sh
 mkdir -p "$WORK" bench/results
 
 scripts/setup_ort.sh >/dev/null
@@ -51,11 +53,7 @@ for variant in fp32 int8; do
   dir="$MODEL"
   [ "$variant" = int8 ] && dir="$MODEL-int8"
   # shellcheck disable=SC2086
-  target/release/t5serve serve --model "$dir" --port "$PORT" --max-concurrent-requests 1024 ${SERVER_FLAGS:-} \
-    > "$WORK/server-$variant.log" 2>&1 &
-  SERVER=$!
-  trap 'kill $SERVER 2>/dev/null || true' EXIT
-  for _ in $(seq 1 240); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
+  start_server "$WORK/server-$variant.log" --model "$dir" --max-concurrent-requests 1024 ${SERVER_FLAGS:-}
   URL="http://127.0.0.1:$PORT"
   # A short warm-up, then at least ~20 requests' worth of work per concurrency.
   $LOADGEN "$URL" closed 4 8 "$WORK/prompt.txt" "$NEW_TOKENS" >/dev/null
@@ -69,7 +67,7 @@ for variant in fp32 int8; do
   RATE=$(.venv/bin/python -c "print($SAT / 2)")
   $LOADGEN "$URL" open "$RATE" "${OPEN_REQUESTS:-200}" "$WORK/prompt.txt" "$NEW_TOKENS" 7 \
     | sed "s/^/{\"engine\":\"t5serve-$variant-open\",\"batch\":0,\"run\":/; s/$/}/" | tee -a "$RESULTS"
-  kill $SERVER; wait $SERVER 2>/dev/null || true; trap - EXIT
+  stop_server
 done
 
 NAME="bench/results/$(date +%Y-%m-%d-%H%M)-${SHAPE}-$(hostname -s)"

@@ -13,7 +13,9 @@ SHAPE="${SHAPE:-t5-small}"
 PORT="${PORT:-18932}"
 WORK=bench/work
 PROMPT="$WORK/prompt.txt"
-[ -f "$PROMPT" ] || { echo "no $PROMPT: run bench/run.sh first" >&2; exit 1; }
+# shellcheck source=bench/serve.sh
+. bench/serve.sh
+require_prompt
 cargo build --release --quiet --bin t5serve --example loadgen
 OUT="$WORK/threads.jsonl"
 : > "$OUT"
@@ -27,16 +29,13 @@ SETTINGS=(
 for model in "models/$SHAPE-shape" "models/$SHAPE-shape-int8"; do
   for flags in "${SETTINGS[@]}"; do
     # shellcheck disable=SC2086
-    target/release/t5serve serve --model "$model" --port "$PORT" --max-concurrent-requests 1024 $flags \
-      > "$WORK/threads-server.log" 2>&1 &
-    server=$!
-    for _ in $(seq 1 120); do curl -fs "localhost:$PORT/health" >/dev/null && break; sleep 0.5; done
+    start_server "$WORK/threads-server.log" --model "$model" --max-concurrent-requests 1024 $flags
     for c in 1 8 32; do
       n=$(( c == 1 ? 10 : c * 4 ))
       line=$(target/release/examples/loadgen "http://127.0.0.1:$PORT" closed "$c" "$n" "$PROMPT" 32)
       echo "{\"model\":\"$model\",\"flags\":\"$flags\",\"concurrency\":$c,\"run\":$line}" >> "$OUT"
     done
-    kill "$server"; wait "$server" 2>/dev/null || true
+    stop_server
   done
 done
 .venv/bin/python - "$OUT" <<'PY'

@@ -113,7 +113,7 @@ impl SchedulerHandle {
             .spawn(move || {
                 // Marks the worker dead however the thread ends, a panic included, so that
                 // health checks fail instead of requests hanging.
-                let alive = AliveGuard(alive_thread);
+                let alive = AliveGuard(alive_thread, "decode");
                 let started = Instant::now();
                 let model = match Seq2SeqModel::load(&model_dir, &sessions) {
                     Ok(m) => m,
@@ -203,13 +203,14 @@ impl SchedulerHandle {
     }
 }
 
-struct AliveGuard(Arc<AtomicBool>);
+/// Marks the service dead when its thread (named for the log) ends, a panic included.
+struct AliveGuard(Arc<AtomicBool>, &'static str);
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.store(false, Ordering::SeqCst);
         if std::thread::panicking() {
-            tracing::error!("the decode thread panicked; the service is no longer healthy");
+            tracing::error!(thread = self.1, "a scheduler thread panicked; the service is no longer healthy");
         }
     }
 }
@@ -240,7 +241,7 @@ impl PrefillThread {
         let (rows_tx, rows_rx) = std_mpsc::channel::<Vec<RowRequest>>();
         let (done_tx, done_rx) = std_mpsc::channel();
         std::thread::Builder::new().name("t5serve-prefill".into()).spawn(move || {
-            let _alive = AliveGuard(alive);
+            let _alive = AliveGuard(alive, "prefill");
             // Ends when the decode loop drops its sender.
             for rows in rows_rx {
                 if done_tx.send(start_rows(&model, rows, &stats)).is_err() {

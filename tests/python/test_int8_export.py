@@ -6,6 +6,7 @@ the result, and its greedy tokens equal an independent greedy loop over the same
     python tests/python/test_int8_export.py [path/to/t5serve]
 """
 
+import functools
 import json
 import subprocess
 import sys
@@ -33,14 +34,20 @@ def quantize(out: Path, *extra: str) -> None:
     )
 
 
+@functools.lru_cache(maxsize=None)
+def sessions(model: Path) -> tuple:
+    """The encoder, decoder_model and decoder_with_past_model of `model`, loaded once."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    names = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+    return tuple(ort.InferenceSession(str(model / n), opts, providers=["CPUExecutionProvider"]) for n in names)
+
+
 def reference_greedy(model: Path, input_ids: list[int], steps: int) -> list[int]:
     """Greedy decoding over optimum's split graphs: encoder once, decoder_model for the first
     step, decoder_with_past_model after it, the cross-attention K/V kept from the first step.
     EOS (id 1) is never chosen, as with min_new_tokens = steps."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    load = lambda name: ort.InferenceSession(str(model / name), opts, providers=["CPUExecutionProvider"])  # noqa: E731
-    encoder, first, with_past = load("encoder_model.onnx"), load("decoder_model.onnx"), load("decoder_with_past_model.onnx")
+    encoder, first, with_past = sessions(model)
     ids = np.array([input_ids], dtype=np.int64)
     mask = np.ones_like(ids)
     hidden = encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
