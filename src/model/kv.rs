@@ -1,7 +1,13 @@
 //! The key/value cache of a running batch: per decoder layer, the self-attention K/V (grow by
 //! one position per step) and the cross-attention K/V (fixed after the first step), all
-//! `[batch, heads, len, d_kv]` f32 tensors owned by ONNX Runtime and fed back without copying.
+//! `[batch, heads, len, d_kv]` f32 tensors fed back to ONNX Runtime without copying.
+//!
+//! The self-attention K/V are the tensors ONNX Runtime returned from the last step. The
+//! cross-attention K/V, the largest part (every input position of every layer), live in
+//! [`Rows`] buffers of our own, so that rows joining or leaving cost a copy of those rows only:
+//! joining rows are appended, and the rows that stay are moved down in place when others leave.
 
+use ndarray::ArrayView4;
 use ort::value::{DynValue, Tensor};
 
 use super::ModelError;
@@ -9,14 +15,93 @@ use super::ModelError;
 pub struct DecoderState {
     /// Layer-major, key then value: `2 * layers` tensors `[batch, heads, dec_len, d_kv]`.
     pub(crate) self_kv: Vec<DynValue>,
-    /// Layer-major, key then value: `2 * layers` tensors `[batch, heads, src_len, d_kv]`.
-    pub(crate) cross_kv: Vec<DynValue>,
+    /// Layer-major, key then value: `2 * layers` buffers `[batch, heads, src_len, d_kv]`.
+    pub(crate) cross_kv: Vec<Rows>,
     batch: usize,
     dec_len: usize,
 }
 
+/// A row-major f32 tensor `[rows, heads, len, d_kv]` whose buffer keeps room for more rows.
+pub(crate) struct Rows {
+    data: Vec<f32>,
+    dims: [usize; 4],
+}
+
+impl Rows {
+    /// Copies an ONNX Runtime output into a buffer of our own.
+    pub(crate) fn from_value(value: &DynValue) -> Result<Self, ModelError> {
+        let (shape, data) = value.try_extract_tensor::<f32>()?;
+        let dims: [usize; 4] = shape
+            .iter()
+            .map(|&d| d as usize)
+            .collect::<Vec<_>>()
+            .try_into()
+            .map_err(|_| ModelError::Output(format!("cross-attention K/V of shape {shape:?}")))?;
+        Ok(Self { data: data.to_vec(), dims })
+    }
+
+    /// The rows in use, as ONNX Runtime reads them (contiguous, row-major).
+    pub(crate) fn view(&self) -> ArrayView4<'_, f32> {
+        ArrayView4::from_shape(self.dims, &self.data).expect("data holds exactly dims")
+    }
+
+    fn row_len(&self) -> usize {
+        self.dims[1] * self.dims[2] * self.dims[3]
+    }
+
+    /// Keeps the given rows, in that order. Increasing indices (rows leaving) are compacted in
+    /// place; any other order (beam search) is gathered into a new buffer.
+    fn retain(&mut self, rows: &[usize]) -> Result<(), ModelError> {
+        let n = self.row_len();
+        if let Some(&r) = rows.iter().find(|&&r| r >= self.dims[0]) {
+            return Err(ModelError::Output(format!("row {r} out of a batch of {}", self.dims[0])));
+        }
+        if rows.windows(2).all(|w| w[0] < w[1]) {
+            for (to, &from) in rows.iter().enumerate() {
+                if to != from {
+                    self.data.copy_within(from * n..(from + 1) * n, to * n);
+                }
+            }
+            self.data.truncate(rows.len() * n);
+        } else {
+            let mut out = Vec::with_capacity(self.data.capacity().max(rows.len() * n));
+            for &r in rows {
+                out.extend_from_slice(&self.data[r * n..(r + 1) * n]);
+            }
+            self.data = out;
+        }
+        self.dims[0] = rows.len();
+        Ok(())
+    }
+
+    /// Appends `other`'s rows. Both are right-padded with zeros to the longer length (axis 2);
+    /// when that is ours, only `other`'s rows are copied.
+    fn append(&mut self, other: &Rows) {
+        let len = self.dims[2].max(other.dims[2]);
+        if self.dims[2] < len {
+            *self = self.padded(len);
+        }
+        if other.dims[2] == len {
+            self.data.extend_from_slice(&other.data);
+        } else {
+            self.data.extend_from_slice(&other.padded(len).data);
+        }
+        self.dims[0] += other.dims[0];
+    }
+
+    /// A copy right-padded with zeros to `len` positions.
+    fn padded(&self, len: usize) -> Rows {
+        let [b, h, cur, d] = self.dims;
+        let mut data = vec![0f32; b * h * len * d];
+        for (i, chunk) in self.data.chunks_exact(cur * d).enumerate() {
+            data[i * len * d..i * len * d + cur * d].copy_from_slice(chunk);
+        }
+        Rows { data, dims: [b, h, len, d] }
+    }
+}
+
 impl DecoderState {
-    pub(crate) fn new(self_kv: Vec<DynValue>, cross_kv: Vec<DynValue>, batch: usize, dec_len: usize) -> Self {
+    pub(crate) fn new(self_kv: Vec<DynValue>, cross_kv: Vec<Rows>, batch: usize, dec_len: usize) -> Self {
         Self { self_kv, cross_kv, batch, dec_len }
     }
 
@@ -34,14 +119,15 @@ impl DecoderState {
         self.dec_len += 1;
     }
 
-    /// Bytes held by the cache tensors.
+    /// Bytes of the cache tensors' rows in use.
     pub fn bytes(&self) -> usize {
-        self.self_kv
+        let own: usize = self
+            .self_kv
             .iter()
-            .chain(&self.cross_kv)
             .filter_map(|v| v.try_extract_tensor::<f32>().ok())
             .map(|(_, d)| std::mem::size_of_val(d))
-            .sum()
+            .sum();
+        own + self.cross_kv.iter().map(|r| std::mem::size_of_val(r.data.as_slice())).sum::<usize>()
     }
 
     /// Keeps the given rows of every cache tensor, in that order.
@@ -53,8 +139,11 @@ impl DecoderState {
         if rows.len() == self.batch && rows.iter().enumerate().all(|(i, &r)| i == r) {
             return Ok(());
         }
-        for v in self.self_kv.iter_mut().chain(self.cross_kv.iter_mut()) {
+        for v in self.self_kv.iter_mut() {
             *v = gather(v, rows)?;
+        }
+        for r in self.cross_kv.iter_mut() {
+            r.retain(rows)?;
         }
         self.batch = rows.len();
         Ok(())
@@ -87,29 +176,28 @@ fn to_value(array: ndarray::ArrayD<f32>) -> Result<DynValue, ModelError> {
 impl DecoderState {
     /// Appends `other`'s rows: self-attention caches are left-padded to the longer decoder
     /// length (the caller masks the padding), cross-attention caches right-padded to the longer
-    /// input (the encoder mask covers it).
+    /// input (the encoder mask covers it); the cross-attention rows already here stay in place.
     pub fn join(&mut self, other: DecoderState) -> Result<(), ModelError> {
         let dec_len = self.dec_len.max(other.dec_len);
         // One copy per tensor: both sources are read in place into the joined tensor.
-        let join = |a: &DynValue, b: &DynValue, left: bool| -> Result<DynValue, ModelError> {
+        let join = |a: &DynValue, b: &DynValue| -> Result<DynValue, ModelError> {
             let (a, b) = (a.try_extract_array::<f32>()?, b.try_extract_array::<f32>()?);
             let (sa, sb) = (a.shape(), b.shape());
             let len = sa[2].max(sb[2]);
             let mut out = ndarray::Array4::<f32>::zeros((sa[0] + sb[0], sa[1], len, sa[3]));
             for (src, rows) in [(&a, 0..sa[0]), (&b, sa[0]..sa[0] + sb[0])] {
                 let cur = src.shape()[2];
-                let start = if left { len - cur } else { 0 };
-                out.slice_mut(ndarray::s![rows, .., start..start + cur, ..]).assign(
+                out.slice_mut(ndarray::s![rows, .., len - cur.., ..]).assign(
                     &src.view().into_dimensionality::<ndarray::Ix4>().map_err(|e| ModelError::Output(e.to_string()))?,
                 );
             }
             Ok(Tensor::<f32>::from_array(out)?.into_dyn())
         };
         for (mine, theirs) in self.self_kv.iter_mut().zip(&other.self_kv) {
-            *mine = join(mine, theirs, true)?;
+            *mine = join(mine, theirs)?;
         }
         for (mine, theirs) in self.cross_kv.iter_mut().zip(&other.cross_kv) {
-            *mine = join(mine, theirs, false)?;
+            mine.append(theirs);
         }
         self.batch += other.batch;
         self.dec_len = dec_len;
@@ -128,5 +216,50 @@ impl DecoderState {
         }
         self.dec_len -= n;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rows;
+
+    /// `rows` rows of `[1 head, len, 1]`; row r position p holds `10 * r + p + 1` (0 is padding).
+    fn rows(rows: usize, len: usize) -> Rows {
+        let data = (0..rows).flat_map(|r| (0..len).map(move |p| (10 * r + p + 1) as f32)).collect();
+        Rows { data, dims: [rows, 1, len, 1] }
+    }
+
+    #[test]
+    fn rows_leaving_are_compacted_in_place_without_a_new_buffer() {
+        let mut r = rows(4, 2);
+        let before = r.data.as_ptr();
+        r.retain(&[1, 3]).unwrap();
+        assert_eq!(r.data, vec![11.0, 12.0, 31.0, 32.0]);
+        assert_eq!(r.dims, [2, 1, 2, 1]);
+        assert_eq!(r.data.as_ptr(), before, "same buffer");
+        assert_eq!(r.view().shape(), &[2, 1, 2, 1]);
+    }
+
+    #[test]
+    fn reordered_and_repeated_rows_are_gathered() {
+        // Beam search keeps parents in any order, some twice.
+        let mut r = rows(3, 2);
+        r.retain(&[2, 0, 0]).unwrap();
+        assert_eq!(r.data, vec![21.0, 22.0, 1.0, 2.0, 1.0, 2.0]);
+        assert_eq!(r.dims[0], 3);
+        assert!(r.retain(&[3]).is_err(), "out of range");
+    }
+
+    #[test]
+    fn joining_rows_are_appended_and_right_padded_to_the_longer_input() {
+        let mut r = rows(2, 3);
+        r.append(&rows(1, 2));
+        assert_eq!(r.data, vec![1.0, 2.0, 3.0, 11.0, 12.0, 13.0, 1.0, 2.0, 0.0]);
+        assert_eq!(r.dims, [3, 1, 3, 1]);
+        // A longer input pads the rows already there.
+        let mut r = rows(1, 2);
+        r.append(&rows(2, 3));
+        assert_eq!(r.data, vec![1.0, 2.0, 0.0, 1.0, 2.0, 3.0, 11.0, 12.0, 13.0]);
+        assert_eq!(r.dims, [3, 1, 3, 1]);
     }
 }

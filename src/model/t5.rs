@@ -13,7 +13,7 @@ use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::files::{DecoderLayout, ModelDims, ModelFiles};
-use super::kv::{DecoderState, gather_rows};
+use super::kv::{DecoderState, Rows, gather_rows};
 use super::{ModelError, runtime};
 
 /// How ONNX Runtime sessions are built.
@@ -101,10 +101,12 @@ enum Role {
     Step,
 }
 
-/// The encoder output of a batch, kept for every later decoder step.
+/// The encoder output of a batch. The split decoder graphs need the hidden states only for the
+/// first step (the cross-attention K/V computed from them are cached); the merged graph needs
+/// them at every step.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    /// `[batch, src_len, d_model]`
+    /// `[batch, src_len, d_model]`, or `[batch, 0, d_model]` once dropped.
     pub hidden: Array3<f32>,
     /// `[batch, src_len]`, 1 for real tokens, 0 for padding.
     pub mask: Array2<i64>,
@@ -115,8 +117,19 @@ impl Encoded {
         self.mask.nrows()
     }
 
-    /// Appends `other`'s rows, right-padding both to the longer input (mask 0 on padding).
+    /// Frees the hidden states, keeping the mask (split decoder graphs, after the first step).
+    pub fn drop_hidden(&mut self) {
+        self.hidden = Array3::zeros((self.batch(), 0, self.hidden.shape()[2]));
+    }
+
+    fn has_hidden(&self) -> bool {
+        self.hidden.shape()[1] > 0 || self.mask.ncols() == 0
+    }
+
+    /// Appends `other`'s rows, right-padding both to the longer input (mask 0 on padding). If
+    /// either has dropped its hidden states, the joined one has none either.
     pub fn join(&mut self, other: &Encoded) {
+        let keep_hidden = self.has_hidden() && other.has_hidden();
         let len = self.mask.ncols().max(other.mask.ncols());
         let pad_mask = |m: &Array2<i64>| {
             let mut out = Array2::zeros((m.nrows(), len));
@@ -133,6 +146,10 @@ impl Encoded {
                 .expect("same width")
                 .as_standard_layout()
                 .into_owned();
+        if !keep_hidden {
+            self.drop_hidden();
+            return;
+        }
         self.hidden = ndarray::concatenate(
             ndarray::Axis(0),
             &[pad_hidden(&self.hidden).view(), pad_hidden(&other.hidden).view()],
@@ -323,6 +340,12 @@ impl Seq2SeqModel {
     }
 
     /// Whether new rows can join a running batch (the model has the masked decoder graph).
+    /// Whether later decoder steps read the encoder's hidden states (the merged graph does;
+    /// the split graphs read the cached cross-attention K/V instead).
+    pub fn steps_need_encoder_output(&self) -> bool {
+        matches!(self.decoder, Decoder::Merged(_))
+    }
+
     pub fn can_join(&self) -> bool {
         self.masked.is_some()
     }
@@ -397,7 +420,9 @@ impl Seq2SeqModel {
             }
         };
         let (self_kv, cross_kv) = kv;
-        let state = DecoderState::new(self_kv, cross_kv.expect("first step returns cross K/V"), tokens.len(), 1);
+        let cross_kv =
+            cross_kv.expect("first step returns cross K/V").iter().map(Rows::from_value).collect::<Result<_, _>>()?;
+        let state = DecoderState::new(self_kv, cross_kv, tokens.len(), 1);
         Ok((logits, state))
     }
 
@@ -450,7 +475,10 @@ impl Seq2SeqModel {
             }
             for j in 0..2 * layers {
                 inputs.push((self.names.past_self[j].into(), (&state.self_kv[j]).into()));
-                inputs.push((self.names.past_cross[j].into(), (&state.cross_kv[j]).into()));
+                inputs.push((
+                    self.names.past_cross[j].into(),
+                    TensorRef::from_array_view(state.cross_kv[j].view())?.into(),
+                ));
             }
             let session = match (&self.decoder, &self.masked, mask) {
                 (_, Some(masked), Some(_)) => masked,

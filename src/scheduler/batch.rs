@@ -176,13 +176,16 @@ impl Cohort {
             let (logits, state) = model.decode_first(&start, &enc)?;
             Ok((enc, logits, state))
         });
-        let (enc, logits, state) = match first {
+        let (mut enc, logits, state) = match first {
             Ok(v) => v,
             Err(e) => {
                 fail_rows(&active, &e);
                 return Err(e);
             }
         };
+        if !model.steps_need_encoder_output() {
+            enc.drop_hidden();
+        }
         let mask = model.can_join().then(|| Array2::ones((logits.rows(), 1)));
         let mut cohort = Cohort { rows: active, enc, state, mask };
         let r = cohort.emit(model, &logits, observer);
