@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The other engines on the same model and workload, for bench/run.sh.
 
-    python bench/engines.py MODEL_DIR INT8_DIR HF_DIR PROMPT_FILE NEW_TOKENS
+    python bench/engines.py MODEL_DIR INT8_DIR HF_DIR PROMPT_FILE NEW_TOKENS [ENGINE BATCH]
 
 MODEL_DIR is the fp32 ONNX export t5serve serves, INT8_DIR its int8 copy; HF_DIR the same
 weights as a transformers checkpoint (converted here for CTranslate2). Prints one JSON line per engine and batch size:
-generated tokens/s at batch 1, 8 and 32, every request exactly NEW_TOKENS tokens.
+generated tokens/s at batch 1, 8 and 32, every request exactly NEW_TOKENS tokens. With ENGINE and
+BATCH, only that engine at that batch (bench/run.sh's paired rounds).
 """
 
 import json
@@ -82,6 +83,10 @@ def main() -> None:
     new_tokens = int(sys.argv[5])
     prompt = Path(prompt_file).read_text().strip()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    global BATCHES
+    only = sys.argv[6] if len(sys.argv) > 6 else None
+    if only:
+        BATCHES = (int(sys.argv[7]),)
     engines = [
         ("optimum-ort-fp32", lambda: optimum_engine(model_dir, prompt, new_tokens)),
         ("optimum-ort-int8", lambda: optimum_engine(int8_dir, prompt, new_tokens)),
@@ -89,6 +94,8 @@ def main() -> None:
         ("ctranslate2-int8", lambda: ct2_engine(hf_dir, prompt, new_tokens, "int8")),
     ]
     for name, make in engines:
+        if only and name != only:
+            continue
         for b, tps in make():
             print(json.dumps({"engine": name, "batch": b, "tokens_per_s": round(tps, 1)}), flush=True)
 

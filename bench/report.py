@@ -5,6 +5,7 @@ against each, the targets of the batching and performance issues, and t5serve's 
 import json
 import os
 import platform
+import statistics
 import sys
 from datetime import date
 
@@ -15,9 +16,15 @@ BATCHES = (1, 8, 32)
 tps: dict[str, dict[int, float]] = {}
 lat: dict[str, dict[int, dict]] = {}
 open_loop: dict[str, dict] = {}
+# Paired rounds: {batch: {round: (t5serve-int8 tokens/s, ctranslate2-int8 tokens/s)}}.
+paired: dict[int, dict[int, list]] = {}
 for r in rows:
     name = r["engine"]
-    if name.startswith("t5serve") and name.endswith("-open"):
+    if name.startswith("paired-"):
+        v = r["run"]["tokens_per_s"] if "run" in r else r["tokens_per_s"]
+        slot = paired.setdefault(r["batch"], {}).setdefault(r["round"], [None, None])
+        slot[0 if name == "paired-t5serve-int8" else 1] = v
+    elif name.startswith("t5serve") and name.endswith("-open"):
         open_loop[name.removesuffix("-open")] = r["run"]
     elif name.startswith("t5serve"):
         tps.setdefault(name, {})[r["batch"]] = r["run"]["tokens_per_s"]
@@ -70,6 +77,12 @@ if others:
     if "t5serve-int8" in tps and "ctranslate2-int8" in tps:
         for b in (1, 32):
             checks.append((f"int8 at concurrency {b} / ctranslate2-int8", tps["t5serve-int8"][b] / tps["ctranslate2-int8"][b], 1.5))
+    for b, rounds in sorted(paired.items()):
+        ratios = sorted(t / c for t, c in rounds.values() if t and c)
+        if ratios:
+            median = statistics.median(ratios)
+            each = ", ".join(f"{x:.2f}" for x in ratios)
+            checks.append((f"int8 at concurrency {b} / ctranslate2-int8, median of {len(ratios)} paired rounds ({each})", median, 1.5))
     for label, ratio, bar in checks:
         print(f"| {label} | {ratio:.2f}x | >= {bar}x | {'yes' if ratio >= bar else 'no'} |")
     for name, run in open_loop.items():

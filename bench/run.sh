@@ -5,7 +5,8 @@
 #   bench/run.sh            (needs Python tooling: it creates .venv from scripts/requirements.txt)
 # Environment: SHAPE (t5-small | t5-base), SERVER_FLAGS (extra `t5serve serve` flags, e.g.
 # "--ort-thread-pool per-session"), SKIP_ENGINES=1 (t5serve only, to compare its own settings),
-# OPEN_REQUESTS (requests of each open-loop run, default 200).
+# OPEN_REQUESTS (requests of each open-loop run, default 200), PAIRED_ROUNDS (rounds of the paired
+# int8 comparison below, default 5; 0 skips it).
 # Prints figures and a ratio table, and writes them to bench/results/. Not a test: no assertions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,6 +76,26 @@ if [ -z "${SKIP_ENGINES:-}" ]; then
   .venv/bin/python bench/engines.py "$MODEL" "$MODEL-int8" "$MODEL-hf" "$WORK/prompt.txt" "$NEW_TOKENS" | tee -a "$RESULTS"
 else
   NAME="$NAME-t5serve-only"
+fi
+# Paired rounds for the int8 targets: this machine's speed drifts by 20-30% within minutes, so each
+# round runs t5serve-int8 and CTranslate2 int8 back to back, and the report takes the median of the
+# rounds' ratios.
+ROUNDS="${PAIRED_ROUNDS:-5}"
+if [ -z "${SKIP_ENGINES:-}" ] && [ "$ROUNDS" -gt 0 ]; then
+  # shellcheck disable=SC2086
+  start_server "$WORK/server-paired.log" --model "$MODEL-int8" --max-concurrent-requests 1024 ${SERVER_FLAGS:-}
+  URL="http://127.0.0.1:$PORT"
+  $LOADGEN "$URL" closed 4 8 "$WORK/prompt.txt" "$NEW_TOKENS" >/dev/null
+  for r in $(seq 1 "$ROUNDS"); do
+    for c in 1 32; do
+      n=$(( c == 1 ? 20 : c * 6 ))
+      $LOADGEN "$URL" closed "$c" "$n" "$WORK/prompt.txt" "$NEW_TOKENS" \
+        | sed "s/^/{\"engine\":\"paired-t5serve-int8\",\"round\":$r,\"batch\":$c,\"run\":/; s/$/}/" | tee -a "$RESULTS"
+      .venv/bin/python bench/engines.py "$MODEL" "$MODEL-int8" "$MODEL-hf" "$WORK/prompt.txt" "$NEW_TOKENS" ctranslate2-int8 "$c" \
+        | sed "s/\"engine\": \"ctranslate2-int8\"/\"engine\": \"paired-ctranslate2-int8\", \"round\": $r/" | tee -a "$RESULTS"
+    done
+  done
+  stop_server
 fi
 .venv/bin/python bench/report.py "$RESULTS" "$SHAPE" "${SERVER_FLAGS:-}" | tee "$NAME.md"
 cp "$RESULTS" "$NAME.jsonl"
