@@ -13,8 +13,9 @@ use ort::value::{DynValue, Tensor};
 use super::ModelError;
 
 pub struct DecoderState {
-    /// Layer-major, key then value: `2 * layers` tensors `[batch, heads, dec_len, d_kv]`.
-    pub(crate) self_kv: Vec<DynValue>,
+    /// Layer-major, key then value: `2 * layers` tensors `[rows, heads, dec_len, d_kv]`, of
+    /// which the first `batch` rows are in use (rows that left were compacted away in place).
+    self_kv: Vec<DynValue>,
     /// Layer-major, key then value: `2 * layers` buffers `[batch, heads, src_len, d_kv]`.
     pub(crate) cross_kv: Vec<Rows>,
     batch: usize,
@@ -119,14 +120,18 @@ impl DecoderState {
         self.dec_len += 1;
     }
 
+    /// The self-attention K/V of layer-major index `j` (rows in use only), as ONNX Runtime reads them.
+    pub(crate) fn self_kv(&self, j: usize) -> Result<ArrayView4<'_, f32>, ModelError> {
+        let (shape, data) = self.self_kv[j].try_extract_tensor::<f32>()?;
+        let dims = [self.batch, shape[1] as usize, shape[2] as usize, shape[3] as usize];
+        let n = dims.iter().product();
+        let data = data.get(..n).ok_or_else(|| ModelError::Output(format!("self-attention K/V {shape:?}")))?;
+        Ok(ArrayView4::from_shape(dims, data).expect("sliced to dims"))
+    }
+
     /// Bytes of the cache tensors' rows in use.
     pub fn bytes(&self) -> usize {
-        let own: usize = self
-            .self_kv
-            .iter()
-            .filter_map(|v| v.try_extract_tensor::<f32>().ok())
-            .map(|(_, d)| std::mem::size_of_val(d))
-            .sum();
+        let own: usize = (0..self.self_kv.len()).filter_map(|j| self.self_kv(j).ok()).map(|v| v.len() * 4).sum();
         own + self.cross_kv.iter().map(|r| std::mem::size_of_val(r.data.as_slice())).sum::<usize>()
     }
 
@@ -139,8 +144,13 @@ impl DecoderState {
         if rows.len() == self.batch && rows.iter().enumerate().all(|(i, &r)| i == r) {
             return Ok(());
         }
+        let increasing = rows.windows(2).all(|w| w[0] < w[1]);
         for v in self.self_kv.iter_mut() {
-            *v = gather(v, rows)?;
+            if increasing {
+                compact_rows(v, rows)?;
+            } else {
+                *v = gather(v, rows)?;
+            }
         }
         for r in self.cross_kv.iter_mut() {
             r.retain(rows)?;
@@ -148,6 +158,22 @@ impl DecoderState {
         self.batch = rows.len();
         Ok(())
     }
+}
+
+/// Moves the given rows (first axis, increasing) of an f32 tensor to its front, in place.
+fn compact_rows(value: &mut DynValue, rows: &[usize]) -> Result<(), ModelError> {
+    let (shape, data) = value.try_extract_tensor_mut::<f32>()?;
+    let batch = shape.first().copied().unwrap_or(0) as usize;
+    let n = data.len().checked_div(batch).unwrap_or(0);
+    for (to, &from) in rows.iter().enumerate() {
+        if from >= batch {
+            return Err(ModelError::Output(format!("row {from} out of a batch of {batch}")));
+        }
+        if to != from {
+            data.copy_within(from * n..(from + 1) * n, to * n);
+        }
+    }
+    Ok(())
 }
 
 /// Copies the given rows (first axis) of an f32 tensor into a new tensor.
@@ -180,21 +206,18 @@ impl DecoderState {
     pub fn join(&mut self, other: DecoderState) -> Result<(), ModelError> {
         let dec_len = self.dec_len.max(other.dec_len);
         // One copy per tensor: both sources are read in place into the joined tensor.
-        let join = |a: &DynValue, b: &DynValue| -> Result<DynValue, ModelError> {
-            let (a, b) = (a.try_extract_array::<f32>()?, b.try_extract_array::<f32>()?);
+        let join = |a: ArrayView4<'_, f32>, b: ArrayView4<'_, f32>| -> Result<DynValue, ModelError> {
             let (sa, sb) = (a.shape(), b.shape());
             let len = sa[2].max(sb[2]);
             let mut out = ndarray::Array4::<f32>::zeros((sa[0] + sb[0], sa[1], len, sa[3]));
             for (src, rows) in [(&a, 0..sa[0]), (&b, sa[0]..sa[0] + sb[0])] {
                 let cur = src.shape()[2];
-                out.slice_mut(ndarray::s![rows, .., len - cur.., ..]).assign(
-                    &src.view().into_dimensionality::<ndarray::Ix4>().map_err(|e| ModelError::Output(e.to_string()))?,
-                );
+                out.slice_mut(ndarray::s![rows, .., len - cur.., ..]).assign(src);
             }
             Ok(Tensor::<f32>::from_array(out)?.into_dyn())
         };
-        for (mine, theirs) in self.self_kv.iter_mut().zip(&other.self_kv) {
-            *mine = join(mine, theirs)?;
+        for j in 0..self.self_kv.len() {
+            self.self_kv[j] = join(self.self_kv(j)?, other.self_kv(j)?)?;
         }
         for (mine, theirs) in self.cross_kv.iter_mut().zip(&other.cross_kv) {
             mine.append(theirs);
@@ -209,10 +232,11 @@ impl DecoderState {
         if n == 0 {
             return Ok(());
         }
-        for v in self.self_kv.iter_mut() {
-            let a = v.try_extract_array::<f32>()?;
+        for j in 0..self.self_kv.len() {
+            let a = self.self_kv(j)?;
             let len = a.shape()[2];
-            *v = to_value(a.slice_axis(ndarray::Axis(2), ndarray::Slice::from(n..len)).to_owned())?;
+            self.self_kv[j] =
+                to_value(a.slice_axis(ndarray::Axis(2), ndarray::Slice::from(n..len)).to_owned().into_dyn())?;
         }
         self.dec_len -= n;
         Ok(())

@@ -474,7 +474,7 @@ impl Seq2SeqModel {
                 inputs.push(("decoder_attention_mask".into(), TensorRef::from_array_view(m.view())?.into()));
             }
             for j in 0..2 * layers {
-                inputs.push((self.names.past_self[j].into(), (&state.self_kv[j]).into()));
+                inputs.push((self.names.past_self[j].into(), TensorRef::from_array_view(state.self_kv(j)?)?.into()));
                 inputs.push((
                     self.names.past_cross[j].into(),
                     TensorRef::from_array_view(state.cross_kv[j].view())?.into(),
