@@ -15,11 +15,11 @@ cases = json.load(open(sys.argv[1]))["cases"]
 texts = [c["prompt"].removeprefix("language: ") for c in cases if c["task"] == "language"]
 open(sys.argv[2], "w").write("\n".join(texts) + "\n")
 PY
-cargo build --release --quiet --bin t5serve --example loadgen
 # shellcheck source=bench/serve.sh
 . bench/serve.sh
+build
 start_server "$WORK/classify-server.log" --model models/t5-numbers
 for c in 1 4; do
-  target/release/examples/loadgen "http://127.0.0.1:$PORT" classify "$c" $(( c * 10 )) "$WORK/classify_inputs.txt" 32 \
+  $LOADGEN "http://127.0.0.1:$PORT" classify "$c" $(( c * 10 )) "$WORK/classify_inputs.txt" 32 \
     | sed "s/^/{\"endpoint\":\"classify\",\"batch\":32,\"concurrency\":$c,\"run\":/; s/$/}/"
 done

@@ -15,18 +15,17 @@ REQUESTS="${REQUESTS:-10000}"
 CONCURRENCY="${CONCURRENCY:-32}"
 PORT="${PORT:-18933}"
 WORK=bench/work
-PROMPT="$WORK/prompt.txt"
 # shellcheck source=bench/serve.sh
 . bench/serve.sh
 require_prompt
-cargo build --release --quiet --features alloc-count --bin t5serve --example loadgen
+build --features alloc-count
 # shellcheck disable=SC2086
 start_server "$WORK/memory-server.log" --model "$MODEL" --max-concurrent-requests 1024 ${SERVER_FLAGS:-}
 URL="http://127.0.0.1:$PORT"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
 metric() { curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
-target/release/examples/loadgen "$URL" closed "$CONCURRENCY" 500 "$PROMPT" 32 >/dev/null
+$LOADGEN "$URL" closed "$CONCURRENCY" 500 "$PROMPT" 32 >/dev/null
 warm=$(rss_kb)
 echo "after warm-up (500 requests): VmRSS $((warm / 1024)) MiB"
 steps0=$(metric t5serve_decode_step_allocations_count); allocs0=$(metric t5serve_decode_step_allocations_sum)
@@ -36,7 +35,7 @@ start=$(date +%s)
 done_requests=0
 for part in 1 2 3 4; do
   n=$(( REQUESTS / 4 ))
-  target/release/examples/loadgen "$URL" closed "$CONCURRENCY" "$n" "$PROMPT" 32 >> "$WORK/memory-load.json"
+  $LOADGEN "$URL" closed "$CONCURRENCY" "$n" "$PROMPT" 32 >> "$WORK/memory-load.json"
   done_requests=$(( done_requests + n ))
   echo "after $done_requests more requests ($(( $(date +%s) - start )) s): VmRSS $(( $(rss_kb) / 1024 )) MiB"
 done

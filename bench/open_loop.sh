@@ -12,14 +12,12 @@ FRACTIONS="${FRACTIONS:-0.125 0.25 0.375 0.5}"
 REQUESTS="${REQUESTS:-200}"
 PORT="${PORT:-18934}"
 WORK=bench/work
-PROMPT="$WORK/prompt.txt"
 # shellcheck source=bench/serve.sh
 . bench/serve.sh
 require_prompt
-cargo build --release --quiet --bin t5serve --example loadgen
+build
 start_server "$WORK/open-server.log" --model "$MODEL" --max-concurrent-requests 1024
 URL="http://127.0.0.1:$PORT"
-LOADGEN=target/release/examples/loadgen
 $LOADGEN "$URL" closed 4 8 "$PROMPT" 32 >/dev/null
 single=$($LOADGEN "$URL" closed 1 20 "$PROMPT" 32)
 sat=$($LOADGEN "$URL" closed 32 192 "$PROMPT" 32)

@@ -44,24 +44,34 @@ for w in words:
 assert len(tok(text)["input_ids"]) == 64, len(tok(text)["input_ids"])
 open(sys.argv[2], "w").write(text)
 PY
-cargo build --release --quiet --bin t5serve --example loadgen
-LOADGEN=target/release/examples/loadgen
+build
 
 RESULTS="$WORK/results.jsonl"
 : > "$RESULTS"
+
+# serve LOG DIR: starts t5serve on the model in DIR (with SERVER_FLAGS) and warms it up.
+serve() {
+  # shellcheck disable=SC2086
+  start_server "$1" --model "$2" --max-concurrent-requests 1024 ${SERVER_FLAGS:-}
+  URL="http://127.0.0.1:$PORT"
+  $LOADGEN "$URL" closed 4 8 "$WORK/prompt.txt" "$NEW_TOKENS" >/dev/null
+}
+
+# closed FIELDS C: a closed-loop run at concurrency C (at least ~20 requests' worth of work),
+# appended to the results as {FIELDS,"batch":C,"run":{...}}.
+closed() {
+  local n=$(( $2 == 1 ? 20 : $2 * 6 ))
+  $LOADGEN "$URL" closed "$2" "$n" "$WORK/prompt.txt" "$NEW_TOKENS" \
+    | sed "s/^/{$1,\"batch\":$2,\"run\":/; s/$/}/" | tee -a "$RESULTS"
+}
+
 # t5serve on the fp32 export and on its int8 copy (scripts/quantize_model.py), each through HTTP.
 for variant in fp32 int8; do
   dir="$MODEL"
   [ "$variant" = int8 ] && dir="$MODEL-int8"
-  # shellcheck disable=SC2086
-  start_server "$WORK/server-$variant.log" --model "$dir" --max-concurrent-requests 1024 ${SERVER_FLAGS:-}
-  URL="http://127.0.0.1:$PORT"
-  # A short warm-up, then at least ~20 requests' worth of work per concurrency.
-  $LOADGEN "$URL" closed 4 8 "$WORK/prompt.txt" "$NEW_TOKENS" >/dev/null
+  serve "$WORK/server-$variant.log" "$dir"
   for c in 1 8 32; do
-    n=$(( c == 1 ? 20 : c * 6 ))
-    $LOADGEN "$URL" closed "$c" "$n" "$WORK/prompt.txt" "$NEW_TOKENS" \
-      | sed "s/^/{\"engine\":\"t5serve-$variant\",\"batch\":$c,\"run\":/; s/$/}/" | tee -a "$RESULTS"
+    closed "\"engine\":\"t5serve-$variant\"" "$c"
   done
   # Open loop: Poisson arrivals at half the saturation rate measured at concurrency 32.
   SAT=$(tail -1 "$RESULTS" | .venv/bin/python -c 'import json,sys; print(json.loads(sys.stdin.read())["run"]["requests_per_s"])')
@@ -82,15 +92,10 @@ fi
 # rounds' ratios.
 ROUNDS="${PAIRED_ROUNDS:-5}"
 if [ -z "${SKIP_ENGINES:-}" ] && [ "$ROUNDS" -gt 0 ]; then
-  # shellcheck disable=SC2086
-  start_server "$WORK/server-paired.log" --model "$MODEL-int8" --max-concurrent-requests 1024 ${SERVER_FLAGS:-}
-  URL="http://127.0.0.1:$PORT"
-  $LOADGEN "$URL" closed 4 8 "$WORK/prompt.txt" "$NEW_TOKENS" >/dev/null
+  serve "$WORK/server-paired.log" "$MODEL-int8"
   for r in $(seq 1 "$ROUNDS"); do
     for c in 1 32; do
-      n=$(( c == 1 ? 20 : c * 6 ))
-      $LOADGEN "$URL" closed "$c" "$n" "$WORK/prompt.txt" "$NEW_TOKENS" \
-        | sed "s/^/{\"engine\":\"paired-t5serve-int8\",\"round\":$r,\"batch\":$c,\"run\":/; s/$/}/" | tee -a "$RESULTS"
+      closed "\"engine\":\"paired-t5serve-int8\",\"round\":$r" "$c"
       .venv/bin/python bench/engines.py "$MODEL" "$MODEL-int8" "$MODEL-hf" "$WORK/prompt.txt" "$NEW_TOKENS" ctranslate2-int8 "$c" \
         | sed "s/\"engine\": \"ctranslate2-int8\"/\"engine\": \"paired-ctranslate2-int8\", \"round\": $r/" | tee -a "$RESULTS"
     done

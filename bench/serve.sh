@@ -1,7 +1,8 @@
-# Sourced by the bench scripts: starts and stops the release binary on $PORT.
+# Sourced by the bench scripts: builds, starts and stops the release binary on $PORT.
+#   build [cargo flags...]           builds t5serve and the load generator; sets LOADGEN
 #   start_server LOG serve-args...   sets SERVER, kills it on exit, waits until /health answers
 #   stop_server                      stops it and waits
-#   require_prompt                   fails unless bench/run.sh has written $WORK/prompt.txt
+#   require_prompt                   sets PROMPT; fails unless bench/run.sh has written it
 
 start_server() {
   local log="$1"
@@ -26,5 +27,11 @@ stop_server() {
 }
 
 require_prompt() {
-  [ -f "$WORK/prompt.txt" ] || { echo "no $WORK/prompt.txt: run bench/run.sh first" >&2; exit 1; }
+  PROMPT="$WORK/prompt.txt"
+  [ -f "$PROMPT" ] || { echo "no $PROMPT: run bench/run.sh first" >&2; exit 1; }
+}
+
+build() {
+  cargo build --release --quiet "$@" --bin t5serve --example loadgen
+  LOADGEN=target/release/examples/loadgen
 }

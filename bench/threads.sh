@@ -12,11 +12,10 @@ cd "$(dirname "$0")/.."
 SHAPE="${SHAPE:-t5-small}"
 PORT="${PORT:-18932}"
 WORK=bench/work
-PROMPT="$WORK/prompt.txt"
 # shellcheck source=bench/serve.sh
 . bench/serve.sh
 require_prompt
-cargo build --release --quiet --bin t5serve --example loadgen
+build
 OUT="$WORK/threads.jsonl"
 : > "$OUT"
 SETTINGS=(
@@ -32,7 +31,7 @@ for model in "models/$SHAPE-shape" "models/$SHAPE-shape-int8"; do
     start_server "$WORK/threads-server.log" --model "$model" --max-concurrent-requests 1024 $flags
     for c in 1 8 32; do
       n=$(( c == 1 ? 10 : c * 4 ))
-      line=$(target/release/examples/loadgen "http://127.0.0.1:$PORT" closed "$c" "$n" "$PROMPT" 32)
+      line=$($LOADGEN "http://127.0.0.1:$PORT" closed "$c" "$n" "$PROMPT" 32)
       echo "{\"model\":\"$model\",\"flags\":\"$flags\",\"concurrency\":$c,\"run\":$line}" >> "$OUT"
     done
     stop_server

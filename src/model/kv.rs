@@ -50,26 +50,11 @@ impl Rows {
         self.dims[1] * self.dims[2] * self.dims[3]
     }
 
-    /// Keeps the given rows, in that order. Increasing indices (rows leaving) are compacted in
-    /// place; any other order (beam search) is gathered into a new buffer.
+    /// Keeps the given rows, in that order (see [`keep_rows`]).
     fn retain(&mut self, rows: &[usize]) -> Result<(), ModelError> {
-        let n = self.row_len();
-        if let Some(&r) = rows.iter().find(|&&r| r >= self.dims[0]) {
-            return Err(ModelError::Output(format!("row {r} out of a batch of {}", self.dims[0])));
-        }
-        if rows.windows(2).all(|w| w[0] < w[1]) {
-            for (to, &from) in rows.iter().enumerate() {
-                if to != from {
-                    self.data.copy_within(from * n..(from + 1) * n, to * n);
-                }
-            }
-            self.data.truncate(rows.len() * n);
-        } else {
-            let mut out = Vec::with_capacity(self.data.capacity().max(rows.len() * n));
-            for &r in rows {
-                out.extend_from_slice(&self.data[r * n..(r + 1) * n]);
-            }
-            self.data = out;
+        match keep_rows(&mut self.data, self.dims[0], rows)? {
+            Some(gathered) => self.data = gathered,
+            None => self.data.truncate(rows.len() * self.row_len()),
         }
         self.dims[0] = rows.len();
         Ok(())
@@ -135,21 +120,18 @@ impl DecoderState {
         own + self.cross_kv.iter().map(|r| std::mem::size_of_val(r.data.as_slice())).sum::<usize>()
     }
 
-    /// Keeps the given rows of every cache tensor, in that order.
-    pub(crate) fn select_rows(
-        &mut self,
-        rows: &[usize],
-        gather: impl Fn(&DynValue, &[usize]) -> Result<DynValue, ModelError>,
-    ) -> Result<(), ModelError> {
+    /// Keeps the given rows of every cache tensor, in that order (see [`keep_rows`]).
+    pub(crate) fn select_rows(&mut self, rows: &[usize]) -> Result<(), ModelError> {
         if rows.len() == self.batch && rows.iter().enumerate().all(|(i, &r)| i == r) {
             return Ok(());
         }
-        let increasing = rows.windows(2).all(|w| w[0] < w[1]);
         for v in self.self_kv.iter_mut() {
-            if increasing {
-                compact_rows(v, rows)?;
-            } else {
-                *v = gather(v, rows)?;
+            let (shape, data) = v.try_extract_tensor_mut::<f32>()?;
+            let mut dims = shape.to_vec();
+            // Compacted in place, the tensor keeps its stale last rows: `self_kv(j)` views the rows in use.
+            if let Some(gathered) = keep_rows(data, dims[0] as usize, rows)? {
+                dims[0] = rows.len() as i64;
+                *v = Tensor::<f32>::from_array((dims, gathered))?.into_dyn();
             }
         }
         for r in self.cross_kv.iter_mut() {
@@ -160,37 +142,25 @@ impl DecoderState {
     }
 }
 
-/// Moves the given rows (first axis, increasing) of an f32 tensor to its front, in place.
-fn compact_rows(value: &mut DynValue, rows: &[usize]) -> Result<(), ModelError> {
-    let (shape, data) = value.try_extract_tensor_mut::<f32>()?;
-    let batch = shape.first().copied().unwrap_or(0) as usize;
+/// Keeps `rows` of the `batch` rows (first axis) in `data`, in that order. Increasing indices
+/// (rows leaving) are moved to the front in place and `None` is returned: the first
+/// `rows.len()` rows are the kept ones. Any other order (beam search reorders and repeats
+/// parents) is gathered into a new buffer, returned.
+fn keep_rows(data: &mut [f32], batch: usize, rows: &[usize]) -> Result<Option<Vec<f32>>, ModelError> {
+    if let Some(&r) = rows.iter().find(|&&r| r >= batch) {
+        return Err(ModelError::Output(format!("row {r} out of a batch of {batch}")));
+    }
     let n = data.len().checked_div(batch).unwrap_or(0);
-    for (to, &from) in rows.iter().enumerate() {
-        if from >= batch {
-            return Err(ModelError::Output(format!("row {from} out of a batch of {batch}")));
+    if rows.windows(2).all(|w| w[0] < w[1]) {
+        for (to, &from) in rows.iter().enumerate() {
+            if to != from {
+                data.copy_within(from * n..(from + 1) * n, to * n);
+            }
         }
-        if to != from {
-            data.copy_within(from * n..(from + 1) * n, to * n);
-        }
+        Ok(None)
+    } else {
+        Ok(Some(rows.iter().flat_map(|&r| &data[r * n..(r + 1) * n]).copied().collect()))
     }
-    Ok(())
-}
-
-/// Copies the given rows (first axis) of an f32 tensor into a new tensor.
-pub(crate) fn gather_rows(value: &DynValue, rows: &[usize]) -> Result<DynValue, ModelError> {
-    let (shape, data) = value.try_extract_tensor::<f32>()?;
-    let batch = shape.first().copied().unwrap_or(0) as usize;
-    let row = data.len().checked_div(batch).unwrap_or(0);
-    let mut out = Vec::with_capacity(rows.len() * row);
-    for &r in rows {
-        if r >= batch {
-            return Err(ModelError::Output(format!("row {r} out of a batch of {batch}")));
-        }
-        out.extend_from_slice(&data[r * row..(r + 1) * row]);
-    }
-    let mut dims: Vec<i64> = shape.to_vec();
-    dims[0] = rows.len() as i64;
-    Ok(Tensor::<f32>::from_array((dims, out))?.into_dyn())
 }
 
 fn to_value(array: ndarray::ArrayD<f32>) -> Result<DynValue, ModelError> {

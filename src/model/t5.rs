@@ -13,7 +13,7 @@ use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::files::{DecoderLayout, ModelDims, ModelFiles};
-use super::kv::{DecoderState, Rows, gather_rows};
+use super::kv::{DecoderState, Rows};
 use super::{ModelError, runtime};
 
 /// How ONNX Runtime sessions are built.
@@ -539,7 +539,7 @@ impl Seq2SeqModel {
     /// Keeps the given rows of a running batch (finished or cancelled rows leave).
     pub fn retain_rows(&self, rows: &[usize], enc: &mut Encoded, state: &mut DecoderState) -> Result<(), ModelError> {
         *enc = enc.select_rows(rows);
-        state.select_rows(rows, gather_rows)
+        state.select_rows(rows)
     }
 }
 
