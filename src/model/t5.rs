@@ -21,9 +21,9 @@ use super::{ModelError, runtime};
 pub struct SessionSettings {
     /// Intra-op threads (of the global pool, or of each session); 0 lets ONNX Runtime pick (one per core).
     pub intra_threads: usize,
-    /// Run every session on one process-wide intra-op pool instead of a pool per session. The
-    /// encoder and decoder sessions never run at once (one decode thread drives them), so one
-    /// pool of one thread per core serves them all without idle pools or competing spinners.
+    /// Run every session on one process-wide intra-op pool instead of a pool per session: one
+    /// thread per core serves all sessions (the prefill and decode threads' runs share it),
+    /// without idle pools or competing spinners.
     pub global_pool: bool,
     /// `Some(n)`: prefill runs on its own thread, overlapped with decoding. With the global pool
     /// both threads run on it; without, each session gets its own pool: `n` threads (0 = half
