@@ -18,6 +18,8 @@ lat: dict[str, dict[int, dict]] = {}
 open_loop: dict[str, dict] = {}
 # Paired rounds: {batch: {round: (t5serve-int8 tokens/s, ctranslate2-int8 tokens/s)}}.
 paired: dict[int, dict[int, list]] = {}
+# The thread setting an engine was fastest with, by batch (CTranslate2: intra_threads=2 or inter_threads=2).
+settings: dict[str, dict[int, str]] = {}
 for r in rows:
     name = r["engine"]
     if name.startswith("paired-"):
@@ -31,6 +33,8 @@ for r in rows:
         lat.setdefault(name, {})[r["batch"]] = r["run"]
     else:
         tps.setdefault(name, {})[r["batch"]] = r["tokens_per_s"]
+        if "setting" in r:
+            settings.setdefault(name, {})[r["batch"]] = r["setting"]
 ours = [n for n in tps if n.startswith("t5serve")]
 others = [n for n in tps if not n.startswith("t5serve")]
 
@@ -44,7 +48,8 @@ print(f"# t5serve benchmark, {shape} shape, {date.today()} on {platform.node()} 
 print(
     "64-token inputs, exactly 32 new tokens per request, greedy. Generated tokens/s: t5serve at that many "
     "concurrent HTTP clients, the others at that batch size in-process (optimum: ORTModelForSeq2SeqLM + "
-    "generate; CTranslate2: Translator.translate_batch), all with 2 intra-op threads."
+    "generate; CTranslate2: Translator.translate_batch, the faster of one batch on 2 intra_threads and two "
+    "half batches on inter_threads=2), on the machine's 2 cores."
     + (f" t5serve flags: `{flags}`." if flags else "")
     + "\n"
 )
@@ -52,6 +57,8 @@ print("| engine | " + " | ".join(str(b) for b in BATCHES) + " |")
 print("|---|" + "---|" * len(BATCHES))
 for name, v in tps.items():
     print(f"| {name} | " + " | ".join(cell(v.get(b)) for b in BATCHES) + " |")
+for name, by_b in settings.items():
+    print(f"\n{name} was fastest with: " + ", ".join(f"{by_b[b]} at {b}" for b in BATCHES if b in by_b) + ".")
 
 if others:
     print("\nRatio t5serve / engine:\n")

@@ -3,7 +3,9 @@
 # concurrency 1, 8 and 32 (64-token inputs, exactly 32 new tokens):
 #   - ONNX Runtime: one global pool shared by every session against a pool per session, with
 #     spinning on and off;
-#   - the HTTP side: tokio worker threads (http_threads) 1 and 2, with the best ORT setting.
+#   - the HTTP side: tokio worker threads (http_threads) 1 and 2, with the best ORT setting;
+#   - two decode lanes (decode_lanes = 2: each with its own sessions on one core), with and
+#     without a prefill thread per lane.
 #   bench/threads.sh        (run bench/run.sh once first: it makes the models and the prompt)
 # Prints one line per setting and concurrency (generated tokens/s, p50 and p99 ms) and keeps them
 # in bench/work/threads.jsonl. Not a test.
@@ -24,6 +26,8 @@ SETTINGS=(
   "--ort-thread-pool per-session --intra-op-spinning false"
   "--ort-thread-pool per-session --intra-op-spinning true"
   "--ort-thread-pool global --intra-op-spinning true --http-threads 2"
+  "--decode-lanes 2 --prefill-thread false"
+  "--decode-lanes 2"
 )
 for model in "models/$SHAPE-shape" "models/$SHAPE-shape-int8"; do
   for flags in "${SETTINGS[@]}"; do

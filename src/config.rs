@@ -90,6 +90,10 @@ pub struct Config {
     pub prefill_threads: usize,
     /// Let ONNX Runtime threads busy-wait between ops (they block again after a short spin).
     pub intra_op_spinning: bool,
+    /// Independent decode loops, each with its own sessions (with a pool of intra_op_threads each,
+    /// 0 = an equal share of the cores), queue, and share of the batch size and memory budget; new
+    /// requests go to the least loaded. With 1, the sessions use ort_thread_pool.
+    pub decode_lanes: usize,
     /// Tokio worker threads (HTTP, JSON, SSE); 0 = auto: one per 4 cores, at least 1, so that
     /// HTTP work does not take the cores ONNX Runtime's pool runs on.
     pub http_threads: usize,
@@ -171,6 +175,7 @@ impl Default for Config {
             http_threads: 0,
             tokenizer_threads: 2,
             intra_op_spinning: true,
+            decode_lanes: 1,
             execution_provider: ExecutionProvider::Cpu,
             device_id: 0,
             max_input_tokens: 512,
@@ -240,6 +245,9 @@ pub struct Overrides {
     /// Let ONNX Runtime threads busy-wait between ops [default: true]
     #[arg(long, env = "T5SERVE_INTRA_OP_SPINNING")]
     pub intra_op_spinning: Option<bool>,
+    /// Independent decode loops, each with its own sessions and share of the cores and batch [default: 1]
+    #[arg(long, env = "T5SERVE_DECODE_LANES")]
+    pub decode_lanes: Option<usize>,
     /// Tokio worker threads for HTTP, 0 = one per 4 cores, at least 1 [default: 0]
     #[arg(long, env = "T5SERVE_HTTP_THREADS")]
     pub http_threads: Option<usize>,
@@ -352,6 +360,7 @@ impl Config {
             prefill_thread,
             prefill_threads,
             intra_op_spinning,
+            decode_lanes,
             http_threads,
             tokenizer_threads,
             execution_provider,
@@ -413,6 +422,7 @@ impl Config {
         }
         range("intra_op_threads", self.intra_op_threads, 0, 1024)?;
         range("http_threads", self.http_threads, 0, 1024)?;
+        range("decode_lanes", self.decode_lanes, 1, 64)?;
         range("prefill_threads", self.prefill_threads, 0, 1024)?;
         range("tokenizer_threads", self.tokenizer_threads, 1, 1024)?;
         range("max_input_tokens", self.max_input_tokens, 1, 65_536)?;
@@ -448,7 +458,18 @@ impl Config {
             max_batch_bytes: self.max_batch_memory_mb.saturating_mul(1 << 20),
             max_queue_delay: std::time::Duration::from_millis(self.max_queue_delay_ms),
             max_cohorts: self.max_cohorts,
+            lanes: self.decode_lanes,
         }
+    }
+
+    /// ONNX Runtime intra-op threads of each lane's sessions when there are several lanes:
+    /// `intra_op_threads`, or an equal share of the cores.
+    pub fn lane_threads(&self) -> usize {
+        if self.intra_op_threads > 0 {
+            return self.intra_op_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.decode_lanes.max(1)).max(1)
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -460,6 +481,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_lanes_split_the_cores_unless_threads_are_set() {
+        let mut c = Config { decode_lanes: 0, ..Default::default() };
+        assert!(c.validate().unwrap_err().0.contains("decode_lanes = 0"));
+        c.decode_lanes = 2;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.lane_threads(), (cores / 2).max(1));
+        c.intra_op_threads = 3;
+        assert_eq!(c.lane_threads(), 3);
+        assert_eq!(c.scheduler_settings().lanes, 2);
+    }
 
     #[test]
     fn file_values_are_overridden_by_flags() {

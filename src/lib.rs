@@ -79,10 +79,22 @@ impl RunningServer {
 /// Loads the model, binds the socket and starts serving. Returns once the server accepts requests.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
+    let lanes = config.decode_lanes;
+    // Several lanes: each session gets its own pool of the lane's share of the cores, and a
+    // lane's prefill thread the same (the lanes, not a shared pool, spread the work).
+    let (intra_threads, global_pool, prefill_threads) = if lanes > 1 {
+        (config.lane_threads(), false, config.prefill_thread.then_some(config.lane_threads()))
+    } else {
+        (
+            config.intra_op_threads,
+            config.ort_thread_pool == config::ThreadPool::Global,
+            config.prefill_thread.then_some(config.prefill_threads),
+        )
+    };
     let settings = SessionSettings {
-        intra_threads: config.intra_op_threads,
-        global_pool: config.ort_thread_pool == config::ThreadPool::Global,
-        prefill_threads: config.prefill_thread.then_some(config.prefill_threads),
+        intra_threads,
+        global_pool,
+        prefill_threads,
         spinning: config.intra_op_spinning,
         ort_library: config.ort_library.clone(),
         cuda_device: (config.execution_provider == config::ExecutionProvider::Cuda).then_some(config.device_id),
@@ -111,8 +123,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         quantization = %info.quantization.as_ref().map_or_else(|| "none".to_string(), |q| q.to_string()),
         execution_provider = info.execution_provider,
         device_id = ?info.cuda_device,
-        intra_op_threads = config.intra_op_threads,
-        ort_thread_pool = ?config.ort_thread_pool,
+        decode_lanes = lanes,
+        intra_op_threads = intra_threads,
+        ort_thread_pool = if global_pool { "global" } else { "per-session" },
         prefill_thread = config.prefill_thread,
         prefill_and_step_threads = ?settings_threads,
         http_threads = config.http_worker_threads(),

@@ -11,19 +11,25 @@ use t5serve::model::TextTokenizer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_get_exactly_their_solo_outputs() {
-    concurrent_requests_equal_golden(true).await;
+    concurrent_requests_equal_golden(|_| {}).await;
 }
 
 /// The same with prefill inline on the decode thread (`prefill_thread = false`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_get_exactly_their_solo_outputs_with_inline_prefill() {
-    concurrent_requests_equal_golden(false).await;
+    concurrent_requests_equal_golden(|c| c.prefill_thread = false).await;
 }
 
-async fn concurrent_requests_equal_golden(prefill_thread: bool) {
+/// The same over two decode lanes (each with its own sessions and prefill thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_get_exactly_their_solo_outputs_over_two_lanes() {
+    concurrent_requests_equal_golden(|c| c.decode_lanes = 2).await;
+}
+
+async fn concurrent_requests_equal_golden(change: impl FnOnce(&mut t5serve::Config)) {
     let g = golden();
     let tokenizer = TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
-    let server = start_server_with(tiny_model(), |c| c.prefill_thread = prefill_thread).await;
+    let server = start_server_with(tiny_model(), change).await;
     let url = format!("http://{}/v1/generate", server.addr);
     let client = reqwest::Client::new();
     let cases: Vec<&GoldenCase> = g.cases.iter().filter(|c| !c.prompt.is_empty()).collect();
@@ -47,6 +53,41 @@ async fn concurrent_requests_equal_golden(prefill_thread: bool) {
     }
     assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
     assert_eq!(metric(&client, server.addr, "t5serve_kv_cache_bytes").await, 0.0, "nothing stays allocated");
+    server.shutdown().await.unwrap();
+}
+
+/// Two lanes with room for one row each: two long requests run at once, one in each lane, and
+/// the gauges add up the lanes' shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_go_to_the_least_loaded_lane() {
+    let server = start_server_with(tiny_model(), |c| {
+        c.decode_lanes = 2;
+        c.max_batch_size = 2;
+        c.max_cohorts = 1;
+        c.max_new_tokens_limit = 60_000;
+    })
+    .await;
+    let url = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let long = 3000;
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (c, u) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            post(&c, &u, json!({"inputs": "Hi", "parameters": {"max_new_tokens": long, "min_new_tokens": long}})).await
+        }));
+    }
+    // In one lane the second request would queue behind the first (a lane's share is one row).
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 2.0).await, 2.0);
+    assert_eq!(metric(&client, server.addr, "t5serve_queue_size").await, 0.0);
+    assert!(metric(&client, server.addr, "t5serve_kv_cache_bytes").await > 0.0);
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["usage"]["generated_tokens"], long);
+    }
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
+    assert_eq!(metric(&client, server.addr, "t5serve_kv_cache_bytes").await, 0.0);
     server.shutdown().await.unwrap();
 }
 

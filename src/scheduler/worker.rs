@@ -28,7 +28,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -41,18 +41,41 @@ use super::{Event, RowError, RowRequest, SchedulerError, SchedulerStats, SharedS
 /// How the decode loop forms and runs batches.
 #[derive(Debug, Clone)]
 pub struct SchedulerSettings {
+    /// Most rows decoding at once, over all lanes and cohorts.
     pub max_batch_size: usize,
-    /// Memory budget of all running rows (encoder output + worst-case K/V), in bytes.
+    /// Memory budget of all running rows (encoder output + worst-case K/V), in bytes, over all lanes.
     pub max_batch_bytes: usize,
     /// How long a waiting request may wait for others to start a cohort with.
     pub max_queue_delay: Duration,
-    /// Most cohorts decoding side by side; more waiting rows queue until one finishes.
+    /// Most cohorts decoding side by side in one lane; more waiting rows queue until one finishes.
     pub max_cohorts: usize,
+    /// Decode lanes: independent decode loops, each with its own sessions, queue and a share of
+    /// the batch size and memory budget. New requests go to the least loaded lane.
+    pub lanes: usize,
 }
 
 impl Default for SchedulerSettings {
     fn default() -> Self {
-        Self { max_batch_size: 32, max_batch_bytes: 1 << 30, max_queue_delay: Duration::from_millis(2), max_cohorts: 4 }
+        Self {
+            max_batch_size: 32,
+            max_batch_bytes: 1 << 30,
+            max_queue_delay: Duration::from_millis(2),
+            max_cohorts: 4,
+            lanes: 1,
+        }
+    }
+}
+
+impl SchedulerSettings {
+    /// One lane's share: the batch size rounded up, the memory budget rounded down.
+    fn per_lane(&self) -> Self {
+        let lanes = self.lanes.max(1);
+        Self {
+            max_batch_size: self.max_batch_size.div_ceil(lanes),
+            max_batch_bytes: self.max_batch_bytes / lanes,
+            lanes: 1,
+            ..self.clone()
+        }
     }
 }
 
@@ -88,103 +111,92 @@ impl WorkerInfo {
     }
 }
 
-/// Cheap to clone; submits rows to the decode thread.
+/// Cheap to clone; submits rows to the decode lanes.
 #[derive(Clone)]
 pub struct SchedulerHandle {
-    jobs: std_mpsc::Sender<Vec<RowRequest>>,
+    lanes: Arc<[Lane]>,
     alive: Arc<AtomicBool>,
     cost: CostModel,
+    /// One lane's memory budget: a row must fit it alone.
     max_batch_bytes: usize,
     pub stats: SharedStats,
 }
 
+/// The handle's end of one decode lane.
+struct Lane {
+    jobs: std_mpsc::Sender<Vec<RowRequest>>,
+    load: Arc<LaneLoad>,
+}
+
+/// How busy a lane is, for routing new rows to the least loaded one.
+#[derive(Default)]
+struct LaneLoad {
+    /// Rows sent to the lane that it has not queued yet.
+    sent: AtomicUsize,
+    /// Rows the lane holds: queued, prefilling and decoding (as it last published).
+    held: AtomicUsize,
+}
+
+impl LaneLoad {
+    fn rows(&self) -> usize {
+        self.sent.load(Ordering::Relaxed) + self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// What a lane thread reports once its model is loaded.
+type Ready = Result<(WorkerInfo, CostModel), crate::model::ModelError>;
+
 impl SchedulerHandle {
-    /// Loads the model on a new OS thread and returns once it is ready (or failed to load).
+    /// Loads the model in every lane (each on its own OS thread, in parallel) and returns once
+    /// all are ready, or the first error.
     pub fn start(
         model_dir: PathBuf,
         sessions: SessionSettings,
         settings: SchedulerSettings,
     ) -> Result<(Self, WorkerInfo), SchedulerError> {
-        let (jobs, job_rx) = std_mpsc::channel::<Vec<RowRequest>>();
-        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let count = settings.lanes.max(1);
+        let lane_settings = settings.per_lane();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Ready>();
         let alive = Arc::new(AtomicBool::new(true));
         let stats: SharedStats = Arc::new(SchedulerStats::default());
-        let (alive_thread, alive_prefill, stats_thread) = (alive.clone(), alive.clone(), stats.clone());
-        let max_batch_bytes = settings.max_batch_bytes;
-        std::thread::Builder::new()
-            .name("t5serve-decode".into())
-            .spawn(move || {
-                // Marks the worker dead however the thread ends, a panic included, so that
-                // health checks fail instead of requests hanging.
-                let alive = AliveGuard(alive_thread, "decode");
-                let started = Instant::now();
-                let model = match Seq2SeqModel::load(&model_dir, &sessions) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let d = &model.dims;
-                let cost = CostModel::from_dims(d.d_model, d.num_decoder_layers, d.num_heads, d.d_kv);
-                let (tasks, quantization) = match model.files.tasks().and_then(|t| Ok((t, model.files.quantization()?)))
-                {
-                    Ok(found) => found,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let info = WorkerInfo {
-                    can_join: model.can_join(),
-                    tasks,
-                    dims: model.dims.clone(),
-                    layout: model.layout_name(),
-                    model_dir: model_dir.clone(),
-                    files: model.files.names(),
-                    load_seconds: started.elapsed().as_secs_f64(),
-                    execution_provider: sessions.provider_name(),
-                    cuda_device: sessions.cuda_device,
-                    quantization,
-                };
-                let _ = ready_tx.send(Ok((info, cost)));
-                let limits = QueueLimits {
-                    max_batch_size: settings.max_batch_size,
-                    max_batch_bytes: settings.max_batch_bytes,
-                    max_queue_delay: settings.max_queue_delay,
-                };
-                let model = Arc::new(model);
-                let prefill = match sessions.prefill_threads {
-                    None => None,
-                    Some(_) => match PrefillThread::spawn(model.clone(), stats_thread.clone(), alive_prefill) {
-                        Ok(p) => Some(p),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot spawn the prefill thread; prefill runs inline");
-                            None
-                        }
-                    },
-                };
-                DecodeLoop {
-                    _alive: alive,
-                    model,
-                    queue: Queue::new(limits, cost),
-                    cohorts: Vec::new(),
-                    settings,
-                    stats: stats_thread,
-                    prefill,
-                }
-                .run(job_rx);
-            })
-            .map_err(|e| {
+        let mut lanes = Vec::with_capacity(count);
+        for index in 0..count {
+            let (jobs, job_rx) = std_mpsc::channel::<Vec<RowRequest>>();
+            let load = Arc::new(LaneLoad::default());
+            let lane = LaneThread {
+                index,
+                model_dir: model_dir.clone(),
+                sessions: sessions.clone(),
+                settings: lane_settings.clone(),
+                alive: alive.clone(),
+                stats: stats.clone(),
+                load: load.clone(),
+            };
+            let ready = ready_tx.clone();
+            let name = if count == 1 { "t5serve-decode".to_string() } else { format!("t5serve-decode-{index}") };
+            std::thread::Builder::new().name(name).spawn(move || lane.run(ready, job_rx)).map_err(|e| {
                 SchedulerError::Startup(crate::model::ModelError::Runtime(format!(
                     "cannot spawn the decode thread: {e}"
                 )))
             })?;
-        let (info, cost) = ready_rx.recv().map_err(|_| SchedulerError::WorkerGone)??;
-        Ok((Self { jobs, alive, cost, max_batch_bytes, stats }, info))
+            lanes.push(Lane { jobs, load });
+        }
+        drop(ready_tx);
+        let mut first: Option<(WorkerInfo, CostModel)> = None;
+        for _ in 0..count {
+            // On an error the lanes already loaded end with the dropped senders.
+            let (info, cost) = ready_rx.recv().map_err(|_| SchedulerError::WorkerGone)??;
+            match &mut first {
+                Some((kept, _)) => kept.load_seconds = kept.load_seconds.max(info.load_seconds),
+                None => first = Some((info, cost)),
+            }
+        }
+        let (info, cost) = first.ok_or(SchedulerError::WorkerGone)?;
+        let max_batch_bytes = lane_settings.max_batch_bytes;
+        Ok((Self { lanes: lanes.into(), alive, cost, max_batch_bytes, stats }, info))
     }
 
-    /// Refuses at once a row that could never fit the memory budget, even alone.
+    /// Refuses at once a row that could never fit a lane's memory budget, even alone.
     pub fn check_fits(&self, input_len: usize, max_new_tokens: usize, width: usize) -> Result<(), SchedulerError> {
         let need = self.cost.batch_bytes(std::iter::repeat_n((input_len, max_new_tokens), width));
         if need > self.max_batch_bytes {
@@ -193,16 +205,104 @@ impl SchedulerHandle {
         Ok(())
     }
 
-    /// Queues rows; they keep their order.
+    /// Queues rows in the least loaded lane; they keep their order there.
     pub fn submit(&self, rows: Vec<RowRequest>) -> Result<(), SchedulerError> {
         for r in &rows {
             self.check_fits(r.input_ids.len(), r.params.max_new_tokens, r.width())?;
         }
-        self.jobs.send(rows).map_err(|_| SchedulerError::WorkerGone)
+        let lane = self.lanes.iter().min_by_key(|l| l.load.rows()).ok_or(SchedulerError::WorkerGone)?;
+        let n = rows.len();
+        lane.load.sent.fetch_add(n, Ordering::Relaxed);
+        lane.jobs.send(rows).map_err(|_| {
+            lane.load.sent.fetch_sub(n, Ordering::Relaxed);
+            SchedulerError::WorkerGone
+        })
     }
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Decode lanes running.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+}
+
+/// What a decode lane's thread needs to load its model and run.
+struct LaneThread {
+    index: usize,
+    model_dir: PathBuf,
+    sessions: SessionSettings,
+    settings: SchedulerSettings,
+    alive: Arc<AtomicBool>,
+    stats: SharedStats,
+    load: Arc<LaneLoad>,
+}
+
+impl LaneThread {
+    fn run(self, ready: std_mpsc::Sender<Ready>, jobs: std_mpsc::Receiver<Vec<RowRequest>>) {
+        // Marks the service dead however the thread ends, a panic included, so that health
+        // checks fail instead of requests hanging.
+        let alive = AliveGuard(self.alive.clone(), "decode");
+        let started = Instant::now();
+        let model = match Seq2SeqModel::load(&self.model_dir, &self.sessions) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let d = &model.dims;
+        let cost = CostModel::from_dims(d.d_model, d.num_decoder_layers, d.num_heads, d.d_kv);
+        let (tasks, quantization) = match model.files.tasks().and_then(|t| Ok((t, model.files.quantization()?))) {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let info = WorkerInfo {
+            can_join: model.can_join(),
+            tasks,
+            dims: model.dims.clone(),
+            layout: model.layout_name(),
+            model_dir: self.model_dir.clone(),
+            files: model.files.names(),
+            load_seconds: started.elapsed().as_secs_f64(),
+            execution_provider: self.sessions.provider_name(),
+            cuda_device: self.sessions.cuda_device,
+            quantization,
+        };
+        let _ = ready.send(Ok((info, cost)));
+        let limits = QueueLimits {
+            max_batch_size: self.settings.max_batch_size,
+            max_batch_bytes: self.settings.max_batch_bytes,
+            max_queue_delay: self.settings.max_queue_delay,
+        };
+        let model = Arc::new(model);
+        let prefill = match self.sessions.prefill_threads {
+            None => None,
+            Some(_) => match PrefillThread::spawn(model.clone(), self.stats.clone(), self.alive.clone(), self.index) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot spawn the prefill thread; prefill runs inline");
+                    None
+                }
+            },
+        };
+        DecodeLoop {
+            _alive: alive,
+            model,
+            queue: Queue::new(limits, cost),
+            cohorts: Vec::new(),
+            settings: self.settings,
+            stats: self.stats,
+            load: self.load,
+            shown: Shown::default(),
+            prefill,
+        }
+        .run(jobs);
     }
 }
 
@@ -226,9 +326,33 @@ struct DecodeLoop {
     queue: Queue<RowRequest>,
     cohorts: Vec<Cohort>,
     settings: SchedulerSettings,
+    /// Shared by all lanes: the gauges are the sums of the lanes' shares.
     stats: SharedStats,
+    /// This lane's load, read by the handle's routing.
+    load: Arc<LaneLoad>,
+    /// This lane's share of the gauges, as last added to `stats`.
+    shown: Shown,
     /// The prefill thread, when prefill overlaps decoding.
     prefill: Option<PrefillThread>,
+}
+
+/// One lane's last published share of the shared gauges.
+#[derive(Default)]
+struct Shown {
+    queued: u64,
+    active: u64,
+    cohorts: u64,
+    kv_cache_bytes: u64,
+}
+
+/// Moves a shared gauge by the change in one lane's share.
+fn reshare(total: &std::sync::atomic::AtomicU64, shown: &mut u64, now: u64) {
+    if now >= *shown {
+        total.fetch_add(now - *shown, Ordering::Relaxed);
+    } else {
+        total.fetch_sub(*shown - now, Ordering::Relaxed);
+    }
+    *shown = now;
 }
 
 /// The decode loop's end of the prefill thread: one batch of new rows at a time.
@@ -240,10 +364,15 @@ struct PrefillThread {
 }
 
 impl PrefillThread {
-    fn spawn(model: Arc<Seq2SeqModel>, stats: SharedStats, alive: Arc<AtomicBool>) -> std::io::Result<Self> {
+    fn spawn(
+        model: Arc<Seq2SeqModel>,
+        stats: SharedStats,
+        alive: Arc<AtomicBool>,
+        lane: usize,
+    ) -> std::io::Result<Self> {
         let (rows_tx, rows_rx) = std_mpsc::channel::<Vec<RowRequest>>();
         let (done_tx, done_rx) = std_mpsc::channel();
-        std::thread::Builder::new().name("t5serve-prefill".into()).spawn(move || {
+        std::thread::Builder::new().name(format!("t5serve-prefill-{lane}")).spawn(move || {
             let _alive = AliveGuard(alive, "prefill");
             // Ends when the decode loop drops its sender.
             for rows in rows_rx {
@@ -377,11 +506,14 @@ impl DecodeLoop {
 
     fn enqueue(&mut self, rows: Vec<RowRequest>) {
         let now = Instant::now();
+        let n = rows.len();
         for r in rows {
             let deadline = r.deadline;
             self.queue.push(r, now, deadline);
         }
+        // Counted as held before they stop counting as sent: routing never sees them missing.
         self.publish();
+        self.load.sent.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Rows being prefilled on the prefill thread.
@@ -456,15 +588,16 @@ impl DecodeLoop {
         }
     }
 
-    fn publish(&self) {
-        let s = &self.stats;
-        s.queued_rows.store(self.queue.len() as u64, Ordering::Relaxed);
-        s.active_rows.store(
-            self.cohorts.iter().map(|c| c.len() as u64).sum::<u64>() + self.prefilling() as u64,
-            Ordering::Relaxed,
-        );
-        s.cohorts.store(self.cohorts.len() as u64, Ordering::Relaxed);
-        s.kv_cache_bytes.store(self.cohorts.iter().map(|c| c.cache_bytes() as u64).sum(), Ordering::Relaxed);
+    fn publish(&mut self) {
+        let queued = self.queue.len() as u64;
+        let active = self.cohorts.iter().map(|c| c.len() as u64).sum::<u64>() + self.prefilling() as u64;
+        let kv = self.cohorts.iter().map(|c| c.cache_bytes() as u64).sum();
+        let (s, shown) = (&self.stats, &mut self.shown);
+        reshare(&s.queued_rows, &mut shown.queued, queued);
+        reshare(&s.active_rows, &mut shown.active, active);
+        reshare(&s.cohorts, &mut shown.cohorts, self.cohorts.len() as u64);
+        reshare(&s.kv_cache_bytes, &mut shown.kv_cache_bytes, kv);
+        self.load.held.store((queued + active) as usize, Ordering::Relaxed);
     }
 }
 
