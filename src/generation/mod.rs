@@ -141,18 +141,33 @@ pub enum FinishReason {
 
 /// Index of the largest value; the first one wins a tie (as `torch.argmax`). `banned` is skipped.
 pub fn argmax(logits: &[f32], banned: Option<usize>) -> usize {
-    let mut best = usize::MAX;
-    let mut best_val = f32::NEG_INFINITY;
-    for (i, &v) in logits.iter().enumerate() {
-        if Some(i) == banned {
-            continue;
-        }
-        if best == usize::MAX || v > best_val {
-            best = i;
-            best_val = v;
+    // Two passes the compiler vectorises (the largest value, then its first position) instead of
+    // one branchy scalar loop: it runs over the whole vocabulary for every row at every step.
+    let (head, tail) = match banned {
+        Some(b) if b < logits.len() => (&logits[..b], &logits[b + 1..]),
+        _ => (logits, &[][..]),
+    };
+    let max = lane_max(head).max(lane_max(tail));
+    let first = |part: &[f32], offset: usize| part.iter().position(|&v| v == max).map(|i| i + offset);
+    let tail_start = logits.len() - tail.len();
+    first(head, 0)
+        .or_else(|| first(tail, tail_start))
+        // Nothing but NaN: the first index that is not banned.
+        .unwrap_or(if banned == Some(0) { 1 } else { 0 })
+}
+
+/// The largest value (NaN ignored; -inf when there is none), over 16 independent lanes.
+fn lane_max(values: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a = a.max(v);
         }
     }
-    best
+    rest.iter().chain(&acc).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// Greedy choice of the next token, given how many tokens the row has generated so far.
@@ -183,6 +198,26 @@ mod tests {
     #[test]
     fn argmax_takes_first_of_equal_values() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0], None), 1);
+    }
+
+    #[test]
+    fn argmax_matches_a_plain_scan_on_long_rows() {
+        let mut rng = processors::Rng::new(7);
+        for len in [1, 15, 16, 17, 100, 32_128] {
+            let row: Vec<f32> = (0..len).map(|_| (rng.uniform() * 40.0).round() as f32 - 20.0).collect();
+            for banned in [None, Some(0), Some(len / 2), Some(len - 1)] {
+                let plain = (0..len)
+                    .filter(|&i| Some(i) != banned)
+                    .fold(None, |best: Option<usize>, i| match best {
+                        Some(b) if row[b] >= row[i] => Some(b),
+                        _ => Some(i),
+                    })
+                    .unwrap_or(0);
+                if len > 1 || banned.is_none() {
+                    assert_eq!(argmax(&row, banned), plain, "len {len}, banned {banned:?}");
+                }
+            }
+        }
     }
 
     #[test]
