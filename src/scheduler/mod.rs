@@ -211,7 +211,7 @@ pub enum SchedulerError {
     WorkerGone,
     /// A request that could never fit the memory budget, even alone.
     #[error(
-        "the request needs {need} bytes of encoder output and key/value cache, more than max_batch_bytes ({limit}); shorten the input or max_new_tokens"
+        "the request needs {need} bytes of encoder output and key/value cache, more than max_batch_bytes ({limit}; per decode lane: max_batch_memory_mb / decode_lanes); shorten the input or max_new_tokens"
     )]
     TooLarge { need: usize, limit: usize },
     #[error(transparent)]
