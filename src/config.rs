@@ -447,6 +447,8 @@ impl Config {
         range("max_batch_memory_mb", self.max_batch_memory_mb, 1, 1 << 20)?;
         range("max_queue_delay_ms", self.max_queue_delay_ms as usize, 0, 10_000)?;
         range("max_cohorts", self.max_cohorts, 1, 64)?;
+        // Each lane gets at least one row of max_batch_size.
+        range("decode_lanes", self.decode_lanes, 1, self.max_batch_size.min(64))?;
         range("queue_deadline_ms", self.queue_deadline_ms as usize, 1, 3_600_000)?;
         range("shutdown_grace_ms", self.shutdown_grace_ms as usize, 0, 3_600_000)?;
         Ok(())
@@ -486,6 +488,10 @@ mod tests {
     fn decode_lanes_split_the_cores_unless_threads_are_set() {
         let mut c = Config { decode_lanes: 0, ..Default::default() };
         assert!(c.validate().unwrap_err().0.contains("decode_lanes = 0"));
+        c.decode_lanes = 3;
+        c.max_batch_size = 2;
+        assert!(c.validate().unwrap_err().0.contains("decode_lanes = 3 is out of range 1..=2"));
+        c.max_batch_size = 32;
         c.decode_lanes = 2;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(c.lane_threads(), (cores / 2).max(1));
