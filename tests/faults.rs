@@ -44,7 +44,17 @@ async fn a_failing_step_fails_only_its_batch_and_a_panicking_handler_only_its_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_decode_thread_fails_readiness_and_the_process_exits_non_zero() {
-    let server = spawn_binary(&[]);
+    dead_decode_thread(&[]).await;
+}
+
+/// With two decode lanes, one dead lane is enough: the service is no longer healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dead_decode_lane_of_two_fails_readiness_and_the_process_exits_non_zero() {
+    dead_decode_thread(&["--decode-lanes", "2"]).await;
+}
+
+async fn dead_decode_thread(args: &[&str]) {
+    let server = spawn_binary(args);
     let base = server.base.clone();
     let client = reqwest::Client::new();
     server.wait_ready(&client).await;
