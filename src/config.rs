@@ -422,7 +422,6 @@ impl Config {
         }
         range("intra_op_threads", self.intra_op_threads, 0, 1024)?;
         range("http_threads", self.http_threads, 0, 1024)?;
-        range("decode_lanes", self.decode_lanes, 1, 64)?;
         range("prefill_threads", self.prefill_threads, 0, 1024)?;
         range("tokenizer_threads", self.tokenizer_threads, 1, 1024)?;
         range("max_input_tokens", self.max_input_tokens, 1, 65_536)?;

@@ -83,7 +83,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // Several lanes: each session gets its own pool of the lane's share of the cores, and a
     // lane's prefill thread the same (the lanes, not a shared pool, spread the work).
     let (intra_threads, global_pool, prefill_threads) = if lanes > 1 {
-        (config.lane_threads(), false, config.prefill_thread.then_some(config.lane_threads()))
+        let threads = config.lane_threads();
+        (threads, false, config.prefill_thread.then_some(threads))
     } else {
         (
             config.intra_op_threads,

@@ -1,4 +1,5 @@
-//! The decode thread. It owns the model and the queue, and runs this loop:
+//! The decode thread of each decode lane (`decode_lanes`, one by default; the handle routes a
+//! request to the lane holding the fewest rows). It owns its lane's model and queue, and runs this loop:
 //!
 //! 1. take newly submitted rows into the FIFO queue;
 //! 2. drop queued rows whose client left, answer those past their deadline;
@@ -221,11 +222,6 @@ impl SchedulerHandle {
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
-    }
-
-    /// Decode lanes running.
-    pub fn lanes(&self) -> usize {
-        self.lanes.len()
     }
 }
 
