@@ -9,6 +9,7 @@ use ndarray::Array2;
 use crate::generation::beam::BeamSearch;
 use crate::generation::detokenize::{Detokenizer, StopMatcher};
 use crate::generation::{FinishReason, TokenChooser};
+use crate::model::kv::fill_holes;
 use crate::model::{DecoderState, Encoded, Logits, ModelError, Seq2SeqModel};
 
 use super::{Event, RowRequest, Sequence};
@@ -244,7 +245,6 @@ impl Cohort {
             }
         };
         let r = self.emit(model, &logits, observer);
-        model.recycle_logits(logits);
         if let Some(e) = r.error {
             self.fail(&e);
             return Err(e);
@@ -354,6 +354,20 @@ impl Cohort {
                 self.rows.push(row);
             }
             offset += width;
+        }
+        if self.rows.iter().all(|r| matches!(r.mode, Mode::Tokens { .. })) && order.len() < logits.rows() {
+            // One row per request, so any order will do: the rows that stay below the new size
+            // keep their place and the rows past it fill the holes, so that only as many cache
+            // rows are copied as left (not every row after the first that left).
+            let moved = fill_holes(&order);
+            // `self.rows[k]` is old row `order[k]`.
+            let mut at = vec![0; logits.rows()];
+            for (k, &r) in order.iter().enumerate() {
+                at[r] = k;
+            }
+            let mut rows: Vec<Option<Active>> = std::mem::take(&mut self.rows).into_iter().map(Some).collect();
+            self.rows = moved.iter().map(|&r| rows[at[r]].take().expect("each row once")).collect();
+            order = moved;
         }
         let identity = order.len() == logits.rows() && order.iter().enumerate().all(|(i, &r)| i == r);
         if !order.is_empty() && !identity {
