@@ -94,6 +94,10 @@ pub struct Config {
     /// 0 = an equal share of the cores), queue, and share of the batch size and memory budget; new
     /// requests go to the least loaded. With 1, the sessions use ort_thread_pool.
     pub decode_lanes: usize,
+    /// With several decode lanes: lane 0 keeps a second set of sessions with a thread per core
+    /// (one more copy of the weights in memory) and runs on them while the other lanes are idle,
+    /// so that a lone request gets every core.
+    pub solo_sessions: bool,
     /// Tokio worker threads (HTTP, JSON, SSE); 0 = auto: one per 4 cores, at least 1, so that
     /// HTTP work does not take the cores ONNX Runtime's pool runs on.
     pub http_threads: usize,
@@ -175,7 +179,8 @@ impl Default for Config {
             http_threads: 0,
             tokenizer_threads: 2,
             intra_op_spinning: true,
-            decode_lanes: 1,
+            decode_lanes: 0,
+            solo_sessions: true,
             execution_provider: ExecutionProvider::Cpu,
             device_id: 0,
             max_input_tokens: 512,
@@ -248,6 +253,9 @@ pub struct Overrides {
     /// Independent decode loops, each with its own sessions and share of the cores and batch [default: 1]
     #[arg(long, env = "T5SERVE_DECODE_LANES")]
     pub decode_lanes: Option<usize>,
+    /// With several lanes: lane 0 also has sessions on all cores, used while the others are idle [default: true]
+    #[arg(long, env = "T5SERVE_SOLO_SESSIONS")]
+    pub solo_sessions: Option<bool>,
     /// Tokio worker threads for HTTP, 0 = one per 4 cores, at least 1 [default: 0]
     #[arg(long, env = "T5SERVE_HTTP_THREADS")]
     pub http_threads: Option<usize>,
@@ -361,6 +369,7 @@ impl Config {
             prefill_threads,
             intra_op_spinning,
             decode_lanes,
+            solo_sessions,
             http_threads,
             tokenizer_threads,
             execution_provider,
@@ -447,30 +456,42 @@ impl Config {
         range("max_queue_delay_ms", self.max_queue_delay_ms as usize, 0, 10_000)?;
         range("max_cohorts", self.max_cohorts, 1, 64)?;
         // Each lane gets at least one row of max_batch_size.
-        range("decode_lanes", self.decode_lanes, 1, self.max_batch_size.min(64))?;
+        range("decode_lanes", self.decode_lanes, 0, self.max_batch_size.min(64))?;
         range("queue_deadline_ms", self.queue_deadline_ms as usize, 1, 3_600_000)?;
         range("shutdown_grace_ms", self.shutdown_grace_ms as usize, 0, 3_600_000)?;
         Ok(())
     }
 
-    pub fn scheduler_settings(&self) -> crate::scheduler::SchedulerSettings {
+    pub fn scheduler_settings(&self, lanes: usize) -> crate::scheduler::SchedulerSettings {
         crate::scheduler::SchedulerSettings {
             max_batch_size: self.max_batch_size,
             max_batch_bytes: self.max_batch_memory_mb.saturating_mul(1 << 20),
             max_queue_delay: std::time::Duration::from_millis(self.max_queue_delay_ms),
             max_cohorts: self.max_cohorts,
-            lanes: self.decode_lanes,
+            lanes,
         }
     }
 
-    /// ONNX Runtime intra-op threads of each lane's sessions when there are several lanes:
+    /// Decode lanes to run: `decode_lanes`, or for 0 (auto) 2 for a quantized (int8) model on
+    /// the CPU with at least 2 cores, else 1. Measured on 2 cores (bench/run.sh, t5-small
+    /// shape): int8 at 32 clients gained 15-35% from 2 lanes, fp32 lost up to 30% at 8 clients.
+    pub fn lanes(&self, quantized: bool) -> usize {
+        if self.decode_lanes > 0 {
+            return self.decode_lanes;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpu = self.execution_provider == ExecutionProvider::Cpu;
+        if quantized && cpu && cores >= 2 && self.max_batch_size >= 2 { 2 } else { 1 }
+    }
+
+    /// ONNX Runtime intra-op threads of each lane's sessions when there are `lanes` lanes:
     /// `intra_op_threads`, or an equal share of the cores.
-    pub fn lane_threads(&self) -> usize {
+    pub fn lane_threads(&self, lanes: usize) -> usize {
         if self.intra_op_threads > 0 {
             return self.intra_op_threads;
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / self.decode_lanes.max(1)).max(1)
+        (cores / lanes.max(1)).max(1)
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -485,18 +506,31 @@ mod tests {
 
     #[test]
     fn decode_lanes_split_the_cores_unless_threads_are_set() {
-        let mut c = Config { decode_lanes: 0, ..Default::default() };
-        assert!(c.validate().unwrap_err().0.contains("decode_lanes = 0"));
-        c.decode_lanes = 3;
-        c.max_batch_size = 2;
-        assert!(c.validate().unwrap_err().0.contains("decode_lanes = 3 is out of range 1..=2"));
+        let mut c = Config { decode_lanes: 3, max_batch_size: 2, ..Default::default() };
+        assert!(c.validate().unwrap_err().0.contains("decode_lanes = 3 is out of range 0..=2"));
         c.max_batch_size = 32;
         c.decode_lanes = 2;
+        c.validate().unwrap();
+        assert_eq!((c.lanes(false), c.lanes(true)), (2, 2), "set explicitly");
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(c.lane_threads(), (cores / 2).max(1));
+        assert_eq!(c.lane_threads(2), (cores / 2).max(1));
         c.intra_op_threads = 3;
-        assert_eq!(c.lane_threads(), 3);
-        assert_eq!(c.scheduler_settings().lanes, 2);
+        assert_eq!(c.lane_threads(2), 3);
+        assert_eq!(c.scheduler_settings(2).lanes, 2);
+    }
+
+    #[test]
+    fn auto_decode_lanes_are_two_for_quantized_models_on_several_cores() {
+        let mut c = Config::default();
+        assert_eq!(c.decode_lanes, 0, "auto by default");
+        let several = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+        assert_eq!(c.lanes(true), if several { 2 } else { 1 });
+        assert_eq!(c.lanes(false), 1, "fp32 weights: one lane");
+        c.execution_provider = ExecutionProvider::Cuda;
+        assert_eq!(c.lanes(true), 1, "lanes are a CPU matter");
+        c.execution_provider = ExecutionProvider::Cpu;
+        c.max_batch_size = 1;
+        assert_eq!(c.lanes(true), 1, "each lane needs a row");
     }
 
     #[test]

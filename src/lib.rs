@@ -79,12 +79,14 @@ impl RunningServer {
 /// Loads the model, binds the socket and starts serving. Returns once the server accepts requests.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
-    let lanes = config.decode_lanes;
-    // Several lanes: each session gets its own pool of the lane's share of the cores, and a
-    // lane's prefill thread the same (the lanes, not a shared pool, spread the work).
+    // A model directory that cannot be read fails in the scheduler, with the reason.
+    let quantized =
+        model::ModelFiles::discover(&config.model).ok().and_then(|f| f.quantization().ok().flatten()).is_some();
+    let lanes = config.lanes(quantized);
+    // Several lanes: each session gets its own pool of the lane's share of the cores, and each
+    // lane prefills inline (the lanes, not a shared pool or prefill threads, spread the work).
     let (intra_threads, global_pool, prefill_threads) = if lanes > 1 {
-        let threads = config.lane_threads();
-        (threads, false, config.prefill_thread.then_some(threads))
+        (config.lane_threads(lanes), false, None)
     } else {
         (
             config.intra_op_threads,
@@ -100,11 +102,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ort_library: config.ort_library.clone(),
         cuda_device: (config.execution_provider == config::ExecutionProvider::Cuda).then_some(config.device_id),
     };
+    // On the process-wide pool, with one spinning set of threads: with a pool per session, each
+    // session's spinning threads would compete with the running one.
+    let solo = (lanes > 1 && config.solo_sessions).then(|| SessionSettings {
+        intra_threads: config.intra_op_threads,
+        global_pool: true,
+        ..settings.clone()
+    });
     let settings_threads = settings.split_threads();
     let model_dir = config.model.clone();
-    let scheduling = config.scheduler_settings();
+    let scheduling = config.scheduler_settings(lanes);
     let (scheduler, info) =
-        tokio::task::spawn_blocking(move || SchedulerHandle::start(model_dir, settings, scheduling))
+        tokio::task::spawn_blocking(move || SchedulerHandle::start(model_dir, settings, scheduling, solo))
             .await
             .context("model loading task")?
             .with_context(|| format!("cannot start on model {}", config.model.display()))?;
@@ -127,7 +136,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         decode_lanes = lanes,
         intra_op_threads = intra_threads,
         ort_thread_pool = if global_pool { "global" } else { "per-session" },
-        prefill_thread = config.prefill_thread,
+        prefill_thread = prefill_threads.is_some(),
+        solo_sessions = lanes > 1 && config.solo_sessions,
         prefill_and_step_threads = ?settings_threads,
         http_threads = config.http_worker_threads(),
         tokenizer_threads = config.tokenizer_threads,

@@ -49,6 +49,9 @@ pub struct Metrics {
     requests_cancelled_total: IntCounter,
     /// Rows answered 504 because they were still queued at their deadline.
     requests_expired_total: IntCounter,
+    /// Decoder runs (prefills and steps) on lane 0's sessions over all cores, taken while every
+    /// other decode lane was idle (decode_lanes > 1 with solo_sessions).
+    solo_runs_total: IntCounter,
     /// Seconds of a new cohort's prefill: the encoder run and the first decoder step.
     encoder_duration_seconds: Histogram,
     /// Seconds of one cached decoder step over a cohort.
@@ -150,6 +153,10 @@ impl Metrics {
                 "t5serve_requests_expired_total",
                 "Rows answered 504 because they were still queued at their deadline.",
             ),
+            solo_runs_total: counter(
+                "t5serve_solo_runs_total",
+                "Decoder runs on lane 0's all-core sessions while the other decode lanes were idle.",
+            ),
             encoder_duration_seconds: histogram(
                 "t5serve_encoder_duration_seconds",
                 "Seconds of a new cohort's prefill: the encoder run and the first decoder step.",
@@ -199,6 +206,7 @@ impl Metrics {
         catch_up(&self.generated_tokens_total, get(&s.generated_tokens));
         catch_up(&self.requests_cancelled_total, get(&s.cancelled_rows));
         catch_up(&self.requests_expired_total, get(&s.expired_rows));
+        catch_up(&self.solo_runs_total, get(&s.solo_runs));
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")

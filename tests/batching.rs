@@ -56,6 +56,34 @@ async fn concurrent_requests_equal_golden(change: impl FnOnce(&mut t5serve::Conf
     server.shutdown().await.unwrap();
 }
 
+/// With two lanes, a request alone runs on the solo sessions (a thread per core) and gives
+/// exactly its golden tokens; without solo sessions it runs on its lane's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_request_runs_on_the_solo_sessions_with_its_golden_output() {
+    let g = golden();
+    let tokenizer = TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
+    let case = g.cases.iter().find(|c| !c.prompt.is_empty()).unwrap();
+    let n = g.steps;
+    let want = tokenizer.decode(&case.ids[..n]).unwrap();
+    for solo in [true, false] {
+        let server = start_server_with(tiny_model(), |c| {
+            c.decode_lanes = 2;
+            c.solo_sessions = solo;
+        })
+        .await;
+        let client = reqwest::Client::new();
+        let before = metric(&client, server.addr, "t5serve_solo_runs_total").await;
+        let body = json!({"inputs": case.prompt, "parameters": {"max_new_tokens": n, "min_new_tokens": n}});
+        let (status, v) = post(&client, &format!("http://{}/v1/generate", server.addr), body).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["generated_text"], want, "solo_sessions = {solo}");
+        // The prefill and each of the n - 1 cached steps are one run.
+        let runs = metric(&client, server.addr, "t5serve_solo_runs_total").await - before;
+        assert_eq!(runs, if solo { n as f64 } else { 0.0 }, "solo_sessions = {solo}");
+        server.shutdown().await.unwrap();
+    }
+}
+
 /// Two lanes with room for one row each: two long requests run at once, one in each lane, and
 /// the gauges add up the lanes' shares.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
