@@ -4,8 +4,10 @@
 #   - ONNX Runtime: one global pool shared by every session against a pool per session, with
 #     spinning on and off;
 #   - the HTTP side: tokio worker threads (http_threads) 1 and 2, with the best ORT setting;
-#   - two decode lanes (decode_lanes = 2: each with its own sessions on one core), with and
-#     without a prefill thread per lane.
+#   - two decode lanes (decode_lanes = 2: each with its own sessions on one core, prefilling
+#     inline), with and without the solo sessions a lane uses while the other is idle.
+# The pool settings are measured on one lane (--decode-lanes 1; the auto default gives an int8
+# model two lanes, whose sessions have a pool each).
 #   bench/threads.sh        (run bench/run.sh once first: it makes the models and the prompt)
 # Prints one line per setting and concurrency (generated tokens/s, p50 and p99 ms) and keeps them
 # in bench/work/threads.jsonl. Not a test.
@@ -21,13 +23,13 @@ build
 OUT="$WORK/threads.jsonl"
 : > "$OUT"
 SETTINGS=(
-  "--ort-thread-pool global --intra-op-spinning false"
-  "--ort-thread-pool global --intra-op-spinning true"
-  "--ort-thread-pool per-session --intra-op-spinning false"
-  "--ort-thread-pool per-session --intra-op-spinning true"
-  "--ort-thread-pool global --intra-op-spinning true --http-threads 2"
-  "--decode-lanes 2 --prefill-thread false"
-  "--decode-lanes 2"
+  "--decode-lanes 1 --ort-thread-pool global --intra-op-spinning false"
+  "--decode-lanes 1 --ort-thread-pool global --intra-op-spinning true"
+  "--decode-lanes 1 --ort-thread-pool per-session --intra-op-spinning false"
+  "--decode-lanes 1 --ort-thread-pool per-session --intra-op-spinning true"
+  "--decode-lanes 1 --ort-thread-pool global --intra-op-spinning true --http-threads 2"
+  "--decode-lanes 2 --solo-sessions true"
+  "--decode-lanes 2 --solo-sessions false"
 )
 for model in "models/$SHAPE-shape" "models/$SHAPE-shape-int8"; do
   for flags in "${SETTINGS[@]}"; do

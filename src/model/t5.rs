@@ -257,6 +257,10 @@ fn build_session(path: &Path, settings: &SessionSettings, role: Role) -> ort::Re
     let env = runtime::environment(settings.ort_library.as_deref(), settings.pool())
         .map_err(|e| ort::Error::new(e.to_string()))?;
     let mut builder = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::All)?;
+    if settings.cuda_device.is_none() {
+        // One arena for all sessions (see runtime::register_shared_arena).
+        builder = builder.with_env_allocators()?;
+    }
     if let Some(threads) = settings.threads_for(role) {
         builder = builder
             .with_independent_thread_pool()?

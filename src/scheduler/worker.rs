@@ -1,5 +1,6 @@
-//! The decode thread of each decode lane (`decode_lanes`, one by default; the handle routes a
-//! request to the lane holding the fewest rows). It owns its lane's model and queue, and runs this loop:
+//! The decode thread of each decode lane (`decode_lanes`; the handle routes a request to the
+//! lane holding the fewest rows, and with several lanes they share a set of solo sessions). It
+//! owns its lane's model and queue, and runs this loop:
 //!
 //! 1. take newly submitted rows into the FIFO queue;
 //! 2. drop queued rows whose client left, answer those past their deadline;
