@@ -55,7 +55,9 @@ impl AppState {
     }
 
     /// Runs one short generation through the whole path (tokenizer, queue, encoder, both decoder
-    /// graphs), so that the first client does not pay for first-run allocations.
+    /// graphs), so that the first client does not pay for first-run allocations. With several
+    /// decode lanes it runs alone first (on the solo sessions), then once in every lane at once
+    /// (each on its lane's own sessions).
     pub async fn warm_up(&self) -> Result<(), ApiError> {
         let ids = self.tokenize(vec!["warm up".to_string()]).await?;
         let options = rows::RowOptions {
@@ -65,8 +67,20 @@ impl AppState {
             logprobs: false,
             deadline: std::time::Instant::now() + std::time::Duration::from_secs(600),
         };
-        let rx = rows::submit(self, ids, &options)?.pop().expect("one row");
-        rows::collect(self, rx, std::time::Instant::now()).await.map(|_| ())
+        let rx = rows::submit(self, ids.clone(), &options)?.pop().expect("one row");
+        rows::collect(self, rx, std::time::Instant::now()).await?;
+        let lanes = self.scheduler.lanes();
+        if lanes > 1 {
+            // Submitted one by one, the rows go to the least loaded lanes: one each.
+            let mut each = Vec::with_capacity(lanes);
+            for _ in 0..lanes {
+                each.push(rows::submit(self, ids.clone(), &options)?.pop().expect("one row"));
+            }
+            for rx in each {
+                rows::collect(self, rx, std::time::Instant::now()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Admission: a permit, or 429 at once rather than an unbounded wait; 503 while draining.

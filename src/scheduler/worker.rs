@@ -233,6 +233,11 @@ impl SchedulerHandle {
         })
     }
 
+    /// Decode lanes.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
     }
