@@ -94,9 +94,9 @@ pub struct Config {
     /// 0 = an equal share of the cores), queue, and share of the batch size and memory budget; new
     /// requests go to the least loaded. With 1, the sessions use ort_thread_pool.
     pub decode_lanes: usize,
-    /// With several decode lanes: lane 0 keeps a second set of sessions with a thread per core
-    /// (one more copy of the weights in memory) and runs on them while the other lanes are idle,
-    /// so that a lone request gets every core.
+    /// With several decode lanes: one more set of sessions with a thread per core (one more copy
+    /// of the weights in memory), shared by the lanes; a lane runs on it while the other lanes
+    /// are idle, so that a lone request gets every core.
     pub solo_sessions: bool,
     /// Tokio worker threads (HTTP, JSON, SSE); 0 = auto: one per 4 cores, at least 1, so that
     /// HTTP work does not take the cores ONNX Runtime's pool runs on.
@@ -250,10 +250,10 @@ pub struct Overrides {
     /// Let ONNX Runtime threads busy-wait between ops [default: true]
     #[arg(long, env = "T5SERVE_INTRA_OP_SPINNING")]
     pub intra_op_spinning: Option<bool>,
-    /// Independent decode loops, each with its own sessions and share of the cores and batch [default: 1]
+    /// Independent decode loops, each with its own sessions and share of the cores and batch; 0 = auto: 2 for an int8 model on 2+ CPU cores, else 1 [default: 0]
     #[arg(long, env = "T5SERVE_DECODE_LANES")]
     pub decode_lanes: Option<usize>,
-    /// With several lanes: lane 0 also has sessions on all cores, used while the others are idle [default: true]
+    /// With several lanes: one more set of sessions on all cores, used by a lane while the others are idle [default: true]
     #[arg(long, env = "T5SERVE_SOLO_SESSIONS")]
     pub solo_sessions: Option<bool>,
     /// Tokio worker threads for HTTP, 0 = one per 4 cores, at least 1 [default: 0]

@@ -49,7 +49,7 @@ pub struct Metrics {
     requests_cancelled_total: IntCounter,
     /// Rows answered 504 because they were still queued at their deadline.
     requests_expired_total: IntCounter,
-    /// Decoder runs (prefills and steps) on lane 0's sessions over all cores, taken while every
+    /// Decoder runs (prefills and steps) on the solo sessions over all cores, taken while every
     /// other decode lane was idle (decode_lanes > 1 with solo_sessions).
     solo_runs_total: IntCounter,
     /// Seconds of a new cohort's prefill: the encoder run and the first decoder step.
@@ -155,7 +155,7 @@ impl Metrics {
             ),
             solo_runs_total: counter(
                 "t5serve_solo_runs_total",
-                "Decoder runs on lane 0's all-core sessions while the other decode lanes were idle.",
+                "Decoder runs on the solo (all-core) sessions while the other decode lanes were idle.",
             ),
             encoder_duration_seconds: histogram(
                 "t5serve_encoder_duration_seconds",

@@ -47,7 +47,7 @@ impl Rows {
             .map(|&d| usize::try_from(d).ok())
             .collect::<Option<Vec<_>>>()
             .and_then(|d| d.try_into().ok())
-            .ok_or_else(|| ModelError::Output(format!("cross-attention K/V of shape {shape:?}")))?;
+            .ok_or_else(|| ModelError::Output(format!("K/V cache tensor of shape {shape:?}")))?;
         Ok(Self { data: Storage::Ort(value), dims })
     }
 

@@ -359,14 +359,15 @@ impl Cohort {
             // One row per request, so any order will do: the rows that stay below the new size
             // keep their place and the rows past it fill the holes, so that only as many cache
             // rows are copied as left (not every row after the first that left).
+            // `self.rows` follows `order` (increasing): the rows below the new size, then the tail,
+            // which `fill_holes` hands out in the same order.
             let moved = fill_holes(&order);
-            // `self.rows[k]` is old row `order[k]`.
-            let mut at = vec![0; logits.rows()];
-            for (k, &r) in order.iter().enumerate() {
-                at[r] = k;
-            }
-            let mut rows: Vec<Option<Active>> = std::mem::take(&mut self.rows).into_iter().map(Some).collect();
-            self.rows = moved.iter().map(|&r| rows[at[r]].take().expect("each row once")).collect();
+            let tail = self.rows.split_off(order.partition_point(|&r| r < moved.len()));
+            let (mut stay, mut tail) = (std::mem::take(&mut self.rows).into_iter(), tail.into_iter());
+            self.rows = moved
+                .iter()
+                .map(|&r| if r < moved.len() { stay.next() } else { tail.next() }.expect("one row each"))
+                .collect();
             order = moved;
         }
         let identity = order.len() == logits.rows() && order.iter().enumerate().all(|(i, &r)| i == r);

@@ -182,7 +182,7 @@ pub struct SchedulerStats {
     pub cancelled_rows: AtomicU64,
     pub expired_rows: AtomicU64,
     pub failed_rows: AtomicU64,
-    /// Decoder runs on lane 0's solo sessions (all cores) while the other lanes were idle.
+    /// Decoder runs on the solo sessions (all cores), taken while the other lanes were idle.
     pub solo_runs: AtomicU64,
 }
 
