@@ -118,6 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("model loading task")?
             .with_context(|| format!("cannot start on model {}", config.model.display()))?;
     let tokenizer = TextTokenizer::from_file(&info.tokenizer_path())?;
+    let cpu = model::cpu::host();
     tracing::info!(
         model = %info.dims.name,
         dir = %info.model_dir.display(),
@@ -133,6 +134,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         quantization = %info.quantization.as_ref().map_or_else(|| "none".to_string(), |q| q.to_string()),
         execution_provider = info.execution_provider,
         device_id = ?info.cuda_device,
+        cpu_features = %cpu.names().join(","),
+        int8_kernel = cpu.int8_kernel().name(),
         decode_lanes = lanes,
         intra_op_threads = intra_threads,
         ort_thread_pool = if global_pool { "global" } else { "per-session" },
@@ -145,8 +148,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         load_seconds = info.load_seconds,
         "model loaded"
     );
+    if info.int8_may_saturate() {
+        tracing::warn!(
+            int8_kernel = cpu.int8_kernel().name(),
+            "this int8 model has signed 8-bit weights, and this CPU has neither VNNI nor AMX: ONNX Runtime's \
+             u8 x s8 kernel adds pairs of products in 16 bits with saturation, so outputs can differ from \
+             other CPUs and lose accuracy; re-quantize with scripts/quantize_model.py --reduce-range \
+             (7-bit weights, which cannot saturate) or serve the float32 export"
+        );
+    }
     let health = http::Health::default();
-    let metrics = Arc::new(metrics::Metrics::new(scheduler.stats.clone(), &info.dims.name, info.execution_provider));
+    let metrics =
+        Arc::new(metrics::Metrics::new(scheduler.stats.clone(), &info.dims.name, info.execution_provider, cpu));
     let observer: Arc<dyn scheduler::LoopObserver> = metrics.clone();
     let _ = scheduler.stats.observer.set(observer);
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));

@@ -23,7 +23,10 @@ enum Command {
 which overrides the config file. translate_pairs (a list of {source, target, template} tables) is set in the \
 config file only; config/default.toml documents every key."
     )]
-    Serve(Overrides),
+    Serve(Box<Overrides>),
+    /// Print, as JSON, this CPU's instruction sets that decide ONNX Runtime's kernels and the int8
+    /// kernel they select (what GET /v1/models reports as "cpu")
+    Cpu,
 }
 
 fn init_logging(format: LogFormat) {
@@ -54,7 +57,13 @@ fn fix_malloc_mmap_threshold() {
 fn main() -> std::process::ExitCode {
     fix_malloc_mmap_threshold();
     let cli = Cli::parse();
-    let Command::Serve(overrides) = cli.command;
+    let overrides = match cli.command {
+        Command::Serve(overrides) => *overrides,
+        Command::Cpu => {
+            println!("{}", t5serve::model::cpu::host().report());
+            return std::process::ExitCode::SUCCESS;
+        }
+    };
     let config = match Config::load(&overrides) {
         Ok(c) => c,
         Err(e) => {

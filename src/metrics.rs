@@ -8,6 +8,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::model::cpu::CpuFeatures;
 use crate::scheduler::{LoopObserver, SchedulerStats, SharedStats};
 
 /// Millisecond-scale latency buckets, 1 ms to 60 s.
@@ -69,7 +70,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(stats: SharedStats, model: &str, execution_provider: &str) -> Self {
+    pub fn new(stats: SharedStats, model: &str, execution_provider: &str, cpu: &CpuFeatures) -> Self {
         let registry = Registry::new();
         let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric");
         let gauge = |name: &str, help: &str| {
@@ -111,12 +112,24 @@ impl Metrics {
         .expect("valid metric");
         reg(Box::new(requests_rejected_total.clone()));
         let build_info = IntGaugeVec::new(
-            Opts::new("t5serve_build_info", "Constant 1, labelled with the build and what it serves."),
-            &["version", "model", "execution_provider"],
+            Opts::new(
+                "t5serve_build_info",
+                "Constant 1, labelled with the build, what it serves, and the CPU's instruction sets that decide \
+                 ONNX Runtime's kernels (cpu_features, comma-separated) with the int8 kernel they select.",
+            ),
+            &["version", "model", "execution_provider", "cpu_features", "int8_kernel"],
         )
         .expect("valid metric");
         reg(Box::new(build_info.clone()));
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), model, execution_provider]).set(1);
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                model,
+                execution_provider,
+                &cpu.names().join(","),
+                cpu.int8_kernel().name(),
+            ])
+            .set(1);
         Self {
             requests_total,
             request_duration_seconds,

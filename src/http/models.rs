@@ -13,6 +13,7 @@ pub async fn models(State(app): State<AppState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "execution_provider": app.info.execution_provider,
         "device_id": app.info.cuda_device,
+        "cpu": crate::model::cpu::host().report(),
         "models": [{
             "id": d.name,
             "model_type": d.model_type,
@@ -20,6 +21,7 @@ pub async fn models(State(app): State<AppState>) -> Json<Value> {
             "joins_running_batch": app.info.can_join,
             "weights": app.info.weights(),
             "quantization": app.info.quantization,
+            "int8_may_saturate": app.info.int8_may_saturate(),
             "dimensions": {
                 "d_model": d.d_model, "d_kv": d.d_kv, "num_heads": d.num_heads,
                 "num_layers": d.num_layers, "num_decoder_layers": d.num_decoder_layers, "vocab_size": d.vocab_size,

@@ -1,6 +1,7 @@
 //! Everything that touches the model files: ONNX Runtime loading, the T5 graphs, the key/value
 //! cache and the tokenizer. Nothing here knows about HTTP or queues.
 
+pub mod cpu;
 pub mod files;
 pub mod kv;
 pub mod runtime;

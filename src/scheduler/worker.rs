@@ -105,6 +105,13 @@ impl WorkerInfo {
     pub fn weights(&self) -> &'static str {
         if self.quantization.is_some() { "int8" } else { "float32" }
     }
+
+    /// Whether this int8 model's u8×s8 products can saturate on this machine's CPU kernels
+    /// (`model::cpu`): signed full-range weights on a CPU without VNNI or AMX.
+    pub fn int8_may_saturate(&self) -> bool {
+        self.execution_provider == "CPUExecutionProvider"
+            && crate::model::cpu::int8_may_saturate(crate::model::cpu::host().int8_kernel(), self.quantization.as_ref())
+    }
 }
 
 impl WorkerInfo {

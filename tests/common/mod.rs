@@ -164,15 +164,20 @@ pub struct ServerProcess {
 }
 
 /// Starts `t5serve serve` on the tiny model with `extra` flags and returns once it listens.
+pub fn spawn_binary(extra: &[&str]) -> ServerProcess {
+    spawn_binary_on(&tiny_model(), extra)
+}
+
+/// Starts `t5serve serve` on `model` with `extra` flags and returns once it listens.
 // The caller waits for the child: the tests are about how it exits.
 #[allow(clippy::zombie_processes)]
-pub fn spawn_binary(extra: &[&str]) -> ServerProcess {
+pub fn spawn_binary_on(model: &std::path::Path, extra: &[&str]) -> ServerProcess {
     static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let log = std::env::temp_dir().join(format!("t5serve-process-{}-{n}.log", std::process::id()));
     let file = std::fs::File::create(&log).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_t5serve"))
-        .args(["serve", "--model", tiny_model().to_str().unwrap(), "--port", "0"])
+        .args(["serve", "--model", model.to_str().unwrap(), "--port", "0"])
         .args(extra)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
