@@ -118,13 +118,18 @@ BEAM_OPTIONS = [
 ]
 
 
-def decoding_fixture(model, tok, heldout: list[int]) -> dict:
-    """What transformers' generate does on the bundled files with min_new_tokens and with beam
-    search, where the model really ends sequences (so EOS, length penalty and early stopping matter)."""
-    import torch
-
+def decoding_prompts(heldout: list[int]) -> list[str]:
+    """The prompts of the decoding fixture: numbers the model really ends, in four tasks."""
     prompts = [T.example(task, n)[0] for task in ("en-de", "digits", "en-fr") for n in heldout[5:500:99]]
     prompts += [T.examples_for(heldout[7:400:97], "language")[i][0] for i in range(4)]
+    return prompts
+
+
+def decoding_cases(model, tok, prompts: list[str]) -> list[dict]:
+    """What transformers' generate does on `model` with min_new_tokens and with beam search, where
+    the model really ends sequences (so EOS, length penalty and early stopping matter)."""
+    import torch
+
     cases = []
     for prompt in prompts:
         enc = tok(prompt, return_tensors="pt")
@@ -144,7 +149,53 @@ def decoding_fixture(model, tok, heldout: list[int]) -> dict:
                     ids = ids[: ids.index(1) + 1]
                 seqs.append({"ids": ids, "score": round(float(score), 6)})
             cases.append({"kind": "beam", "prompt": prompt, "parameters": dict(options, max_new_tokens=20), "sequences": seqs})
-    return {"generated_by": "optimum ORTModelForSeq2SeqLM + transformers generate on models/t5-numbers", "cases": cases}
+    return cases
+
+
+DECODING_BY = "optimum ORTModelForSeq2SeqLM + transformers generate on models/t5-numbers"
+
+
+def heldout_cases(model, tok, examples: list[tuple[str, str, str]]) -> tuple[list[dict], dict[str, float]]:
+    """Greedy outputs of `model` for (task, prompt, target) examples, one prompt at a time, with
+    each output's smallest top-2 logit margin, and exact match per task.
+
+    One prompt at a time: int8 graphs quantize activations per tensor, so a row's result can
+    depend on the other rows of its batch; the server is compared one request at a time."""
+    cases = []
+    right: dict[str, list[bool]] = {}
+    for task, prompt, target in examples:
+        [out], [m] = generate_with_margins(model, tok, [prompt], batch=1)
+        cases.append({"task": task, "prompt": prompt, "target": target, "optimum": out, "min_margin": round(m, 6), "near_tie": m < NEAR_TIE})
+        right.setdefault(task, []).append(out == target)
+    return cases, {task: round(100.0 * sum(r) / len(r), 2) for task, r in right.items()}
+
+
+def kernel_section(info: dict) -> str:
+    """The card's int8 accuracy per CPU int8 kernel (src/model/cpu.rs), from eval.json's
+    `int8_by_kernel`: measurements made after the export, on other machines or under emulation
+    (bench/numbers_accuracy.py for the held-out numbers, scripts/cpu_reference.py for the fixture)."""
+    runs = info.get("int8_by_kernel")
+    if not runs:
+        return ""
+    lines = [
+        "",
+        "## int8 by CPU instruction set",
+        "",
+        "ONNX Runtime picks its u8 x s8 kernel from the CPU (`t5serve cpu` names it; src/model/cpu.rs).",
+        "Kernels that sum in 32 bits (AMX, AVX-512 VNNI, AVX-VNNI) compute the integer products exactly, so",
+        "they give the same figures; AVX2 alone and AVX-512 without VNNI add pairs of products in 16 bits with",
+        "saturation, and their figures differ. Exact match (%), greedy, measured as above:",
+        "",
+        "| int8 kernel | prompts | " + " | ".join(f"`{t}`" for t in T.TASKS) + " |",
+        "|---|---|" + "---|" * len(T.TASKS),
+    ]
+    for run in runs:
+        for key, label in (("heldout", "1,000 held-out per task"), ("fixture", "fixture, 100 per task")):
+            if run.get(key):
+                lines.append(f"| {run['int8_kernel']} | {label} | " + " | ".join(f"{run[key][t]:.1f}" for t in T.TASKS) + " |")
+    lines.append("")
+    lines += [f"- {run['int8_kernel']}: {run['measured']}" for run in runs]
+    return "\n".join(lines) + "\n"
 
 
 def write_card(dest: Path, info: dict) -> None:
@@ -197,7 +248,7 @@ languages, balanced). The last column is the 100-prompt-per-task end-to-end test
 | task | fp32 | int8 | fixture ({info['bundled']}) |
 |---|---|---|---|
 {rows}
-
+{kernel_section(info)}
 ## Training
 
 `python scripts/train_default_model.py train` then `python scripts/export_default_model.py`:
@@ -230,12 +281,8 @@ def fixture_accuracy(model_dir: Path, tok, cases: list[dict]) -> dict:
     """Exact match per task of optimum's greedy outputs with `model_dir`'s graphs on the fixture's
     prompts (one prompt at a time, as the fixture was made): the fp32 reference that the int8
     accuracy guard (tests/bundled_model.rs) compares the served int8 model with."""
-    model = load_ort(model_dir)
-    right: dict[str, list[bool]] = {}
-    for case in cases:
-        out, _ = generate_with_margins(model, tok, [case["prompt"]], batch=1)
-        right.setdefault(case["task"], []).append(out[0] == case["target"])
-    return {task: round(100.0 * sum(r) / len(r), 2) for task, r in right.items()}
+    _, acc = heldout_cases(load_ort(model_dir), tok, [(c["task"], c["prompt"], c["target"]) for c in cases])
+    return acc
 
 
 def record_fixture_fp32(fp32: Path, tok) -> dict:
@@ -286,22 +333,12 @@ def main(quick: bool = False, ckpt: Path | None = None) -> None:
 
     # The end-to-end fixture: optimum's greedy outputs on the bundled files.
     model = load_ort(chosen)
-    cases = []
-    fixture_acc = {}
-    for ti, task in enumerate(T.TASKS):
-        exs = T.examples_for(fixture_numbers(heldout, ti, 10 if quick else FIXTURE_PER_TASK), task)
-        # One prompt at a time: int8 graphs quantize activations per tensor, so a row's result
-        # can depend on the other rows of its batch; the server is compared one request at a time.
-        outs, margins = [], []
-        for prompt, _ in exs:
-            o, m = generate_with_margins(model, tok, [prompt], batch=1)
-            outs += o
-            margins += m
-        for (prompt, target), out, m in zip(exs, outs, margins):
-            cases.append(
-                {"task": task, "prompt": prompt, "target": target, "optimum": out, "min_margin": round(m, 6), "near_tie": m < NEAR_TIE}
-            )
-        fixture_acc[task] = round(100.0 * sum(o == t for o, (_, t) in zip(outs, exs)) / len(exs), 2)
+    examples = [
+        (task, prompt, target)
+        for ti, task in enumerate(T.TASKS)
+        for prompt, target in T.examples_for(fixture_numbers(heldout, ti, 10 if quick else FIXTURE_PER_TASK), task)
+    ]
+    cases, fixture_acc = heldout_cases(model, tok, examples)
 
     dest = WORK / "quick-bundle" if quick else T.MODEL_DIR
     fixture = WORK / "quick-fixture.json" if quick else T.FIXTURE
@@ -338,6 +375,7 @@ def main(quick: bool = False, ckpt: Path | None = None) -> None:
                 "generated_by": "optimum ORTModelForSeq2SeqLM + transformers generate (greedy, max_new_tokens 40, one prompt at a time) "
                 f"on models/t5-numbers ({info['bundled']}); scripts/export_default_model.py",
                 "near_tie_margin": NEAR_TIE,
+                "cpu": t5tools.cpu_report(),
                 "max_new_tokens": 40,
                 "exact_match": fixture_acc,
                 "cases": cases,
@@ -348,7 +386,8 @@ def main(quick: bool = False, ckpt: Path | None = None) -> None:
         + "\n"
     )
     decoding = WORK / "quick-decoding.json" if quick else DECODING_FIXTURE
-    decoding.write_text(json.dumps(decoding_fixture(model, tok, heldout), indent=1, ensure_ascii=False) + "\n")
+    decoding_fixture = {"generated_by": DECODING_BY, "cpu": t5tools.cpu_report(), "cases": decoding_cases(model, tok, decoding_prompts(heldout))}
+    decoding.write_text(json.dumps(decoding_fixture, indent=1, ensure_ascii=False) + "\n")
     if not quick:
         info["eval"]["fixture_fp32"] = record_fixture_fp32(fp32, tok)
     print(json.dumps(info, indent=1))

@@ -12,8 +12,9 @@ config.json, generation_config.json and tokenizer.json without fixed padding or 
 
 `--quantize int8` writes dynamically quantized graphs instead (signed int8 weights, per-tensor
 unless `--per-channel`; the split decoders, since the merged one is not quantized) and records
-the settings in quantization.json. scripts/quantize_model.py does the same for a directory that
-is already exported.
+the settings in quantization.json. For CPUs without VNNI or AMX, whose int8 kernel can saturate
+(`t5serve cpu`), add `--reduce-range` (7-bit weights) or `--weights uint8`.
+scripts/quantize_model.py does the same for a directory that is already exported.
 """
 
 import argparse
@@ -38,12 +39,12 @@ def main() -> None:
         "different lengths can share a batch); needs a local checkpoint or network for the hub id",
     )
     p.add_argument("--quantize", choices=["int8"], help="write int8 graphs (dynamic quantization, QInt8 weights)")
-    p.add_argument("--per-channel", action="store_true", help="with --quantize: one scale per output channel")
+    t5tools.add_quantize_flags(p)
     args = p.parse_args()
     if args.quantize and args.merged:
         p.error("--quantize needs the split decoders (quantize_dynamic leaves the merged decoder's If subgraphs alone)")
-    if args.per_channel and not args.quantize:
-        p.error("--per-channel goes with --quantize int8")
+    if (args.per_channel or args.reduce_range or args.weights != "int8") and not args.quantize:
+        p.error("--per-channel, --reduce-range and --weights go with --quantize int8")
     final = args.output
     if args.quantize:
         args.output = final.with_name(final.name + ".fp32-tmp")
@@ -56,7 +57,9 @@ def main() -> None:
     if args.masked:
         t5tools.export_masked_with_past(args.model, args.output)
     if args.quantize:
-        t5tools.quantize_dir(args.output, final, per_channel=args.per_channel)
+        t5tools.quantize_dir(
+            args.output, final, per_channel=args.per_channel, reduce_range=args.reduce_range, weights=args.weights
+        )
         shutil.rmtree(args.output)
     print(f"exported {args.model} -> {final} ({t5tools.dir_size_mb(final):.1f} MB)")
 

@@ -125,6 +125,61 @@ def export_onnx(model_dir: str, out_dir: Path, keep_merged: bool = False, keep_s
             raise SystemExit(f"export failed: {name} missing in {out_dir}")
 
 
+def cpu_report(binary: Path | None = None) -> dict:
+    """This CPU's instruction sets that decide ONNX Runtime's kernels, and the int8 kernel they
+    select, as the server reports them (`t5serve cpu`; src/model/cpu.rs holds the rules).
+    int8 figures (scores, logits) are only true for CPUs with the same int8 kernel behaviour:
+    a fixture of them records this."""
+    cmd = [str(binary), "cpu"] if binary else ["cargo", "run", "--quiet", "--", "cpu"]
+    return json.loads(subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+
+
+_ORT_SESSIONS: dict = {}
+
+
+def ort_greedy(model: Path, input_ids: list[int], steps: int) -> tuple[list[int], float]:
+    """Greedy decoding over optimum's split graphs with onnxruntime's Python API and numpy, one
+    prompt at a time: the encoder once, decoder_model for the first step, decoder_with_past_model
+    after it, the cross-attention K/V kept from the first step. EOS (id 1) is never chosen, as
+    with min_new_tokens = steps. Returns the ids and the smallest top-2 logit margin among them.
+    An independent reference for the server's decode loop (no padding, no batching, no cache
+    surgery), used by tests/python/test_int8_export.py and bench/int8_agreement.py."""
+    import numpy as np
+    import onnxruntime as ort
+
+    key = str(model)
+    if key not in _ORT_SESSIONS:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        names = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+        _ORT_SESSIONS[key] = tuple(ort.InferenceSession(str(Path(model) / n), opts, providers=["CPUExecutionProvider"]) for n in names)
+    encoder, first, with_past = _ORT_SESSIONS[key]
+    ids = np.array([input_ids], dtype=np.int64)
+    mask = np.ones_like(ids)
+    hidden = encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    token = np.array([[0]], dtype=np.int64)  # T5's decoder start token
+    outs = first.run(None, {"input_ids": token, "encoder_hidden_states": hidden, "encoder_attention_mask": mask})
+    names = [o.name for o in first.get_outputs()]
+    past = {n.replace("present", "past_key_values"): v for n, v in zip(names, outs) if n.startswith("present")}
+    logits = outs[names.index("logits")]
+    generated, margin = [], float("inf")
+    for _ in range(steps):
+        scores = logits[0, -1].copy()
+        scores[1] = -np.inf
+        top2 = np.partition(scores, -2)[-2:]
+        margin = min(margin, float(top2[1] - top2[0]))
+        nxt = int(np.argmax(scores))
+        generated.append(nxt)
+        feeds = {"input_ids": np.array([[nxt]], dtype=np.int64), "encoder_attention_mask": mask, **past}
+        outs = with_past.run(None, feeds)
+        names = [o.name for o in with_past.get_outputs()]
+        for n, v in zip(names, outs):
+            if n.startswith("present"):
+                past[n.replace("present", "past_key_values")] = v
+        logits = outs[names.index("logits")]
+    return generated, margin
+
+
 def dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6
 
@@ -136,14 +191,34 @@ QUANTIZATION_FILE = "quantization.json"
 QUANTIZABLE = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", MASKED_WITH_PAST)
 
 
-def quantize_dir(src: Path, dst: Path, per_channel: bool = False) -> dict:
-    """Writes an int8 copy of the model directory `src` to `dst`: dynamic quantization
-    (onnxruntime quantize_dynamic) with signed int8 weights (QInt8), per-tensor unless
-    `per_channel`, of the encoder and the split decoder graphs (and the masked decoder when there
-    is one). Other files are copied; the settings are recorded in quantization.json, which the
-    server reports in /v1/models. Returns those settings.
+WEIGHT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 
-    Signed weights: unsigned (QUInt8) weights measured much slower at batch 32 on this CPU.
+
+def add_quantize_flags(p) -> None:
+    """The quantization flags of export_model.py --quantize and quantize_model.py, declared once."""
+    p.add_argument("--per-channel", action="store_true", help="one weight scale per output channel (3-5%% slower)")
+    p.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="7-bit weights: no u8 x s8 pair can saturate on CPUs without VNNI or AMX (AVX2 alone, AVX-512 without VNNI)",
+    )
+    p.add_argument(
+        "--weights", choices=sorted(WEIGHT_TYPES), default="int8", help="signed (default) or unsigned 8-bit weights"
+    )
+
+
+def quantize_dir(src: Path, dst: Path, per_channel: bool = False, reduce_range: bool = False, weights: str = "int8") -> dict:
+    """Writes an int8 copy of the model directory `src` to `dst`: dynamic quantization
+    (onnxruntime quantize_dynamic) with signed int8 weights (QInt8) unless `weights` is "uint8",
+    per-tensor unless `per_channel`, of the encoder and the split decoder graphs (and the masked
+    decoder when there is one). Other files are copied; the settings are recorded in
+    quantization.json, which the server reports in /v1/models. Returns those settings.
+
+    Signed weights: unsigned (QUInt8) weights measured much slower at batch 32 on an AVX-512 VNNI
+    CPU. On a CPU whose u8 x s8 kernel adds pairs of products in 16 bits with saturation (AVX2
+    alone, AVX-512 without VNNI; src/model/cpu.rs), `reduce_range` quantizes the weights to 7 bits,
+    so that no pair can saturate (255 * 64 * 2 = 32,640), at the cost of one bit of precision;
+    unsigned weights take the u8 x u8 kernel, which does not saturate either.
     """
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -167,12 +242,19 @@ def quantize_dir(src: Path, dst: Path, per_channel: bool = False) -> dict:
         if f.is_file() and f.suffix != ".onnx":
             shutil.copy(f, dst / f.name)
     for name in graphs:
-        quantize_dynamic(str(src / name), str(dst / name), weight_type=QuantType.QInt8, per_channel=per_channel)
+        quantize_dynamic(
+            str(src / name),
+            str(dst / name),
+            weight_type=getattr(QuantType, WEIGHT_TYPES[weights]),
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+        )
     settings = {
         "method": "onnxruntime.quantization.quantize_dynamic",
         "dtype": "int8",
-        "weight_type": "QInt8",
+        "weight_type": WEIGHT_TYPES[weights],
         "per_channel": per_channel,
+        "reduce_range": reduce_range,
         "activations": "uint8, dynamic (scale computed per tensor at run time)",
         "graphs": graphs,
         "onnxruntime": onnxruntime.__version__,

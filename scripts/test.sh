@@ -6,6 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_ort.sh
+# The bundled int8 model's oracle, computed on this machine: ONNX Runtime's int8 kernel depends on
+# the CPU (src/model/cpu.rs), so its scores are only true where they were computed. optimum +
+# transformers (scripts/requirements.txt) run the same files here, into target/cpu-reference/,
+# which tests/bundled_model.rs and tests/load.rs read (tests/common/mod.rs, cpu_fixture).
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+cargo build --locked
+.venv/bin/python scripts/cpu_reference.py target/cpu-reference --binary target/debug/t5serve
 cargo test --locked
 # Failure handling, with the test-only fault hooks (a failing step, a panicking handler, a dead
 # decode thread; src/faults.rs).

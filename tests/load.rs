@@ -25,17 +25,18 @@ struct Case {
     near_tie: bool,
 }
 
-/// Resident memory of this process (the server runs in it), in bytes.
+/// Resident memory of this process (the server runs in it), in bytes: `VmRSS` of
+/// /proc/self/status, which the kernel gives in kB whatever the page size (statm counts pages,
+/// and pages are 4 KiB on most x86-64 kernels but not all Linux ones).
 fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS in /proc/self/status");
+    kb.trim().strip_suffix("kB").expect("VmRSS in kB").trim().parse::<u64>().unwrap() * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_thousand_requests_at_concurrency_64_are_all_answered_correctly_in_bounded_memory() {
-    let fx: Fixture =
-        serde_json::from_str(&std::fs::read_to_string(data_dir().join("numbers_heldout.json")).unwrap()).unwrap();
+    let fx: Fixture = serde_json::from_str(&cpu_fixture("numbers_heldout.json")).unwrap();
     let model = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/t5-numbers");
     // max_concurrent_requests (256) is above the concurrency: no 429 can occur.
     let server = start_server(model).await;

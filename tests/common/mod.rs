@@ -17,6 +17,56 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
+/// The text of a fixture of the bundled int8 model's figures (`numbers_heldout.json`,
+/// `numbers_decoding.json`) that holds on this machine's CPU.
+///
+/// int8 figures depend on ONNX Runtime's u8 x s8 kernel, which depends on the CPU
+/// (src/model/cpu.rs). The reference is therefore the one `scripts/cpu_reference.py` computed on
+/// this machine (optimum + transformers on the same files), in `target/cpu-reference/` or
+/// `$T5SERVE_CPU_REFERENCE` (`scripts/test.sh` makes it first). Without one, the committed
+/// fixture holds where its kernel and this CPU's both sum the products in 32 bits: those products
+/// are then exact integers, so such CPUs agree to the last printed digit (the committed
+/// fixtures, made with AVX-512 VNNI, and a reference made with AMX agree on every text, margin
+/// and score). A kernel that saturates needs the reference made here.
+pub fn cpu_fixture(name: &str) -> String {
+    use t5serve::model::cpu::{CpuFeatures, host};
+    let made_on = |text: &str| -> CpuFeatures {
+        let v: serde_json::Value = serde_json::from_str(text).expect("fixture parses");
+        let names: Vec<&str> = v["cpu"]["features"]
+            .as_array()
+            .expect("the fixture records its cpu")
+            .iter()
+            .filter_map(|f| f.as_str())
+            .collect();
+        CpuFeatures::from_names(&names)
+    };
+    let dir = std::env::var_os("T5SERVE_CPU_REFERENCE")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cpu-reference"), PathBuf::from);
+    let make_it =
+        "make it with `.venv/bin/python scripts/cpu_reference.py target/cpu-reference` (scripts/test.sh does)";
+    if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+        let then = made_on(&text);
+        assert_eq!(
+            then,
+            *host(),
+            "{} was made on another CPU ({:?}), not this one: {make_it}",
+            dir.join(name).display(),
+            then.names()
+        );
+        return text;
+    }
+    let text = std::fs::read_to_string(data_dir().join(name)).unwrap();
+    let (then, now) = (made_on(&text).int8_kernel(), host().int8_kernel());
+    assert!(
+        then == now || !(then.saturates() || now.saturates()),
+        "tests/data/{name} holds the figures of the {} int8 kernel; this CPU's {} kernel saturates, so the reference \
+         must be computed here: {make_it}",
+        then.name(),
+        now.name()
+    );
+    text
+}
+
 pub fn tiny_model() -> PathBuf {
     data_dir().join("tiny-t5")
 }

@@ -6,7 +6,6 @@ the result, and its greedy tokens equal an independent greedy loop over the same
     python tests/python/test_int8_export.py [path/to/t5serve]
 """
 
-import functools
 import json
 import subprocess
 import sys
@@ -17,9 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 
 from server import ROOT, Server
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from t5tools import ort_greedy  # noqa: E402
 
 BINARY = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target/debug/t5serve"
 SOURCE = ROOT / "tests/data/tiny-t5-masked"  # split decoders + the masked decoder
@@ -32,44 +35,6 @@ def quantize(out: Path, *extra: str) -> None:
         check=True,
         capture_output=True,
     )
-
-
-@functools.lru_cache(maxsize=None)
-def sessions(model: Path) -> tuple:
-    """The encoder, decoder_model and decoder_with_past_model of `model`, loaded once."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    names = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
-    return tuple(ort.InferenceSession(str(model / n), opts, providers=["CPUExecutionProvider"]) for n in names)
-
-
-def reference_greedy(model: Path, input_ids: list[int], steps: int) -> list[int]:
-    """Greedy decoding over optimum's split graphs: encoder once, decoder_model for the first
-    step, decoder_with_past_model after it, the cross-attention K/V kept from the first step.
-    EOS (id 1) is never chosen, as with min_new_tokens = steps."""
-    encoder, first, with_past = sessions(model)
-    ids = np.array([input_ids], dtype=np.int64)
-    mask = np.ones_like(ids)
-    hidden = encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-    token = np.array([[0]], dtype=np.int64)  # T5's decoder start token
-    outs = first.run(None, {"input_ids": token, "encoder_hidden_states": hidden, "encoder_attention_mask": mask})
-    names = [o.name for o in first.get_outputs()]
-    past = {n.replace("present", "past_key_values"): v for n, v in zip(names, outs) if n.startswith("present")}
-    logits = outs[names.index("logits")]
-    generated = []
-    for _ in range(steps):
-        scores = logits[0, -1].copy()
-        scores[1] = -np.inf
-        nxt = int(np.argmax(scores))
-        generated.append(nxt)
-        feeds = {"input_ids": np.array([[nxt]], dtype=np.int64), "encoder_attention_mask": mask, **past}
-        outs = with_past.run(None, feeds)
-        names = [o.name for o in with_past.get_outputs()]
-        for n, v in zip(names, outs):
-            if n.startswith("present"):
-                past[n.replace("present", "past_key_values")] = v
-        logits = outs[names.index("logits")]
-    return generated
 
 
 def post(base: str, path: str, body: dict) -> dict:
@@ -127,25 +92,51 @@ class Int8Export(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("split decoder pair", r.stderr)
 
-    def test_server_serves_int8_and_equals_the_reference_loop(self):
+    def serves_like_the_reference_loop(self, model: Path) -> dict:
+        """Serves `model` with the real binary; its greedy tokens must equal the reference loop's
+        over the same graphs on this machine. Returns /v1/models."""
         golden = json.loads((ROOT / "tests/data/golden.json").read_text())["cases"]
         cases = [c for c in golden if c["prompt"]][:6]
-        server = Server(BINARY, model=str(self.int8))
+        server = Server(BINARY, model=str(model))
         try:
             with urllib.request.urlopen(server.base + "/v1/models", timeout=30) as r:
-                info = json.loads(r.read())["models"][0]
+                models = json.loads(r.read())
+            info = models["models"][0]
             self.assertEqual(info["weights"], "int8")
-            self.assertEqual(info["quantization"], json.loads((self.int8 / "quantization.json").read_text()))
+            self.assertEqual(info["quantization"], json.loads((model / "quantization.json").read_text()))
             for case in cases:
-                want = reference_greedy(self.int8, case["input_ids"], STEPS)
+                want, _ = ort_greedy(model, case["input_ids"], STEPS)
                 got = post(
                     server.base,
                     "/v1/generate",
                     {"inputs": case["prompt"], "parameters": {"max_new_tokens": STEPS, "min_new_tokens": STEPS, "details": True}},
                 )
                 self.assertEqual([t["id"] for t in got["details"]["tokens"]], want, case["prompt"])
+            return models
         finally:
             server.stop()
+
+    def test_server_serves_int8_and_equals_the_reference_loop(self):
+        models = self.serves_like_the_reference_loop(self.int8)
+        # Signed full-range weights may saturate exactly where the CPU's int8 kernel does.
+        self.assertEqual(models["models"][0]["int8_may_saturate"], models["cpu"]["int8_kernel_saturates"])
+
+    def test_reduce_range_and_unsigned_weights_are_served_and_cannot_saturate(self):
+        for flags, dtype in ((["--reduce-range"], onnx.TensorProto.INT8), (["--weights", "uint8"], onnx.TensorProto.UINT8)):
+            with self.subTest(flags=flags):
+                out = Path(self.tmp.name) / ("tiny-t5-int8" + "".join(flags))
+                quantize(out, *flags)
+                settings = json.loads((out / "quantization.json").read_text())
+                self.assertEqual(settings["reduce_range"], "--reduce-range" in flags)
+                self.assertEqual(settings["weight_type"], "QUInt8" if dtype == onnx.TensorProto.UINT8 else "QInt8")
+                graph = onnx.load(str(out / "decoder_with_past_model.onnx")).graph
+                weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.data_type == dtype and t.dims]
+                self.assertTrue(weights)
+                if dtype == onnx.TensorProto.INT8:
+                    # 7-bit weights: |w| <= 64, so a pair of u8 x s8 products stays within 16 bits.
+                    self.assertLessEqual(max(int(np.abs(w.astype(np.int32)).max()) for w in weights), 64)
+                models = self.serves_like_the_reference_loop(out)
+                self.assertFalse(models["models"][0]["int8_may_saturate"])
 
 
 if __name__ == "__main__":
