@@ -20,8 +20,11 @@ open_loop: dict[str, dict] = {}
 paired: dict[int, dict[int, list]] = {}
 # The thread setting an engine was fastest with, by batch (CTranslate2: intra_threads=2 or inter_threads=2).
 settings: dict[str, dict[int, str]] = {}
+cpu_report = next((r["cpu"] for r in rows if r["engine"] == "cpu"), None)
 for r in rows:
     name = r["engine"]
+    if name == "cpu":
+        continue
     if name.startswith("paired-"):
         v = r["run"]["tokens_per_s"] if "run" in r else r["tokens_per_s"]
         slot = paired.setdefault(r["batch"], {}).setdefault(r["round"], [None, None])
@@ -43,8 +46,21 @@ def cell(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
-cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-print(f"# t5serve benchmark, {shape} shape, {date.today()} on {platform.node()} ({os.cpu_count()} cores, {cpu})\n")
+if cpu_report:
+    cpu, cores = cpu_report["model_name"], cpu_report["cores"]
+else:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cores = os.cpu_count()
+print(f"# t5serve benchmark, {shape} shape, {date.today()} on {platform.node()} ({cores} cores, {cpu})\n")
+# int8 kernels differ by instruction set (src/model/cpu.rs): figures are only compared with runs
+# on the same kernel.
+if cpu_report:
+    print(
+        f"CPU flags that decide ONNX Runtime's kernels: {', '.join(cpu_report['features']) or 'none of them'}; "
+        f"int8 kernel {cpu_report['int8_kernel']} (saturating: {str(cpu_report['int8_kernel_saturates']).lower()}).\n"
+    )
+else:
+    print("CPU flags: not recorded (a run made before bench/run.sh recorded them).\n")
 print(
     "64-token inputs, exactly 32 new tokens per request, greedy. Generated tokens/s: t5serve at that many "
     "concurrent HTTP clients, the others at that batch size in-process (optimum: ORTModelForSeq2SeqLM + "

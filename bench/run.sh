@@ -47,7 +47,7 @@ PY
 build
 
 RESULTS="$WORK/results.jsonl"
-: > "$RESULTS"
+echo "{\"engine\":\"cpu\",\"cpu\":$(cpu_report)}" > "$RESULTS"
 
 # serve LOG DIR: starts t5serve on the model in DIR (with SERVER_FLAGS) and warms it up.
 serve() {

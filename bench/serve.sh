@@ -3,6 +3,8 @@
 #   start_server LOG serve-args...   sets SERVER, kills it on exit, waits until /health answers
 #   stop_server                      stops it and waits
 #   require_prompt                   sets PROMPT; fails unless bench/run.sh has written it
+#   cpu_report                       the CPU as JSON: model name, cores, and what `t5serve cpu` says
+#                                    (the instruction sets that decide ONNX Runtime's kernels)
 
 start_server() {
   local log="$1"
@@ -31,7 +33,16 @@ require_prompt() {
   [ -f "$PROMPT" ] || { echo "no $PROMPT: run bench/run.sh first" >&2; exit 1; }
 }
 
+# Figures from CPUs whose reports differ are not comparable (int8 kernels differ by instruction
+# set; src/model/cpu.rs): every result records this, and `build` prints it.
+cpu_report() {
+  local name
+  name=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+  target/release/t5serve cpu | sed "s/^{/{\"model_name\":\"$name\",\"cores\":$(nproc),/"
+}
+
 build() {
   cargo build --release --quiet "$@" --bin t5serve --example loadgen
   LOADGEN=target/release/examples/loadgen
+  echo "CPU: $(cpu_report)"
 }
