@@ -135,8 +135,11 @@ async fn a_client_that_disconnects_frees_its_row_and_others_are_unaffected() {
             c.post(&u).json(&body).send().await.is_err()
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(metric(&client, server.addr, "t5serve_active_rows").await >= 3.0, "the long rows are decoding");
+    assert_eq!(
+        wait_for_metric(&client, server.addr, "t5serve_active_rows", 3.0).await,
+        3.0,
+        "the long rows are decoding"
+    );
     // A normal request alongside them gets its golden answer.
     let case = &g.cases[2];
     let body = json!({"inputs": case.prompt, "parameters": {"max_new_tokens": g.steps, "min_new_tokens": g.steps}});
@@ -206,7 +209,8 @@ async fn a_request_still_queued_at_its_deadline_gets_504_and_never_runs() {
     let first = tokio::spawn(async move {
         post(&c, &u, json!({"inputs": "Hi", "parameters": {"max_new_tokens": long, "min_new_tokens": long}})).await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first request holds the only batch slot before the second arrives.
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 1.0).await, 1.0);
     let (status, v) =
         post(&client, &url, json!({"inputs": "Hi", "parameters": {"max_new_tokens": 5, "deadline_ms": 50}})).await;
     assert_eq!(status, 504, "{v}");

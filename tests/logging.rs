@@ -50,21 +50,26 @@ async fn the_request_id_is_on_every_log_line_of_the_request() {
     let r = client.post(format!("{base}/v1/generate")).json(&body).send().await.unwrap();
     let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert!(!generated.is_empty() && generated != "req-logs-7");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id_of = |l: &Value| -> Vec<String> {
+        let spans = l["spans"].as_array().cloned().unwrap_or_default();
+        spans.iter().filter_map(|s| s["request_id"].as_str().map(str::to_string)).collect()
+    };
+    let finished_rows = |all: &[Value], id: &str| {
+        all.iter().filter(|l| l["fields"]["message"] == "row finished" && id_of(l).iter().any(|i| i == id)).count()
+    };
+    // The decode thread writes its lines on its own; wait for them, however long that takes here.
+    while ["req-logs-7", generated.as_str()].iter().any(|id| finished_rows(&lines(), id) < 2) {
+        assert!(Instant::now() < until, "the rows' log lines never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let all = lines();
     std::fs::remove_file(&log).ok();
 
-    let id_of = |l: &Value| -> Vec<String> {
-        let spans = l["spans"].as_array().cloned().unwrap_or_default();
-        spans.iter().filter_map(|s| s["request_id"].as_str().map(str::to_string)).collect()
-    };
     // The rows' "row finished" lines come from the decode thread, in the request's span.
     for id in ["req-logs-7", generated.as_str()] {
-        let finished =
-            all.iter().filter(|l| l["fields"]["message"] == "row finished" && id_of(l).iter().any(|i| i == id)).count();
-        assert_eq!(finished, 2, "two rows of request {id} finished, each logged with its id");
+        assert_eq!(finished_rows(&all, id), 2, "two rows of request {id} finished, each logged with its id");
     }
     // Every line written while serving a request carries an id.
     let request_lines: Vec<&Value> = all.iter().filter(|l| l["span"]["name"] == "request").collect();

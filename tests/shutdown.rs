@@ -30,9 +30,8 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
     assert!(!first.is_empty());
 
     assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = client.get(format!("{base}/health/ready")).send().await.unwrap();
-    assert_eq!(ready.status().as_u16(), 503, "readiness turns 503 while draining");
+    // Readiness turns 503 while draining.
+    server.wait_draining(&client).await;
     let r = client.post(format!("{base}/v1/generate")).json(&json!({"inputs": "Hi"})).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503, "new requests are refused while draining");
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error_type"], "unavailable");
@@ -81,7 +80,7 @@ async fn sigterm_with_32_requests_in_flight_completes_all_of_them() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.wait_draining(&client).await;
     let r = client.post(format!("{base}/v1/generate")).json(&json!({"inputs": "Hi"})).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503, "new requests are refused while draining");
     for t in tasks {

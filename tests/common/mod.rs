@@ -263,6 +263,16 @@ impl ServerProcess {
         }
     }
 
+    /// Polls /health/ready until it answers 503 (the process drains after SIGTERM), for at most
+    /// 10 s: how soon a signal is handled depends on the machine's load, not on the server.
+    pub async fn wait_draining(&self, client: &reqwest::Client) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while client.get(format!("{}/health/ready", self.base)).send().await.unwrap().status().as_u16() != 503 {
+            assert!(std::time::Instant::now() < until, "readiness never turned 503 after SIGTERM");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits up to 30 s for the process to exit, calling `meanwhile` between polls; returns its
     /// status and its log (the log file is removed).
     pub async fn wait_exit(mut self, mut meanwhile: impl AsyncFnMut()) -> (std::process::ExitStatus, String) {
