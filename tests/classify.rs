@@ -104,7 +104,9 @@ async fn classify_over_http_gives_calibrated_sorted_scores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_300_input_labelling_batch_split_across_requests_comes_back_in_order() {
-    let server = start_server(tiny_model()).await;
+    // All 300 rows are queued at once: the default 30 s queue deadline would make this test depend
+    // on the machine's speed (under CPU emulation, 20-50 times slower, some requests got 504).
+    let server = start_server_with(tiny_model(), |c| c.queue_deadline_ms = 600_000).await;
     let url = format!("http://{}/v1/classify", server.addr);
     let client = reqwest::Client::new();
     let labels = json!(["alpha", "beta", "gamma"]);

@@ -25,9 +25,10 @@ pub fn data_dir() -> PathBuf {
 /// this machine (optimum + transformers on the same files), in `target/cpu-reference/` or
 /// `$T5SERVE_CPU_REFERENCE` (`scripts/test.sh` makes it first). Without one, the committed
 /// fixture holds where its kernel and this CPU's both sum the products in 32 bits: those products
-/// are then exact integers, so such CPUs agree to the last printed digit (the committed
-/// fixtures, made with AVX-512 VNNI, and a reference made with AMX agree on every text, margin
-/// and score). A kernel that saturates needs the reference made here.
+/// are then exact integers, so such CPUs agree to the last printed digit (the fixtures the
+/// export's machine made, and a reference made with AMX, agreed on every text, margin and
+/// score). A kernel that saturates needs the reference made here: under an emulated AVX2 CPU, 10
+/// of the 114 beam hypotheses changed.
 pub fn cpu_fixture(name: &str) -> String {
     use t5serve::model::cpu::{CpuFeatures, host};
     let made_on = |text: &str| -> CpuFeatures {
