@@ -42,6 +42,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--binary", type=Path, help="t5serve binary that reports this CPU (default: cargo run)")
     p.add_argument("--cpu", help="the CPU report as JSON, instead of asking the binary (e.g. under an emulator)")
+    p.add_argument(
+        "--fp32-ids",
+        type=Path,
+        help="file of fp32's greedy ids: read if it exists, else written (fp32 results do not depend on the int8 "
+        "kernel, so a run under an emulator can take them from a run on the machine itself)",
+    )
     args = p.parse_args()
     cpu = json.loads(args.cpu) if args.cpu else t5tools.cpu_report(args.binary)
     from tokenizers import Tokenizer
@@ -49,7 +55,13 @@ def main() -> None:
     tok = Tokenizer.from_file(str(args.fp32 / "tokenizer.json"))
     inputs = [tok.encode(t).ids for t in prompts(args.prompts)]
     started = time.time()
-    want = [t5tools.ort_greedy(args.fp32, ids, args.steps)[0] for ids in inputs]
+    if args.fp32_ids and args.fp32_ids.exists():
+        want = json.loads(args.fp32_ids.read_text())
+        assert len(want) == len(inputs) and all(len(w) == args.steps for w in want), f"{args.fp32_ids}: other prompts or steps"
+    else:
+        want = [t5tools.ort_greedy(args.fp32, ids, args.steps)[0] for ids in inputs]
+        if args.fp32_ids:
+            args.fp32_ids.write_text(json.dumps(want))
     for d in args.int8:
         same_prefix = equal = 0
         for ids, ref in zip(inputs, want):
