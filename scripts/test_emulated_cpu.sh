@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 QEMU_CPU="${1:-Haswell}"
 FILTER="${2-min_new_tokens}"
-command -v qemu-x86_64 >/dev/null || apt-get install -y -qq qemu-user >/dev/null
+command -v qemu-x86_64 >/dev/null || { apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null; }
 emulated() { qemu-x86_64 -cpu "$QEMU_CPU" "$@" 2> >(grep -v "TCG doesn't support" >&2); }
 cargo build --locked --quiet
 cargo test --locked --no-run --quiet --test bundled_model
