@@ -40,8 +40,7 @@ def main() -> None:
     p.add_argument("int8", type=Path, nargs="+")
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--binary", type=Path, help="t5serve binary that reports this CPU (default: cargo run)")
-    p.add_argument("--cpu", help="the CPU report as JSON, instead of asking the binary (e.g. under an emulator)")
+    t5tools.add_cpu_flags(p)
     p.add_argument(
         "--fp32-ids",
         type=Path,
@@ -49,7 +48,7 @@ def main() -> None:
         "kernel, so a run under an emulator can take them from a run on the machine itself)",
     )
     args = p.parse_args()
-    cpu = json.loads(args.cpu) if args.cpu else t5tools.cpu_report(args.binary)
+    cpu = t5tools.cpu_from_args(args)
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(args.fp32 / "tokenizer.json"))
@@ -59,13 +58,13 @@ def main() -> None:
         want = json.loads(args.fp32_ids.read_text())
         assert len(want) == len(inputs) and all(len(w) == args.steps for w in want), f"{args.fp32_ids}: other prompts or steps"
     else:
-        want = [t5tools.ort_greedy(args.fp32, ids, args.steps)[0] for ids in inputs]
+        want = [t5tools.ort_greedy(args.fp32, ids, args.steps) for ids in inputs]
         if args.fp32_ids:
             args.fp32_ids.write_text(json.dumps(want))
     for d in args.int8:
         same_prefix = equal = 0
         for ids, ref in zip(inputs, want):
-            got, _ = t5tools.ort_greedy(d, ids, args.steps)
+            got = t5tools.ort_greedy(d, ids, args.steps)
             n = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b), len(ref))
             same_prefix += n
             equal += n == len(ref)

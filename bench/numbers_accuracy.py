@@ -24,13 +24,12 @@ import train_default_model as T  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=t5tools.ROOT / "models" / "t5-numbers")
-    p.add_argument("--binary", type=Path, help="t5serve binary that reports this CPU (default: cargo run)")
-    p.add_argument("--cpu", help="the CPU report as JSON, instead of asking the binary (e.g. under an emulator)")
+    t5tools.add_cpu_flags(p)
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(2)
-    cpu = json.loads(args.cpu) if args.cpu else t5tools.cpu_report(args.binary)
+    cpu = t5tools.cpu_from_args(args)
     started = time.time()
     _, heldout = T.split_numbers()
     exact = E.evaluate(args.model, t5tools.load_t5_tokenizer(args.model), heldout)

@@ -37,15 +37,14 @@ DATA = t5tools.ROOT / "tests" / "data"
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, help="directory to write numbers_heldout.json and numbers_decoding.json")
-    p.add_argument("--binary", type=Path, help="the t5serve binary that reports this CPU (default: cargo run)")
-    p.add_argument("--cpu", help="the CPU report as JSON, instead of asking the binary (e.g. under an emulator)")
+    t5tools.add_cpu_flags(p)
     p.add_argument("--model", type=Path, default=t5tools.ROOT / "models" / "t5-numbers")
     args = p.parse_args()
 
     import torch
 
     torch.set_num_threads(2)
-    cpu = json.loads(args.cpu) if args.cpu else t5tools.cpu_report(args.binary)
+    cpu = t5tools.cpu_from_args(args)
     tok = t5tools.load_t5_tokenizer(args.model)
     model = E.load_ort(args.model)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -331,7 +331,8 @@ def main(quick: bool = False, ckpt: Path | None = None) -> None:
         else f"int8 loses {worst:.1f} points on a task (more than 1), so the fp32 files are bundled."
     )
 
-    # The end-to-end fixture: optimum's greedy outputs on the bundled files.
+    # The end-to-end fixture: optimum's greedy outputs on the bundled files, on this CPU.
+    cpu = t5tools.cpu_report()
     model = load_ort(chosen)
     examples = [
         (task, prompt, target)
@@ -375,7 +376,7 @@ def main(quick: bool = False, ckpt: Path | None = None) -> None:
                 "generated_by": "optimum ORTModelForSeq2SeqLM + transformers generate (greedy, max_new_tokens 40, one prompt at a time) "
                 f"on models/t5-numbers ({info['bundled']}); scripts/export_default_model.py",
                 "near_tie_margin": NEAR_TIE,
-                "cpu": t5tools.cpu_report(),
+                "cpu": cpu,
                 "max_new_tokens": 40,
                 "exact_match": fixture_acc,
                 "cases": cases,
@@ -386,7 +387,7 @@ def main(quick: bool = False, ckpt: Path | None = None) -> None:
         + "\n"
     )
     decoding = WORK / "quick-decoding.json" if quick else DECODING_FIXTURE
-    decoding_fixture = {"generated_by": DECODING_BY, "cpu": t5tools.cpu_report(), "cases": decoding_cases(model, tok, decoding_prompts(heldout))}
+    decoding_fixture = {"generated_by": DECODING_BY, "cpu": cpu, "cases": decoding_cases(model, tok, decoding_prompts(heldout))}
     decoding.write_text(json.dumps(decoding_fixture, indent=1, ensure_ascii=False) + "\n")
     if not quick:
         info["eval"]["fixture_fp32"] = record_fixture_fp32(fp32, tok)

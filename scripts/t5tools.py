@@ -134,15 +134,24 @@ def cpu_report(binary: Path | None = None) -> dict:
     return json.loads(subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
 
 
+def add_cpu_flags(p) -> None:
+    """How a script that records int8 figures learns the CPU (`cpu_from_args`), declared once."""
+    p.add_argument("--binary", type=Path, help="the t5serve binary that reports this CPU (default: cargo run)")
+    p.add_argument("--cpu", help="the CPU report as JSON, instead of asking the binary (e.g. under an emulator)")
+
+
+def cpu_from_args(args) -> dict:
+    return json.loads(args.cpu) if args.cpu else cpu_report(args.binary)
+
+
 _ORT_SESSIONS: dict = {}
 
 
-def ort_greedy(model: Path, input_ids: list[int], steps: int) -> tuple[list[int], float]:
+def ort_greedy(model: Path, input_ids: list[int], steps: int) -> list[int]:
     """Greedy decoding over optimum's split graphs with onnxruntime's Python API and numpy, one
     prompt at a time: the encoder once, decoder_model for the first step, decoder_with_past_model
     after it, the cross-attention K/V kept from the first step. EOS (id 1) is never chosen, as
-    with min_new_tokens = steps. Returns the ids and the smallest top-2 logit margin among them.
-    An independent reference for the server's decode loop (no padding, no batching, no cache
+    with min_new_tokens = steps. An independent reference for the server's decode loop (no padding, no batching, no cache
     surgery), used by tests/python/test_int8_export.py and bench/int8_agreement.py."""
     import numpy as np
     import onnxruntime as ort
@@ -162,12 +171,10 @@ def ort_greedy(model: Path, input_ids: list[int], steps: int) -> tuple[list[int]
     names = [o.name for o in first.get_outputs()]
     past = {n.replace("present", "past_key_values"): v for n, v in zip(names, outs) if n.startswith("present")}
     logits = outs[names.index("logits")]
-    generated, margin = [], float("inf")
+    generated = []
     for _ in range(steps):
         scores = logits[0, -1].copy()
         scores[1] = -np.inf
-        top2 = np.partition(scores, -2)[-2:]
-        margin = min(margin, float(top2[1] - top2[0]))
         nxt = int(np.argmax(scores))
         generated.append(nxt)
         feeds = {"input_ids": np.array([[nxt]], dtype=np.int64), "encoder_attention_mask": mask, **past}
@@ -177,7 +184,7 @@ def ort_greedy(model: Path, input_ids: list[int], steps: int) -> tuple[list[int]
             if n.startswith("present"):
                 past[n.replace("present", "past_key_values")] = v
         logits = outs[names.index("logits")]
-    return generated, margin
+    return generated
 
 
 def dir_size_mb(path: Path) -> float:

@@ -67,36 +67,29 @@ impl Int8Kernel {
 impl CpuFeatures {
     /// The flags present, in `/proc/cpuinfo` spelling.
     pub fn names(&self) -> Vec<&'static str> {
-        self.flags().into_iter().filter_map(|(on, name)| on.then_some(name)).collect()
+        let mut cpu = *self;
+        cpu.flags().into_iter().filter_map(|(name, on)| on.then_some(name)).collect()
     }
 
     /// The features named (in `/proc/cpuinfo` spelling); other names are ignored.
     pub fn from_names<S: AsRef<str>>(names: &[S]) -> Self {
         let mut cpu = Self::default();
-        for name in names {
-            match name.as_ref() {
-                "avx2" => cpu.avx2 = true,
-                "fma" => cpu.fma = true,
-                "avx512f" => cpu.avx512f = true,
-                "avx512bw" => cpu.avx512bw = true,
-                "avx512_vnni" => cpu.avx512_vnni = true,
-                "avx_vnni" => cpu.avx_vnni = true,
-                "amx_int8" => cpu.amx_int8 = true,
-                _ => {}
-            }
+        for (name, on) in cpu.flags() {
+            *on = names.iter().any(|n| n.as_ref() == name);
         }
         cpu
     }
 
-    fn flags(&self) -> [(bool, &'static str); 7] {
+    /// Each feature with its name: the one list both directions use.
+    fn flags(&mut self) -> [(&'static str, &mut bool); 7] {
         [
-            (self.avx2, "avx2"),
-            (self.fma, "fma"),
-            (self.avx512f, "avx512f"),
-            (self.avx512bw, "avx512bw"),
-            (self.avx512_vnni, "avx512_vnni"),
-            (self.avx_vnni, "avx_vnni"),
-            (self.amx_int8, "amx_int8"),
+            ("avx2", &mut self.avx2),
+            ("fma", &mut self.fma),
+            ("avx512f", &mut self.avx512f),
+            ("avx512bw", &mut self.avx512bw),
+            ("avx512_vnni", &mut self.avx512_vnni),
+            ("avx_vnni", &mut self.avx_vnni),
+            ("amx_int8", &mut self.amx_int8),
         ]
     }
 
