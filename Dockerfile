@@ -7,7 +7,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY scripts/setup_ort.sh scripts/setup_ort.sh
 RUN scripts/setup_ort.sh
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs openapi.yaml ./
 COPY .cargo .cargo
 COPY src src
 RUN cargo build --release --locked

@@ -152,16 +152,6 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-impl Config {
-    /// The tokio worker threads to start: `http_threads`, or one per 4 cores (at least 1).
-    pub fn http_worker_threads(&self) -> usize {
-        if self.http_threads > 0 {
-            return self.http_threads;
-        }
-        std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1))
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -462,38 +452,6 @@ impl Config {
         Ok(())
     }
 
-    pub fn scheduler_settings(&self, lanes: usize) -> crate::scheduler::SchedulerSettings {
-        crate::scheduler::SchedulerSettings {
-            max_batch_size: self.max_batch_size,
-            max_batch_bytes: self.max_batch_memory_mb.saturating_mul(1 << 20),
-            max_queue_delay: std::time::Duration::from_millis(self.max_queue_delay_ms),
-            max_cohorts: self.max_cohorts,
-            lanes,
-        }
-    }
-
-    /// Decode lanes to run: `decode_lanes`, or for 0 (auto) 2 for a quantized (int8) model on
-    /// the CPU with at least 2 cores, else 1. Measured on 2 cores (bench/run.sh, t5-small
-    /// shape): int8 at 32 clients gained 15-35% from 2 lanes, fp32 lost up to 30% at 8 clients.
-    pub fn lanes(&self, quantized: bool) -> usize {
-        if self.decode_lanes > 0 {
-            return self.decode_lanes;
-        }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let cpu = self.execution_provider == ExecutionProvider::Cpu;
-        if quantized && cpu && cores >= 2 && self.max_batch_size >= 2 { 2 } else { 1 }
-    }
-
-    /// ONNX Runtime intra-op threads of each lane's sessions when there are `lanes` lanes:
-    /// `intra_op_threads`, or an equal share of the cores.
-    pub fn lane_threads(&self, lanes: usize) -> usize {
-        if self.intra_op_threads > 0 {
-            return self.intra_op_threads;
-        }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / lanes.max(1)).max(1)
-    }
-
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         let host = if self.host == "localhost" { "127.0.0.1" } else { &self.host };
         format!("{host}:{}", self.port).parse().map_err(|e| ConfigError(format!("host/port: {e}")))
@@ -503,35 +461,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decode_lanes_split_the_cores_unless_threads_are_set() {
-        let mut c = Config { decode_lanes: 3, max_batch_size: 2, ..Default::default() };
-        assert!(c.validate().unwrap_err().0.contains("decode_lanes = 3 is out of range 0..=2"));
-        c.max_batch_size = 32;
-        c.decode_lanes = 2;
-        c.validate().unwrap();
-        assert_eq!((c.lanes(false), c.lanes(true)), (2, 2), "set explicitly");
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(c.lane_threads(2), (cores / 2).max(1));
-        c.intra_op_threads = 3;
-        assert_eq!(c.lane_threads(2), 3);
-        assert_eq!(c.scheduler_settings(2).lanes, 2);
-    }
-
-    #[test]
-    fn auto_decode_lanes_are_two_for_quantized_models_on_several_cores() {
-        let mut c = Config::default();
-        assert_eq!(c.decode_lanes, 0, "auto by default");
-        let several = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
-        assert_eq!(c.lanes(true), if several { 2 } else { 1 });
-        assert_eq!(c.lanes(false), 1, "fp32 weights: one lane");
-        c.execution_provider = ExecutionProvider::Cuda;
-        assert_eq!(c.lanes(true), 1, "lanes are a CPU matter");
-        c.execution_provider = ExecutionProvider::Cpu;
-        c.max_batch_size = 1;
-        assert_eq!(c.lanes(true), 1, "each lane needs a row");
-    }
 
     #[test]
     fn file_values_are_overridden_by_flags() {

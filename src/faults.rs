@@ -26,3 +26,12 @@ pub fn handler(seed: Option<u64>) {
         panic!("injected fault: the handler panics");
     }
 }
+
+/// With this environment variable set, the warm-up's rows carry `FAIL_STEP_SEED`: every
+/// warm-up attempt fails in its decoder step.
+pub const FAIL_WARM_UP_ENV: &str = "T5SERVE_FAULT_FAIL_WARM_UP";
+
+/// The seed of the warm-up's rows.
+pub fn warm_up_seed() -> u64 {
+    if std::env::var_os(FAIL_WARM_UP_ENV).is_some() { FAIL_STEP_SEED } else { 0 }
+}

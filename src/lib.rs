@@ -1,8 +1,9 @@
 //! t5serve: an HTTP inference service for T5-family encoder-decoder models on ONNX Runtime.
 //!
-//! Data flows one way: `http` (thin handlers) -> `scheduler` (the decode thread that owns the
-//! sessions) -> `model` (ONNX Runtime graphs, KV cache, tokenizer). `generation` holds the
-//! token-selection logic on plain slices; `api` the request/response types and their limits.
+//! Data flows one way: `http` (thin handlers over one request path) -> `scheduler` (the decode
+//! lanes, whose threads own the sessions) -> `model` (ONNX Runtime graphs, KV cache, tokenizer).
+//! `generation` holds the token-selection logic on plain slices; `api` the request/response
+//! types and their validation; `plan` the thread plan; `tasks` the classify/translate helpers.
 
 #[cfg(feature = "alloc-count")]
 pub mod alloc_count;
@@ -14,6 +15,7 @@ pub mod generation;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod scheduler;
 pub mod tasks;
 
@@ -26,7 +28,6 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 
-use crate::model::{SessionSettings, TextTokenizer};
 use crate::scheduler::SchedulerHandle;
 
 /// A server listening on a socket; dropping it does not stop it, `shutdown` does.
@@ -39,6 +40,8 @@ pub struct RunningServer {
     grace: std::time::Duration,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The warm-up task: true once ready, false when it gave up.
+    warm_up: Option<JoinHandle<bool>>,
 }
 
 impl RunningServer {
@@ -76,102 +79,44 @@ impl RunningServer {
     }
 }
 
-/// Loads the model, binds the socket and starts serving. Returns once the server accepts requests.
+/// How often a failing warm-up is tried before the process gives up (and exits non-zero).
+pub const WARM_UP_ATTEMPTS: usize = 3;
+
+/// Reads the model directory, opens its sessions, binds the socket and starts serving. Returns
+/// once the server accepts requests; it turns ready once a warm-up request has gone through.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
-    // A model directory that cannot be read fails in the scheduler, with the reason.
-    let quantized =
-        model::ModelFiles::discover(&config.model).ok().and_then(|f| f.quantization().ok().flatten()).is_some();
-    let lanes = config.lanes(quantized);
-    // Several lanes: each session gets its own pool of the lane's share of the cores, and each
-    // lane prefills inline (the lanes, not a shared pool or prefill threads, spread the work).
-    let (intra_threads, global_pool, prefill_threads) = if lanes > 1 {
-        (config.lane_threads(lanes), false, None)
-    } else {
-        (
-            config.intra_op_threads,
-            config.ort_thread_pool == config::ThreadPool::Global,
-            config.prefill_thread.then_some(config.prefill_threads),
-        )
-    };
-    let settings = SessionSettings {
-        intra_threads,
-        global_pool,
-        prefill_threads,
-        spinning: config.intra_op_spinning,
-        ort_library: config.ort_library.clone(),
-        cuda_device: (config.execution_provider == config::ExecutionProvider::Cuda).then_some(config.device_id),
-    };
-    // On the process-wide pool, with one spinning set of threads: with a pool per session, each
-    // session's spinning threads would compete with the running one.
-    let solo = (lanes > 1 && config.solo_sessions).then(|| SessionSettings {
-        intra_threads: config.intra_op_threads,
-        global_pool: true,
-        ..settings.clone()
-    });
-    let settings_threads = settings.split_threads();
-    let model_dir = config.model.clone();
-    let scheduling = config.scheduler_settings(lanes);
-    let (scheduler, info) =
-        tokio::task::spawn_blocking(move || SchedulerHandle::start(model_dir, settings, scheduling, solo))
+    let path = config.model.clone();
+    let dir = tokio::task::spawn_blocking(move || model::ModelDir::read(&path))
+        .await
+        .context("model reading task")?
+        .with_context(|| format!("cannot start on model {}", config.model.display()))?;
+    let plan = plan::ThreadPlan::for_host(&config, dir.quantization.is_some());
+    let cpu = model::cpu::host();
+    let provider = plan.sessions.provider_name();
+    let metrics = Arc::new(metrics::Metrics::new(&dir.dims.name, provider, cpu));
+    let observer: Arc<dyn scheduler::LoopObserver> = metrics.clone();
+    let (scheduler, info) = {
+        let (dir, sessions, solo) = (dir.clone(), plan.sessions.clone(), plan.solo.clone());
+        let scheduling = plan.scheduler_settings(&config);
+        tokio::task::spawn_blocking(move || SchedulerHandle::start(dir, sessions, scheduling, solo, observer))
             .await
             .context("model loading task")?
-            .with_context(|| format!("cannot start on model {}", config.model.display()))?;
-    let tokenizer = TextTokenizer::from_file(&info.tokenizer_path())?;
-    let cpu = model::cpu::host();
-    tracing::info!(
-        model = %info.dims.name,
-        dir = %info.model_dir.display(),
-        files = %info.files.join(", "),
-        decoder = info.layout,
-        d_model = info.dims.d_model,
-        layers = info.dims.num_layers,
-        decoder_layers = info.dims.num_decoder_layers,
-        heads = info.dims.num_heads,
-        vocab = info.dims.vocab_size,
-        joins_running_batch = info.can_join,
-        weights = info.weights(),
-        quantization = %info.quantization.as_ref().map_or_else(|| "none".to_string(), |q| q.to_string()),
-        execution_provider = info.execution_provider,
-        device_id = ?info.cuda_device,
-        cpu_features = %cpu.names().join(","),
-        int8_kernel = cpu.int8_kernel().name(),
-        decode_lanes = lanes,
-        intra_op_threads = intra_threads,
-        ort_thread_pool = if global_pool { "global" } else { "per-session" },
-        prefill_thread = prefill_threads.is_some(),
-        solo_sessions = lanes > 1 && config.solo_sessions,
-        prefill_and_step_threads = ?settings_threads,
-        http_threads = config.http_worker_threads(),
-        tokenizer_threads = config.tokenizer_threads,
-        intra_op_spinning = config.intra_op_spinning,
-        load_seconds = info.load_seconds,
-        "model loaded"
-    );
-    if info.int8_may_saturate() {
-        tracing::warn!(
-            int8_kernel = cpu.int8_kernel().name(),
-            "this int8 model has signed 8-bit weights, and this CPU has neither VNNI nor AMX: ONNX Runtime's \
-             u8 x s8 kernel adds pairs of products in 16 bits with saturation, so outputs can differ from \
-             other CPUs and lose accuracy; re-quantize with scripts/quantize_model.py --reduce-range \
-             (7-bit weights, which cannot saturate) or serve the float32 export"
-        );
-    }
+            .with_context(|| format!("cannot start on model {}", config.model.display()))?
+    };
+    log_loaded(&info, &plan, &config);
     let health = http::Health::default();
-    let metrics =
-        Arc::new(metrics::Metrics::new(scheduler.stats.clone(), &info.dims.name, info.execution_provider, cpu));
-    let observer: Arc<dyn scheduler::LoopObserver> = metrics.clone();
-    let _ = scheduler.stats.observer.set(observer);
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
     let state = http::AppState {
         health: health.clone(),
         scheduler: scheduler.clone(),
         admission: admission.clone(),
-        metrics: metrics.clone(),
+        metrics,
         tasks: Arc::new(http::TaskSettings::resolve(&config, &info.tasks)),
-        tokenizer: Arc::new(tokenizer),
+        tokenizer: dir.tokenizer.clone(),
         limits: Arc::new((&config).into()),
         info: Arc::new(info),
+        tokenizer_threads: config.tokenizer_threads,
     };
     let access = http::Access {
         api_key: config.api_key.clone(),
@@ -195,18 +140,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .await
     });
     tracing::info!(%addr, "listening");
-    // Ready once a warm-up batch has gone through the whole path (first runs allocate).
-    let warm = state.clone();
-    tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        match warm.warm_up().await {
-            Ok(()) => {
-                warm.health.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-                tracing::info!(seconds = started.elapsed().as_secs_f64(), "warm-up done; ready");
-            }
-            Err(e) => tracing::error!(error = %e, "warm-up failed; not ready"),
-        }
-    });
     Ok(RunningServer {
         addr,
         health,
@@ -216,18 +149,99 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
         shutdown: Some(tx),
         task,
+        warm_up: Some(tokio::spawn(warm_up(state))),
     })
+}
+
+/// Ready once a warm-up request has gone through the whole path (first runs allocate). A
+/// failure is retried with backoff; after `WARM_UP_ATTEMPTS` the server gives up (`run` exits
+/// non-zero) rather than staying up unready, which an orchestrator would neither route to nor
+/// restart. Returns whether the server became ready.
+async fn warm_up(state: http::AppState) -> bool {
+    let started = std::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(500);
+    for attempt in 1..=WARM_UP_ATTEMPTS {
+        match state.warm_up().await {
+            Ok(()) => {
+                state.health.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(seconds = started.elapsed().as_secs_f64(), "warm-up done; ready");
+                return true;
+            }
+            Err(e) if attempt < WARM_UP_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, retry_in_ms = backoff.as_millis() as u64, "warm-up failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(e) => tracing::error!(error = %e, "warm-up failed {WARM_UP_ATTEMPTS} times; exiting"),
+        }
+    }
+    false
+}
+
+/// The start-up log line: what was loaded and the thread plan it runs with.
+fn log_loaded(info: &scheduler::WorkerInfo, plan: &plan::ThreadPlan, config: &Config) {
+    let cpu = model::cpu::host();
+    let s = &plan.sessions;
+    tracing::info!(
+        model = %info.dims.name,
+        dir = %info.model_dir.display(),
+        files = %info.files.join(", "),
+        decoder = info.layout,
+        d_model = info.dims.d_model,
+        layers = info.dims.num_layers,
+        decoder_layers = info.dims.num_decoder_layers,
+        heads = info.dims.num_heads,
+        vocab = info.dims.vocab_size,
+        joins_running_batch = info.can_join,
+        weights = info.weights(),
+        quantization = %info.quantization.as_ref().map_or_else(|| "none".to_string(), |q| q.to_string()),
+        execution_provider = info.execution_provider,
+        device_id = ?info.cuda_device,
+        cpu_features = %cpu.names().join(","),
+        int8_kernel = cpu.int8_kernel().name(),
+        decode_lanes = plan.lanes,
+        intra_op_threads = s.intra_threads,
+        ort_thread_pool = if s.global_pool { "global" } else { "per-session" },
+        prefill_thread = s.prefill_threads.is_some(),
+        solo_sessions = plan.solo.is_some(),
+        prefill_and_step_threads = ?s.split_threads(),
+        http_threads = plan.http_threads,
+        tokenizer_threads = config.tokenizer_threads,
+        intra_op_spinning = s.spinning,
+        load_seconds = info.load_seconds,
+        "model loaded"
+    );
+    if info.int8_may_saturate() {
+        tracing::warn!(
+            int8_kernel = cpu.int8_kernel().name(),
+            "this int8 model has signed 8-bit weights, and this CPU has neither VNNI nor AMX: ONNX Runtime's \
+             u8 x s8 kernel adds pairs of products in 16 bits with saturation, so outputs can differ from \
+             other CPUs and lose accuracy; re-quantize with scripts/quantize_model.py --reduce-range \
+             (7-bit weights, which cannot saturate) or serve the float32 export"
+        );
+    }
 }
 
 /// Serves until SIGINT or SIGTERM, then drains in-flight requests. If the decode thread dies,
 /// stops at once with an error (the process exits non-zero, and the orchestrator restarts it):
 /// it never goes on serving with a cache in an unknown state.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let server = start(config).await?;
+    let mut server = start(config).await?;
     let decode = server.scheduler.clone();
     let decode_died = async move {
         while decode.is_alive() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let warm_up = server.warm_up.take();
+    let warm_up_failed = async move {
+        let ready = match warm_up {
+            Some(task) => task.await.unwrap_or(false),
+            None => true,
+        };
+        if ready {
+            // Nothing more to wait for.
+            std::future::pending::<()>().await;
         }
     };
     tokio::select! {
@@ -239,6 +253,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::error!("the decode thread stopped; exiting so that the service is restarted");
             server.shutdown().await?;
             anyhow::bail!("the decode thread stopped")
+        }
+        _ = warm_up_failed => {
+            server.shutdown().await?;
+            anyhow::bail!("the warm-up failed; exiting so that the service is restarted")
         }
     }
 }

@@ -73,7 +73,7 @@ fn main() -> std::process::ExitCode {
     };
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.http_worker_threads())
+        .worker_threads(t5serve::plan::http_threads(&config, t5serve::plan::cores()))
         .max_blocking_threads(config.tokenizer_threads)
         .enable_all()
         .build()

@@ -1,7 +1,8 @@
-//! Prometheus metrics: one struct owning its registry; each field's doc is its HELP text.
-//! Scheduler gauges and counters are atomics the decode thread keeps (`SchedulerStats`), read at
-//! scrape time; its timings arrive through `LoopObserver`. Label values are bounded: route
-//! templates, status codes, and a fixed set of rejection reasons.
+//! Prometheus metrics: one struct owning its registry. Each metric's name and HELP text are
+//! written once, where it is registered in `Metrics::new`. Scheduler gauges and counters are
+//! atomics the decode threads keep (`SchedulerStats`), read at scrape time; their timings
+//! arrive through `LoopObserver`, which the metrics implement and the scheduler is started
+//! with. Label values are bounded: route templates, status codes, and fixed sets of reasons.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -9,7 +10,7 @@ use prometheus::{
 };
 
 use crate::model::cpu::CpuFeatures;
-use crate::scheduler::{LoopObserver, SchedulerStats, SharedStats};
+use crate::scheduler::{FailReason, LoopObserver, SchedulerStats};
 
 /// Millisecond-scale latency buckets, 1 ms to 60 s.
 pub const LATENCY_BUCKETS: &[f64] =
@@ -21,56 +22,36 @@ const PADDING_BUCKETS: &[f64] = &[0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75];
 
 pub struct Metrics {
     registry: Registry,
-    stats: SharedStats,
-    /// Requests answered, by route template and status code.
+    // Names and HELP texts: in `new`.
     pub requests_total: IntCounterVec,
-    /// Seconds from a request's arrival to its response headers (a stream's start), by route.
     pub request_duration_seconds: HistogramVec,
-    /// Requests refused before any work, by reason.
-    pub requests_rejected_total: IntCounterVec,
-    /// Seconds rows waited in the queue before decoding started.
+    requests_rejected_total: IntCounterVec,
+    rows_failed_total: IntCounterVec,
     queue_duration_seconds: Histogram,
-    /// Seconds from a request's arrival to its first generated token.
     pub time_to_first_token_seconds: Histogram,
-    /// Seconds per generated token after the first, per request.
     pub time_per_output_token_seconds: Histogram,
-    /// Rows waiting in the queue.
     queue_size: IntGauge,
-    /// Rows decoding now, over all cohorts.
     active_rows: IntGauge,
-    /// Rows in each decoder step.
     batch_size: Histogram,
-    /// Input tokens of requests queued since start.
     pub input_tokens_total: IntCounter,
-    /// Tokens generated since start.
     generated_tokens_total: IntCounter,
-    /// Bytes of key/value cache and encoder output held by running rows.
     kv_cache_bytes: IntGauge,
-    /// Rows dropped because their client went away.
     requests_cancelled_total: IntCounter,
-    /// Rows answered 504 because they were still queued at their deadline.
     requests_expired_total: IntCounter,
-    /// Decoder runs (prefills and steps) on the solo sessions over all cores, taken while every
-    /// other decode lane was idle (decode_lanes > 1 with solo_sessions).
     solo_runs_total: IntCounter,
-    /// Seconds of a new cohort's prefill: the encoder run and the first decoder step.
     encoder_duration_seconds: Histogram,
-    /// Seconds of one cached decoder step over a cohort.
     decode_step_duration_seconds: Histogram,
-    /// Share of padding in each prefill's encoder batches (padded - real) / padded.
     padding_ratio: Histogram,
-    /// Encoder input tokens, real and as padded; their ratio is the overall padding.
     encoder_tokens_total: IntCounter,
     encoder_padded_tokens_total: IntCounter,
     /// With `alloc-count`: Rust-side allocations and bytes per decoder step.
     #[cfg(feature = "alloc-count")]
     step_allocations: (Histogram, Histogram),
-    /// Constant 1, labelled with the build and what it serves.
     _build_info: IntGaugeVec,
 }
 
 impl Metrics {
-    pub fn new(stats: SharedStats, model: &str, execution_provider: &str, cpu: &CpuFeatures) -> Self {
+    pub fn new(model: &str, execution_provider: &str, cpu: &CpuFeatures) -> Self {
         let registry = Registry::new();
         let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric");
         let gauge = |name: &str, help: &str| {
@@ -111,6 +92,15 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(requests_rejected_total.clone()));
+        let rows_failed_total = IntCounterVec::new(
+            Opts::new(
+                "t5serve_rows_failed_total",
+                "Rows answered with an error because the model failed, by where: prefill, step, scoring or join.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        reg(Box::new(rows_failed_total.clone()));
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "t5serve_build_info",
@@ -134,6 +124,7 @@ impl Metrics {
             requests_total,
             request_duration_seconds,
             requests_rejected_total,
+            rows_failed_total,
             queue_duration_seconds: histogram(
                 "t5serve_queue_duration_seconds",
                 "Seconds rows waited in the queue before decoding started.",
@@ -205,13 +196,11 @@ impl Metrics {
             ),
             _build_info: build_info,
             registry,
-            stats,
         }
     }
 
-    /// Text exposition of every metric, with scheduler values read now.
-    pub fn render(&self) -> String {
-        let s = &self.stats;
+    /// Text exposition of every metric, with the scheduler's values read now.
+    pub fn render(&self, s: &SchedulerStats) -> String {
         let get = SchedulerStats::get;
         self.active_rows.set(get(&s.active_rows) as i64);
         self.queue_size.set(get(&s.queued_rows) as i64);
@@ -220,25 +209,22 @@ impl Metrics {
         catch_up(&self.requests_cancelled_total, get(&s.cancelled_rows));
         catch_up(&self.requests_expired_total, get(&s.expired_rows));
         catch_up(&self.solo_runs_total, get(&s.solo_runs));
+        for reason in FailReason::ALL {
+            catch_up(&self.rows_failed_total.with_label_values(&[reason.name()]), s.failed(reason));
+        }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 
-    /// Counts one answered request; refusals before any work also by reason.
-    pub fn record_response(&self, route: &str, status: u16, seconds: f64) {
+    /// Counts one answered request, and a request refused before any work by its reason
+    /// (`ApiError::rejection_reason`).
+    pub fn record_response(&self, route: &str, status: u16, rejected: Option<&str>, seconds: f64) {
         self.requests_total.with_label_values(&[route, &status.to_string()]).inc();
         self.request_duration_seconds.with_label_values(&[route]).observe(seconds);
-        let reason = match status {
-            413 => "too_large",
-            415 | 400 => "malformed",
-            422 => "invalid",
-            429 => "overloaded",
-            503 => "unavailable",
-            504 => "deadline",
-            _ => return,
-        };
-        self.requests_rejected_total.with_label_values(&[reason]).inc();
+        if let Some(reason) = rejected {
+            self.requests_rejected_total.with_label_values(&[reason]).inc();
+        }
     }
 }
 

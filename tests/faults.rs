@@ -81,3 +81,36 @@ async fn dead_decode_thread(args: &[&str]) {
     assert_ne!(status.code(), Some(0), "log:\n{text}");
     assert!(text.contains("the decode thread stopped"), "{text}");
 }
+
+/// Failed rows are exported by reason: here a decoder step fails for a two-row request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_rows_are_counted_by_reason() {
+    let server = start_server(tiny_model()).await;
+    let client = reqwest::Client::new();
+    let body = json!({"inputs": ["Hi", "Ho"], "parameters": {"seed": FAIL_STEP_SEED, "max_new_tokens": 8, "min_new_tokens": 8}});
+    let (status, v) = post(&client, &format!("http://{}/v1/generate", server.addr), body).await;
+    assert_eq!(status, 500, "{v}");
+    let name = "t5serve_rows_failed_total{reason=\"step\"}";
+    assert_eq!(wait_for_metric(&client, server.addr, name, 2.0).await, 2.0);
+    server.shutdown().await.unwrap();
+}
+
+/// A warm-up that really fails (its decoder step, through the fault hook) is retried with
+/// backoff; then the process exits non-zero instead of staying up unready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_warm_up_is_retried_then_the_process_exits_non_zero() {
+    let server = spawn_binary_env(&tiny_model(), &[], &[(t5serve::faults::FAIL_WARM_UP_ENV, "1")]);
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+    let (status, text) = server
+        .wait_exit(async || {
+            if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
+                assert_eq!(r.status().as_u16(), 503);
+            }
+        })
+        .await;
+    assert_ne!(status.code(), Some(0), "log:\n{text}");
+    assert_eq!(text.matches("warm-up failed; retrying").count(), t5serve::WARM_UP_ATTEMPTS - 1, "{text}");
+    let last = format!("warm-up failed {} times; exiting", t5serve::WARM_UP_ATTEMPTS);
+    assert!(text.contains(&last), "{text}");
+}

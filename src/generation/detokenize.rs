@@ -58,10 +58,6 @@ impl StopMatcher {
         Self { stops, text: String::new() }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.stops.is_empty()
-    }
-
     /// Adds a text increment. If a stop sequence now occurs, returns the part of the increment
     /// up to the end of the earliest-ending stop sequence (the text is cut exactly there).
     pub fn push(&mut self, increment: &str) -> Option<String> {

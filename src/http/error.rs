@@ -87,29 +87,52 @@ impl ApiError {
             ApiError::Internal(_) => "internal",
         }
     }
-}
 
-impl ApiError {
-    /// The text a client may see: internal details are logged, never sent.
+    /// `t5serve_requests_rejected_total`'s reason for a request refused before any work.
+    pub fn rejection_reason(&self) -> Option<&'static str> {
+        match self {
+            ApiError::PayloadTooLarge(_) => Some("too_large"),
+            ApiError::UnsupportedMediaType(_) | ApiError::BadRequest(_) => Some("malformed"),
+            ApiError::Validation(_) => Some("invalid"),
+            ApiError::Overloaded(_) => Some("overloaded"),
+            ApiError::Unavailable(_) => Some("unavailable"),
+            ApiError::DeadlineExceeded(_) => Some("deadline"),
+            _ => None,
+        }
+    }
+
+    /// The text a client may see: internal details stay in the log (see `into_body`).
     pub fn public_message(&self) -> String {
         match self {
-            ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
+            ApiError::Internal(_) => {
                 "internal error; the x-request-id response header identifies it in the server log".to_string()
             }
             other => other.to_string(),
         }
     }
+
+    /// The body a client gets; an internal error's detail is logged here, once.
+    pub fn into_body(self) -> ErrorBody {
+        match &self {
+            ApiError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            other => tracing::debug!(status = other.status_code().as_u16(), error = %other, "request rejected"),
+        }
+        ErrorBody { error: self.public_message(), error_type: self.error_type() }
+    }
 }
+
+/// Set on an error response: why the request was refused (for the metrics).
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected(pub &'static str);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        if !matches!(self, ApiError::Internal(_)) {
-            tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
+        let reason = self.rejection_reason();
+        let mut response = (status, Json(self.into_body())).into_response();
+        if let Some(reason) = reason {
+            response.extensions_mut().insert(Rejected(reason));
         }
-        let error = self.public_message();
-        let mut response = (status, Json(ErrorBody { error, error_type: self.error_type() })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

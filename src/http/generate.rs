@@ -1,57 +1,40 @@
 //! `POST /v1/generate`: text in, generated text out (a list of inputs gives a list of results),
 //! or, with `"stream": true`, Server-Sent Events: one `token` event per token, then `done`.
 
-use std::time::Instant;
-
 use axum::Json;
 use axum::extract::State;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{Details, GenerateRequest, Generation, SequenceOut, TokenInfo, Usage};
+use crate::api::{self, Details, GenerateRequest, Generation, SequenceOut, TokenInfo, Usage};
 use crate::generation::FinishReason;
 
 use super::AppState;
+use super::collect::{StreamFormat, json_event};
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
-use super::rows::{self, RowOptions, StreamFormat, json_event};
+use super::pipeline::{Caller, Prompt};
 
 pub async fn generate(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
-    let arrived = Instant::now();
     #[cfg(feature = "fault-injection")]
     crate::faults::handler(req.parameters.seed);
-    let permit = app.admit()?;
-    let p = &req.parameters;
-    let (texts, truncate) = p.texts(&req.inputs, &app.limits)?;
-    let details = p.details.unwrap_or(false);
-    let beam = p.beam(&app.limits)?;
-    let options = RowOptions {
-        beam,
-        params: p.validate(&app.limits)?,
-        stop: p.stop_sequences(&app.limits)?,
-        logprobs: details,
-        deadline: arrived + p.queue_deadline(&app.limits)?,
-    };
+    let details = req.parameters.details.unwrap_or(false);
     let stream = req.stream.unwrap_or(false);
-    if stream && !texts.single {
-        return Err(ApiError::Validation("stream supports a single string input, not a list".into()));
-    }
-    if stream && beam.is_some() {
-        return Err(ApiError::Validation("stream is not available with beam search (num_beams > 1)".into()));
-    }
-    let ids = app.tokenize_truncated(texts.texts, truncate).await?;
-    let receivers = rows::submit(&app, ids, &options)?;
+    let request = api::Request { stream, ..api::Request::generate("inputs", req.inputs, req.parameters) };
+    let submitted = app.submit(Caller::Client, request, Prompt::Text).await?;
     if stream {
-        let rx = receivers.into_iter().next().expect("one input");
-        return Ok(rows::stream(app, rx, arrived, permit, V1Stream).into_response());
+        return Ok(submitted.stream(V1Stream).into_response());
     }
-    let mut out = Vec::with_capacity(receivers.len());
-    for rx in receivers {
-        let c = rows::collect(&app, rx, arrived).await?;
-        let sequences = beam.filter(|b| b.num_return_sequences > 1).map(|_| {
+    let single = submitted.single;
+    let decoding = submitted.decoding().cloned().ok_or_else(|| ApiError::Internal("not a generation".into()))?;
+    let returns = decoding.beam.map_or(1, |b| b.num_return_sequences);
+    let mut out = Vec::new();
+    for (_, output) in submitted.collect().await? {
+        let c = output.generated()?;
+        let sequences = (returns > 1).then(|| {
             c.sequences
                 .iter()
                 .map(|s| SequenceOut {
@@ -66,15 +49,11 @@ pub async fn generate(
             generated_text: c.text,
             finish_reason: c.reason,
             usage: c.usage,
-            details: details.then_some(Details { tokens: c.tokens, seed: options.params.seed }),
+            details: details.then_some(Details { tokens: c.tokens, seed: decoding.params.seed }),
             sequences,
         });
     }
-    Ok(if texts.single {
-        Json(out.pop().expect("one input, one result")).into_response()
-    } else {
-        Json(out).into_response()
-    })
+    Ok(if single { Json(out.pop().expect("one input, one result")).into_response() } else { Json(out).into_response() })
 }
 
 /// `token` events with `{"index", "token"}`, then a `done` event with the result (or `error`).
@@ -90,7 +69,7 @@ impl StreamFormat for V1Stream {
         vec![json_event(Some("done"), &done)]
     }
 
-    fn error(&mut self, e: ApiError) -> SseEvent {
-        json_event(Some("error"), &ErrorBody { error: e.public_message(), error_type: e.error_type() })
+    fn error(&mut self, e: ErrorBody) -> SseEvent {
+        json_event(Some("error"), &e)
     }
 }

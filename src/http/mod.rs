@@ -1,14 +1,18 @@
 //! The HTTP surface: the router, its shared state, and every cross-cutting layer (request id,
-//! tracing, body limit, panics -> 500) in one place. Handlers live one per file and stay thin.
+//! tracing, body limit, panics -> 500) in one place. Every route that runs the model goes
+//! through one path (`pipeline`: admit, validate, tokenize, submit; `collect`: results or a
+//! stream, under the request timeout); its handler, one per file, only translates its dialect.
 
 pub mod classify;
+pub mod collect;
 pub mod error;
 pub mod generate;
 pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod models;
-pub mod rows;
+pub mod openapi;
+pub mod pipeline;
 pub mod tgi;
 pub mod translate;
 
@@ -24,7 +28,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api::{self, Limits};
+use crate::api::Limits;
 use crate::model::TextTokenizer;
 use crate::scheduler::{SchedulerHandle, WorkerInfo};
 
@@ -46,115 +50,8 @@ pub struct AppState {
     pub tokenizer: Arc<TextTokenizer>,
     pub limits: Arc<Limits>,
     pub info: Arc<WorkerInfo>,
-}
-
-impl AppState {
-    /// Whether a token id is a special token (EOS, padding, sentinels) of the tokenizer.
-    pub fn is_special(&self, id: u32) -> bool {
-        self.tokenizer.is_special(id)
-    }
-
-    /// Runs one short generation through the whole path (tokenizer, queue, encoder, both decoder
-    /// graphs), so that the first client does not pay for first-run allocations. With several
-    /// decode lanes it runs alone first (on the solo sessions), then once in every lane at once
-    /// (each on its lane's own sessions).
-    pub async fn warm_up(&self) -> Result<(), ApiError> {
-        let ids = self.tokenize(vec!["warm up".to_string()]).await?;
-        let options = rows::RowOptions {
-            params: crate::generation::GenerationParams::greedy(2, 2),
-            beam: None,
-            stop: Vec::new(),
-            logprobs: false,
-            deadline: std::time::Instant::now() + std::time::Duration::from_secs(600),
-        };
-        let rx = rows::submit(self, ids.clone(), &options)?.pop().expect("one row");
-        rows::collect(self, rx, std::time::Instant::now()).await?;
-        let lanes = self.scheduler.lanes();
-        if lanes > 1 {
-            // Submitted one by one, the rows go to the least loaded lanes: one each.
-            let mut each = Vec::with_capacity(lanes);
-            for _ in 0..lanes {
-                each.push(rows::submit(self, ids.clone(), &options)?.pop().expect("one row"));
-            }
-            for rx in each {
-                rows::collect(self, rx, std::time::Instant::now()).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Admission: a permit, or 429 at once rather than an unbounded wait; 503 while draining.
-    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        if self.health.is_draining() {
-            return Err(ApiError::Unavailable("the server is shutting down".into()));
-        }
-        self.admission.clone().try_acquire_owned().map_err(|_| {
-            ApiError::Overloaded(format!(
-                "the server is at max_concurrent_requests ({}); retry later",
-                self.limits.max_concurrent_requests
-            ))
-        })
-    }
-
-    /// Tokenizes candidate labels (each ends with EOS) and checks their length.
-    pub async fn tokenize_labels(&self, labels: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
-        let limit = self.limits.max_new_tokens_limit;
-        self.encode_all(labels, move |i, n| {
-            if n > limit {
-                return Err(ApiError::Validation(format!(
-                    "labels[{i}] has {n} tokens; the limit is {limit} (max_new_tokens_limit)"
-                )));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Tokenizes inputs; with `truncate`, keeps the last N tokens of each (as TGI does), else
-    /// checks each length against max_input_tokens.
-    pub async fn tokenize_truncated(
-        &self,
-        texts: Vec<String>,
-        truncate: Option<usize>,
-    ) -> Result<Vec<Vec<u32>>, ApiError> {
-        let Some(n) = truncate else { return self.tokenize(texts).await };
-        let mut ids = self.encode_all(texts, |_, _| Ok(())).await?;
-        for row in &mut ids {
-            let drop = row.len().saturating_sub(n);
-            row.drain(..drop);
-        }
-        Ok(ids)
-    }
-
-    /// Tokenizes inputs and checks each length against max_input_tokens.
-    pub async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
-        let limits = self.limits.clone();
-        let many = texts.len() > 1;
-        self.encode_all(texts, move |i, n| Ok(api::check_token_count(many.then_some(i), n, &limits)?)).await
-    }
-
-    /// Encodes texts on the blocking pool (never on the async workers); `check(index, tokens)`
-    /// may refuse one.
-    async fn encode_all(
-        &self,
-        texts: Vec<String>,
-        check: impl Fn(usize, usize) -> Result<(), ApiError> + Send + 'static,
-    ) -> Result<Vec<Vec<u32>>, ApiError> {
-        let tokenizer = self.tokenizer.clone();
-        tokio::task::spawn_blocking(move || {
-            texts
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let ids = tokenizer.encode(t).map_err(|e| ApiError::Internal(e.to_string()))?;
-                    check(i, ids.len())?;
-                    Ok(ids)
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
-    }
+    /// Threads of the blocking pool that tokenizes (TGI's `validation_workers`).
+    pub tokenizer_threads: usize,
 }
 
 /// Defaults of the task endpoints: the config's when set, else the model's, else built in.
@@ -222,7 +119,8 @@ async fn record(
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = std::time::Instant::now();
     let response = next.run(req).await;
-    app.metrics.record_response(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    let rejected = response.extensions().get::<error::Rejected>().map(|r| r.0);
+    app.metrics.record_response(&route, response.status().as_u16(), rejected, started.elapsed().as_secs_f64());
     response
 }
 
@@ -281,6 +179,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/generate"),
     ("post", "/generate_stream"),
     ("post", "/"),
+    ("get", "/info"),
+    ("get", "/openapi.yaml"),
+    ("get", "/openapi.json"),
     ("get", "/health"),
     ("get", "/health/ready"),
     ("get", "/health/live"),
@@ -320,6 +221,9 @@ pub fn router(state: AppState, body: BodyLimits, access: Access) -> Router {
         .route("/generate", post(tgi::generate))
         .route("/generate_stream", post(tgi::generate_stream))
         .route("/", post(tgi::compat))
+        .route("/info", get(tgi::info))
+        .route("/openapi.yaml", get(openapi::yaml))
+        .route("/openapi.json", get(openapi::json))
         .route("/v1/models", get(models::models))
         .route("/v1/classify", post(classify::classify))
         .route("/v1/translate", post(translate::translate))

@@ -1,9 +1,8 @@
-//! Hugging Face TGI compatibility: `POST /generate`, `POST /generate_stream`, and `POST /`
-//! (which streams when `"stream": true`), with TGI's request and response shapes, so that TGI
+//! Hugging Face TGI compatibility: `POST /generate`, `POST /generate_stream`, `POST /` (which
+//! streams when `"stream": true`, and otherwise answers a one-element list) and `GET /info`,
+//! with TGI's request and response shapes, so that TGI
 //! clients (`huggingface_hub.InferenceClient.text_generation`, `text-generation`) work as they are.
 //! Parameters map onto /v1/generate's; TGI features t5serve does not have are refused with 422.
-
-use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
@@ -11,13 +10,14 @@ use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{GenerateParameters, TokenInfo, Usage};
+use crate::api::{self, GenerateParameters, TokenInfo, Usage};
 use crate::generation::FinishReason;
 
 use super::AppState;
+use super::collect::{StreamFormat, json_event};
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
-use super::rows::{self, RowOptions, StreamFormat, json_event};
+use super::pipeline::{Caller, Prompt};
 
 /// TGI's `GenerateRequest`. Unknown fields are refused (a typo must not pass silently); TGI's
 /// own fields are all accepted, null meaning unset.
@@ -153,56 +153,84 @@ struct TgiStreamResponse {
 }
 
 /// `POST /generate`
-pub async fn generate(state: State<AppState>, req: ApiJson<TgiRequest>) -> Result<Response, ApiError> {
-    run(state, req, false).await
+pub async fn generate(State(app): State<AppState>, ApiJson(req): ApiJson<TgiRequest>) -> Result<Response, ApiError> {
+    Ok(match run(&app, req, false).await? {
+        Answer::Stream(s) => s,
+        Answer::One(r) => Json(r).into_response(),
+    })
 }
 
 /// `POST /generate_stream`
-pub async fn generate_stream(state: State<AppState>, req: ApiJson<TgiRequest>) -> Result<Response, ApiError> {
-    run(state, req, true).await
-}
-
-/// `POST /`: TGI's compat route, where the body's `stream` chooses.
-pub async fn compat(state: State<AppState>, req: ApiJson<TgiRequest>) -> Result<Response, ApiError> {
-    let stream = req.0.stream.unwrap_or(false);
-    run(state, req, stream).await
-}
-
-async fn run(
+pub async fn generate_stream(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<TgiRequest>,
-    stream: bool,
 ) -> Result<Response, ApiError> {
-    let arrived = Instant::now();
-    let permit = app.admit()?;
+    Ok(match run(&app, req, true).await? {
+        Answer::Stream(s) => s,
+        Answer::One(r) => Json(r).into_response(),
+    })
+}
+
+/// `POST /`: TGI's compat route, where the body's `stream` chooses. Its plain answer is a
+/// one-element list, as TGI's (the inference API's shape, which the `text-generation` client reads).
+pub async fn compat(State(app): State<AppState>, ApiJson(req): ApiJson<TgiRequest>) -> Result<Response, ApiError> {
+    let stream = req.stream.unwrap_or(false);
+    Ok(match run(&app, req, stream).await? {
+        Answer::Stream(s) => s,
+        Answer::One(r) => Json([r]).into_response(),
+    })
+}
+
+/// `GET /info`: TGI's server information, with t5serve's limits.
+pub async fn info(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let l = &app.limits;
+    Json(serde_json::json!({
+        "model_id": app.info.dims.name,
+        "model_sha": null,
+        "model_dtype": app.info.weights(),
+        "model_device_type": if app.info.cuda_device.is_some() { "cuda" } else { "cpu" },
+        "model_pipeline_tag": "text2text-generation",
+        "max_concurrent_requests": l.max_concurrent_requests,
+        "max_best_of": 1,
+        "max_stop_sequences": l.max_stop_sequences,
+        "max_input_tokens": l.max_input_tokens,
+        "max_total_tokens": l.max_input_tokens + l.max_new_tokens_limit,
+        "validation_workers": app.tokenizer_threads,
+        "max_client_batch_size": l.max_client_batch_size,
+        "router": "t5serve",
+        "version": env!("CARGO_PKG_VERSION"),
+        "sha": null,
+        "docker_label": null,
+    }))
+}
+
+enum Answer {
+    One(TgiResponse),
+    Stream(Response),
+}
+
+async fn run(app: &AppState, req: TgiRequest, stream: bool) -> Result<Answer, ApiError> {
     let p = req.parameters.to_v1()?;
-    let (texts, truncate) = p.texts(&serde_json::Value::String(req.inputs.clone()), &app.limits)?;
     let sampled = p.do_sample == Some(true);
-    let options = RowOptions {
-        beam: None,
-        params: p.validate(&app.limits)?,
-        stop: p.stop_sequences(&app.limits)?,
-        // TGI always reports log-probabilities in details and streams.
-        logprobs: true,
-        deadline: arrived + p.queue_deadline(&app.limits)?,
-    };
-    let seed = sampled.then_some(options.params.seed);
-    let ids = app.tokenize_truncated(texts.texts, truncate).await?;
+    let details = req.parameters.details.unwrap_or(false);
     let prefix = if req.parameters.return_full_text == Some(true) { req.inputs.clone() } else { String::new() };
-    let rx = rows::submit(&app, ids, &options)?.pop().expect("one input");
+    // TGI always reports log-probabilities in details and streams.
+    let request = api::Request { logprobs: true, stream, ..api::Request::generate("inputs", req.inputs.into(), p) };
+    let submitted = app.submit(Caller::Client, request, Prompt::Text).await?;
+    let seed = submitted.decoding().map(|d| d.params.seed).filter(|_| sampled);
     if stream {
-        let format = TgiStream { held: None, seed, prefix };
-        return Ok(rows::stream(app, rx, arrived, permit, format).into_response());
+        return Ok(Answer::Stream(submitted.stream(TgiStream { held: None, seed, prefix }).into_response()));
     }
-    let c = rows::collect(&app, rx, arrived).await?;
-    let details = req.parameters.details.unwrap_or(false).then(|| TgiDetails {
+    let (_, output) = submitted.collect().await?.pop().ok_or_else(|| ApiError::Internal("no row".into()))?;
+    let c = output.generated()?;
+    let details = details.then(|| TgiDetails {
         finish_reason: tgi_reason(c.reason),
         generated_tokens: c.usage.generated_tokens,
         seed,
         prefill: Vec::new(),
         tokens: c.tokens,
     });
-    Ok(Json(TgiResponse { generated_text: prefix + &c.text, details }).into_response())
+    Ok(Answer::One(TgiResponse { generated_text: prefix + &c.text, details }))
 }
 
 /// TGI's stream: one `data:` event per token; the last one also carries the whole text and the
@@ -241,7 +269,7 @@ impl StreamFormat for TgiStream {
         vec![json_event(None, &last)]
     }
 
-    fn error(&mut self, e: ApiError) -> SseEvent {
-        json_event(None, &ErrorBody { error: e.public_message(), error_type: e.error_type() })
+    fn error(&mut self, e: ErrorBody) -> SseEvent {
+        json_event(None, &e)
     }
 }

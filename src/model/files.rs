@@ -42,14 +42,6 @@ pub struct ModelDims {
     pub pad_token_id: u32,
 }
 
-impl ModelDims {
-    /// Bytes of key/value cache one row needs for `decoder_len` generated and `encoder_len`
-    /// input tokens: self-attention K/V grow with the output, cross-attention K/V are fixed.
-    pub fn kv_bytes_per_row(&self, decoder_len: usize, encoder_len: usize) -> usize {
-        2 * self.num_decoder_layers * self.num_heads * self.d_kv * 4 * (decoder_len + encoder_len)
-    }
-}
-
 #[derive(Deserialize)]
 struct RawConfig {
     #[serde(default)]
@@ -133,6 +125,18 @@ pub struct TranslateDefaults {
 }
 
 impl ModelFiles {
+    /// Whether new rows can join a running batch: the split decoder pair with the masked graph.
+    pub fn can_join(&self) -> bool {
+        self.masked.is_some() && matches!(self.decoder, DecoderLayout::Split { .. })
+    }
+
+    pub fn layout_name(&self) -> &'static str {
+        match self.decoder {
+            DecoderLayout::Split { .. } => "split",
+            DecoderLayout::Merged(_) => "merged",
+        }
+    }
+
     /// The graph and tokenizer files in use, by file name (for logs).
     pub fn names(&self) -> Vec<String> {
         let mut paths = vec![&self.encoder];

@@ -2,12 +2,14 @@
 //! cache and the tokenizer. Nothing here knows about HTTP or queues.
 
 pub mod cpu;
+pub mod dir;
 pub mod files;
 pub mod kv;
 pub mod runtime;
 pub mod t5;
 pub mod tokenizer;
 
+pub use dir::ModelDir;
 pub use files::{DecoderLayout, ModelDims, ModelFiles, ModelTasks};
 pub use kv::DecoderState;
 pub use t5::{Encoded, Logits, Seq2SeqModel, SessionSettings};

@@ -1,7 +1,8 @@
 //! The T5 encoder and decoder graphs behind one synchronous API: encode a padded batch once,
 //! run the first decoder step (which yields the cross-attention K/V), then feed one token per
 //! row per step while the self-attention cache grows. Works with the split optimum pair and
-//! with the merged decoder. Owns ORT sessions, so it lives on the scheduler's thread.
+//! with the merged decoder. Each session sits behind its own lock, so that a lane's prefill
+//! thread (encoder, first step) and decode thread (cached steps) can run at the same time.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -12,12 +13,12 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, TensorRef};
 
-use super::files::{DecoderLayout, ModelDims, ModelFiles};
+use super::files::{DecoderLayout, ModelDims};
 use super::kv::{DecoderState, Rows};
 use super::{ModelError, runtime};
 
-/// How ONNX Runtime sessions are built.
-#[derive(Debug, Clone)]
+/// How ONNX Runtime sessions are built (`plan::ThreadPlan` computes them from the config).
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionSettings {
     /// Intra-op threads (of the global pool, or of each session); 0 lets ONNX Runtime pick (one per core).
     pub intra_threads: usize,
@@ -26,9 +27,8 @@ pub struct SessionSettings {
     /// without idle pools or competing spinners.
     pub global_pool: bool,
     /// `Some(n)`: prefill runs on its own thread, overlapped with decoding. With the global pool
-    /// both threads run on it; without, each session gets its own pool: `n` threads (0 = half
-    /// the cores) for the encoder and first decoder step, `intra_threads` (0 = the other cores)
-    /// for cached steps.
+    /// both threads run on it; without, each session gets its own pool: `n` threads for the
+    /// encoder and first decoder step, `intra_threads` for cached steps.
     pub prefill_threads: Option<usize>,
     /// Busy-wait in intra-op threads between ops. On by default with the global pool (one set of
     /// spinning threads); with a pool per session, three sessions' spinners compete for the cores.
@@ -64,11 +64,7 @@ impl SessionSettings {
         if self.global_pool {
             return None;
         }
-        let prefill = self.prefill_threads?;
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let prefill = if prefill > 0 { prefill } else { (cores / 2).max(1) };
-        let step = if self.intra_threads > 0 { self.intra_threads } else { cores.saturating_sub(prefill).max(1) };
-        Some((prefill, step))
+        self.prefill_threads.map(|prefill| (prefill, self.intra_threads))
     }
 
     /// A session's own pool size (0 = ONNX Runtime's default), or `None` for the global pool.
@@ -237,8 +233,7 @@ impl CacheNames {
 
 pub struct Seq2SeqModel {
     pub dims: ModelDims,
-    pub files: ModelFiles,
-    pub tokenizer: super::TextTokenizer,
+    pub tokenizer: std::sync::Arc<super::TextTokenizer>,
     // Each session behind its own lock: the prefill thread (encoder, first step) and the decode
     // thread (cached steps) run different sessions at the same time.
     encoder: Mutex<Session>,
@@ -296,11 +291,18 @@ fn input_names(s: &Session) -> Vec<String> {
 }
 
 impl Seq2SeqModel {
+    /// Reads a model directory and builds its sessions (tests and tools; the server reads the
+    /// directory once and opens it in every lane).
     pub fn load(dir: &Path, settings: &SessionSettings) -> Result<Self, ModelError> {
         // Load the library first, so a missing one is reported as such and not as a bad model.
         runtime::environment(settings.ort_library.as_deref(), settings.pool())?;
-        let files = ModelFiles::discover(dir)?;
-        let dims = files.dims()?;
+        Self::open(&super::ModelDir::read(dir)?, settings)
+    }
+
+    /// Builds the sessions of a model directory already read.
+    pub fn open(dir: &super::ModelDir, settings: &SessionSettings) -> Result<Self, ModelError> {
+        runtime::environment(settings.ort_library.as_deref(), settings.pool())?;
+        let files = &dir.files;
         let encoder = session(&files.encoder, settings, Role::Prefill)?;
         let decoder = match &files.decoder {
             DecoderLayout::Split { first, with_past } => Decoder::Split {
@@ -310,13 +312,13 @@ impl Seq2SeqModel {
             // One graph for both; the two threads take turns.
             DecoderLayout::Merged(path) => Decoder::Merged(session(path, settings, Role::Step)?),
         };
-        let tokenizer = super::TextTokenizer::from_file(&files.tokenizer)?;
         let masked = match (&files.masked, &decoder) {
             (Some(path), Decoder::Split { .. }) => Some(session(path, settings, Role::Step)?),
             _ => None,
         };
+        let dims = dir.dims.clone();
         let names = CacheNames::new(dims.num_decoder_layers);
-        let model = Self { dims, files, tokenizer, encoder, decoder, masked, names };
+        let model = Self { dims, tokenizer: dir.tokenizer.clone(), encoder, decoder, masked, names };
         model.check_graphs()?;
         Ok(model)
     }
@@ -351,22 +353,15 @@ impl Seq2SeqModel {
         Ok(())
     }
 
-    /// Whether new rows can join a running batch (the model has the masked decoder graph).
     /// Whether later decoder steps read the encoder's hidden states (the merged graph does;
     /// the split graphs read the cached cross-attention K/V instead).
     pub fn steps_need_encoder_output(&self) -> bool {
         matches!(self.decoder, Decoder::Merged(_))
     }
 
+    /// Whether new rows can join a running batch (the model has the masked decoder graph).
     pub fn can_join(&self) -> bool {
         self.masked.is_some()
-    }
-
-    pub fn layout_name(&self) -> &'static str {
-        match self.decoder {
-            Decoder::Split { .. } => "split",
-            Decoder::Merged(_) => "merged",
-        }
     }
 
     /// Runs the encoder over a right-padded batch.

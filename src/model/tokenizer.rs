@@ -39,8 +39,4 @@ impl TextTokenizer {
     pub fn is_special(&self, id: u32) -> bool {
         self.special.contains(&id)
     }
-
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
 }

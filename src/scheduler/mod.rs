@@ -1,11 +1,15 @@
-//! Work between the HTTP layer and the model: requests become rows, rows wait in a FIFO queue,
-//! and a dedicated OS thread that owns the ONNX Runtime sessions decodes them in cohorts. Each
-//! row reports back through its own event channel. The tokio runtime never blocks on inference.
+//! Work between the HTTP layer and the model: requests become rows, rows wait in a FIFO queue
+//! of one of the decode lanes (`lanes`), and each lane's OS threads, which own its ONNX Runtime
+//! sessions, decode them in cohorts (`decode`, with `prefill` beside it). Each row reports
+//! back through its own event channel. The tokio runtime never blocks on inference.
 
 pub mod batch;
+mod decode;
+mod lanes;
+mod prefill;
 pub mod queue;
 pub mod score;
-pub mod worker;
+mod settings;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +19,8 @@ use tokio::sync::mpsc;
 
 use crate::generation::{FinishReason, GenerationParams};
 
-pub use worker::{SchedulerHandle, SchedulerSettings, WorkerInfo};
+pub use lanes::SchedulerHandle;
+pub use settings::{SchedulerSettings, WorkerInfo};
 
 /// What the decode loop reports for one row.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,15 +170,36 @@ pub trait LoopObserver: Send + Sync {
     fn step_allocations(&self, _count: u64, _bytes: u64) {}
 }
 
-/// Reports nothing.
-pub struct NoLoopObserver;
-impl LoopObserver for NoLoopObserver {}
+/// Why rows failed, as `t5serve_rows_failed_total` labels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// The encoder run or the first decoder step of new rows.
+    Prefill,
+    /// A cached decoder step.
+    Step,
+    /// Label scoring.
+    Scoring,
+    /// New rows joining the running batch.
+    Join,
+}
 
-/// Counters and gauges the decode thread keeps; metrics and tests read them.
-#[derive(Default)]
+impl FailReason {
+    pub const ALL: [Self; 4] = [Self::Prefill, Self::Step, Self::Scoring, Self::Join];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Prefill => "prefill",
+            Self::Step => "step",
+            Self::Scoring => "scoring",
+            Self::Join => "join",
+        }
+    }
+}
+
+/// Counters and gauges the decode threads keep; metrics and tests read them.
 pub struct SchedulerStats {
-    /// Where timings go; set once at start.
-    pub observer: std::sync::OnceLock<Arc<dyn LoopObserver>>,
+    /// Where timings go.
+    observer: Arc<dyn LoopObserver>,
     pub active_rows: AtomicU64,
     pub queued_rows: AtomicU64,
     pub cohorts: AtomicU64,
@@ -181,27 +207,49 @@ pub struct SchedulerStats {
     pub generated_tokens: AtomicU64,
     pub cancelled_rows: AtomicU64,
     pub expired_rows: AtomicU64,
-    pub failed_rows: AtomicU64,
+    /// Rows failed, by `FailReason` (in the order of `FailReason::ALL`).
+    failed_rows: [AtomicU64; 4],
     /// Decoder runs on the solo sessions (all cores), taken while the other lanes were idle.
     pub solo_runs: AtomicU64,
 }
 
 impl SchedulerStats {
+    pub fn new(observer: Arc<dyn LoopObserver>) -> Self {
+        Self {
+            observer,
+            active_rows: AtomicU64::new(0),
+            queued_rows: AtomicU64::new(0),
+            cohorts: AtomicU64::new(0),
+            kv_cache_bytes: AtomicU64::new(0),
+            generated_tokens: AtomicU64::new(0),
+            cancelled_rows: AtomicU64::new(0),
+            expired_rows: AtomicU64::new(0),
+            failed_rows: Default::default(),
+            solo_runs: AtomicU64::new(0),
+        }
+    }
+
     pub fn get(v: &AtomicU64) -> u64 {
         v.load(Ordering::Relaxed)
     }
 
     pub fn observer(&self) -> &dyn LoopObserver {
-        match self.observer.get() {
-            Some(o) => o.as_ref(),
-            None => &NoLoopObserver,
-        }
+        self.observer.as_ref()
     }
-}
 
-impl std::fmt::Debug for SchedulerStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SchedulerStats").field("active_rows", &self.active_rows).finish_non_exhaustive()
+    /// Rows failed for `reason` since start.
+    pub fn failed(&self, reason: FailReason) -> u64 {
+        Self::get(&self.failed_rows[reason as usize])
+    }
+
+    fn fail(&self, reason: FailReason, rows: u64) {
+        self.failed_rows[reason as usize].fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Counts what a decoder run did.
+    fn record(&self, r: batch::StepReport) {
+        self.generated_tokens.fetch_add(r.tokens as u64, Ordering::Relaxed);
+        self.cancelled_rows.fetch_add(r.cancelled as u64, Ordering::Relaxed);
     }
 }
 

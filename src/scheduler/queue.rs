@@ -93,16 +93,6 @@ impl<T: Waiting> Queue<T> {
         self.entries.is_empty()
     }
 
-    pub fn limits(&self) -> &QueueLimits {
-        &self.limits
-    }
-
-    /// Whether a request of this size can ever run, alone; `Err` carries the budget in bytes.
-    pub fn fits_alone(&self, input_len: usize, max_new_tokens: usize) -> Result<(), (usize, usize)> {
-        let need = self.cost.batch_bytes([(input_len, max_new_tokens)]);
-        if need > self.limits.max_batch_bytes { Err((need, self.limits.max_batch_bytes)) } else { Ok(()) }
-    }
-
     pub fn push(&mut self, item: T, now: Instant, deadline: Option<Instant>) {
         self.entries.push_back(Entry { item, enqueued: now, deadline });
     }
@@ -330,13 +320,6 @@ mod tests {
         assert_eq!(ids(&f), vec![1]);
     }
 
-    #[test]
-    fn test_fits_alone_reports_need_and_budget() {
-        let q = queue(8, 50);
-        assert!(q.fits_alone(10, 5).is_ok());
-        assert_eq!(q.fits_alone(40, 40), Err((81, 50)));
-    }
-
     /// A small deterministic generator, so the property test needs no extra crate.
     struct Lcg(u64);
     impl Lcg {
@@ -363,7 +346,8 @@ mod tests {
                 let now = t0 + Duration::from_millis(tick);
                 for _ in 0..rng.next(4) {
                     let (input, max_new) = (1 + rng.next(40), 1 + rng.next(40));
-                    if q.fits_alone(input, max_new).is_err() {
+                    // The handle refuses a request that could never fit alone (check_fits).
+                    if UNIT.batch_bytes([(input, max_new)]) > budget {
                         continue;
                     }
                     let r = req(next_id, input, max_new);

@@ -220,9 +220,14 @@ pub fn spawn_binary(extra: &[&str]) -> ServerProcess {
 }
 
 /// Starts `t5serve serve` on `model` with `extra` flags and returns once it listens.
+pub fn spawn_binary_on(model: &std::path::Path, extra: &[&str]) -> ServerProcess {
+    spawn_binary_env(model, extra, &[])
+}
+
+/// `spawn_binary_on` with extra environment variables.
 // The caller waits for the child: the tests are about how it exits.
 #[allow(clippy::zombie_processes)]
-pub fn spawn_binary_on(model: &std::path::Path, extra: &[&str]) -> ServerProcess {
+pub fn spawn_binary_env(model: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
     static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let log = std::env::temp_dir().join(format!("t5serve-process-{}-{n}.log", std::process::id()));
@@ -232,6 +237,7 @@ pub fn spawn_binary_on(model: &std::path::Path, extra: &[&str]) -> ServerProcess
         .args(extra)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::from(file.try_clone().unwrap()))
         .stderr(std::process::Stdio::from(file))
         .spawn()

@@ -39,6 +39,7 @@ CASES = [
     ("post", "/generate", {"inputs": "Hi", "parameters": {"max_new_tokens": 4, "details": True}}, 200),
     ("post", "/generate", {"inputs": "Hi", "parameters": {"best_of": 3}}, 422),
     ("post", "/", {"inputs": "Hi", "parameters": {"max_new_tokens": 3}}, 200),
+    ("get", "/info", None, 200),
     ("get", "/health", None, 200),
     ("get", "/health/ready", None, 200),
     ("get", "/health/live", None, 200),
@@ -91,6 +92,14 @@ class OpenApiResponsesTest(unittest.TestCase):
                 status, payload = call(self.server.base, method, path, body)
                 self.assertEqual(status, want, payload)
                 jsonschema.validate(payload, schema_for(method, path, status), cls=jsonschema.Draft202012Validator)
+
+    def test_the_served_json_document_is_the_committed_yaml(self):
+        # PyYAML's reading of openapi.yaml is the reference for the server's /openapi.json.
+        status, served = call(self.server.base, "get", "/openapi.json", None)
+        self.assertEqual(status, 200)
+        self.assertEqual(served, SPEC)
+        with urllib.request.urlopen(self.server.base + "/openapi.yaml") as r:
+            self.assertEqual(r.read().decode(), (ROOT / "openapi.yaml").read_text())
 
     def test_a_wrong_response_would_fail(self):
         # The check is live: a body missing a required field is refused.

@@ -1,6 +1,8 @@
 """Existing TGI clients work unchanged against t5serve: huggingface_hub's InferenceClient
-(text_generation, with and without stream and details) against the tiny model, checked
-against transformers' golden outputs. Starts the real server binary on a free port.
+(text_generation, with and without stream and details; get_endpoint_info) and the
+`text-generation` package's Client (generate and generate_stream, which use TGI's `POST /`)
+against the tiny model, checked against transformers' golden outputs. Starts the real server
+binary on a free port.
 
     python tests/python/test_tgi_client.py [path/to/t5serve]
 """
@@ -11,6 +13,7 @@ import unittest
 import urllib.request
 from pathlib import Path
 
+import text_generation
 from huggingface_hub import InferenceClient
 
 from server import Server
@@ -86,6 +89,45 @@ class TgiClientTest(unittest.TestCase):
         lines = [l for l in urllib.request.urlopen(req).read().decode().splitlines() if l.startswith("data:")]
         self.assertEqual(len(lines), STEPS)
         self.assertEqual(json.loads(lines[-1][5:])["generated_text"], case["text"])
+
+    def test_text_generation_client_generate_and_stream(self):
+        # text_generation.Client posts to `/` and reads TGI's one-element list (or its stream).
+        client = text_generation.Client(self.base)
+        for case in CASES[:3]:
+            out = client.generate(case["prompt"], max_new_tokens=STEPS)
+            self.assertEqual(out.generated_text, case["text"], case["prompt"])
+            self.assertEqual(out.details.finish_reason, "length")
+            self.assertEqual(out.details.generated_tokens, STEPS)
+            self.assertEqual([t.id for t in out.details.tokens], case["ids"])
+            events = list(client.generate_stream(case["prompt"], max_new_tokens=STEPS))
+            self.assertEqual([e.token.id for e in events], case["ids"])
+            self.assertEqual("".join(e.token.text for e in events), case["text"])
+            self.assertEqual(events[-1].generated_text, case["text"])
+            self.assertEqual(events[-1].details.finish_reason, "length")
+        stop = CASES[0]["text"].split()[1]
+        out = client.generate(CASES[0]["prompt"], max_new_tokens=STEPS, stop_sequences=[stop])
+        self.assertEqual(out.details.finish_reason, "stop_sequence")
+        with self.assertRaises(text_generation.errors.ValidationError) as e:
+            client.generate(CASES[0]["prompt"], max_new_tokens=10**6)
+        self.assertIn("max_new_tokens", str(e.exception))
+
+    def test_compat_route_answers_a_one_element_list(self):
+        case = CASES[0]
+        body = json.dumps({"inputs": case["prompt"], "parameters": {"max_new_tokens": STEPS}}).encode()
+        req = urllib.request.Request(f"{self.base}/", body, {"Content-Type": "application/json"})
+        out = json.loads(urllib.request.urlopen(req).read())
+        self.assertEqual(out, [{"generated_text": case["text"]}])
+
+    def test_info_describes_the_server_as_tgi_does(self):
+        # huggingface_hub reads a TGI endpoint's /info through its "hf-inference" provider.
+        info = InferenceClient(model=self.base, provider="hf-inference").get_endpoint_info()
+        self.assertEqual(info["model_id"], "tiny-t5")
+        self.assertEqual(info["max_best_of"], 1)
+        self.assertEqual(info["max_input_tokens"], 512)
+        self.assertEqual(info["max_client_batch_size"], 32)
+        self.assertEqual(info["max_stop_sequences"], 4)
+        self.assertEqual(info["router"], "t5serve")
+        self.assertIsInstance(info["version"], str)
 
     def test_unsupported_tgi_features_are_refused_clearly(self):
         body = json.dumps({"inputs": "Hi", "parameters": {"best_of": 2}}).encode()

@@ -1,115 +1,176 @@
-//! Request and response types of the public API, and their validation against the configured
-//! limits. Validation errors carry a message a client can act on; the HTTP layer maps them to 422.
+//! The one validation every route makes: a route states its request in t5serve's terms
+//! (`Request`), and `validate` checks it against the limits and returns what the run path
+//! needs (`Validated`): the texts, their truncation, the queue deadline, and the task, with its
+//! decoding settings (sampling, beam search, stop sequences, log-probabilities) or its labels.
 
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
 use serde_json::Value;
 
-use crate::config::Config;
+use super::{GenerateParameters, Inputs, Limits, ValidationError, invalid};
+use crate::generation::GenerationParams;
 use crate::generation::beam::{BeamParams, EarlyStopping};
-use crate::generation::{FinishReason, GenerationParams};
-
-/// Limits that requests are validated against (from the config).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_labels: usize,
-    pub max_num_beams: usize,
-    pub max_stop_sequences: usize,
-    pub max_concurrent_requests: usize,
-    pub queue_deadline_ms: u64,
-    /// Longest a request may take in all; then 504 and its rows are dropped.
-    pub request_timeout_ms: u64,
-    pub max_input_tokens: usize,
-    pub max_new_tokens_limit: usize,
-    pub default_max_new_tokens: usize,
-    pub max_client_batch_size: usize,
-}
-
-impl From<&Config> for Limits {
-    fn from(c: &Config) -> Self {
-        Self {
-            max_labels: c.max_labels,
-            max_num_beams: c.max_num_beams,
-            max_stop_sequences: c.max_stop_sequences,
-            max_concurrent_requests: c.max_concurrent_requests,
-            queue_deadline_ms: c.queue_deadline_ms,
-            request_timeout_ms: c.request_timeout_ms,
-            max_input_tokens: c.max_input_tokens,
-            max_new_tokens_limit: c.max_new_tokens_limit,
-            default_max_new_tokens: c.default_max_new_tokens,
-            max_client_batch_size: c.max_client_batch_size,
-        }
-    }
-}
-
-/// A request that is well-formed JSON but asks for something invalid.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct ValidationError(pub String);
-
-fn invalid(msg: impl Into<String>) -> ValidationError {
-    ValidationError(msg.into())
-}
-
-/// `POST /v1/generate`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerateRequest {
-    /// A string, or a list of strings decoded together.
-    pub inputs: Value,
-    #[serde(default)]
-    pub parameters: GenerateParameters,
-    /// Answer with Server-Sent Events, one per token (single input only).
-    pub stream: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerateParameters {
-    /// 1..=max_new_tokens_limit; default from the config.
-    pub max_new_tokens: Option<i64>,
-    /// 0..=max_new_tokens; EOS is suppressed until this many tokens are generated.
-    pub min_new_tokens: Option<i64>,
-    /// 1..=queue_deadline_ms: answer 504 if the request is still queued after this long.
-    pub deadline_ms: Option<i64>,
-    /// 1..=max_input_tokens: keep only the last N input tokens instead of refusing a longer input.
-    pub truncate: Option<i64>,
-    /// Sample instead of greedy decoding. Defaults to true when a sampling parameter is set.
-    pub do_sample: Option<bool>,
-    /// (0, 100]; sampling only.
-    pub temperature: Option<f64>,
-    /// >= 1; sampling only.
-    pub top_k: Option<i64>,
-    /// (0, 1]; sampling only.
-    pub top_p: Option<f64>,
-    /// (0, 1]; sampling only.
-    pub typical_p: Option<f64>,
-    /// (0, 100]; 1 = off.
-    pub repetition_penalty: Option<f64>,
-    /// 0..=64; 0 = off.
-    pub no_repeat_ngram_size: Option<i64>,
-    /// Seed of the sampler (any u64); random when unset.
-    pub seed: Option<u64>,
-    /// Stop as soon as the text contains one of these (at most max_stop_sequences).
-    pub stop: Option<Vec<String>>,
-    /// Per-token ids, texts and log-probabilities in the response.
-    pub details: Option<bool>,
-    /// Beam search with this many beams, 1..=max_num_beams (1 = off).
-    pub num_beams: Option<i64>,
-    /// Beam scores are `sum_logprobs / length ** length_penalty`; any finite value, default 1.
-    pub length_penalty: Option<f64>,
-    /// true, false (default) or "never", as in transformers.
-    pub early_stopping: Option<Value>,
-    /// Hypotheses returned, 1..=num_beams.
-    pub num_return_sequences: Option<i64>,
-}
 
 /// Longest accepted stop sequence, in bytes.
 pub const MAX_STOP_BYTES: usize = 256;
 
-/// `name` must lie in `(low, high]` (`low_open`) or `[low, high]`.
 /// Smallest temperature and repetition penalty accepted.
 pub const MIN_DIVISOR: f64 = 0.01;
 
+/// What a route does with a text longer than `max_input_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongTexts {
+    /// Refuse it (unless the request truncates): a cheap byte bound before tokenizing, then
+    /// the token count.
+    Refuse,
+    /// Split it at sentence boundaries into several rows (translation); the body limit bounds it.
+    Split,
+}
+
+/// A request in t5serve's terms, as a route's dialect states it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The request field that holds the texts, for error messages (`inputs`, `text`).
+    pub field: &'static str,
+    pub inputs: Inputs,
+    pub parameters: GenerateParameters,
+    /// Score these candidate labels instead of generating.
+    pub labels: Option<Vec<String>>,
+    /// Report each token's log-probability even without `parameters.details` (TGI always does).
+    pub logprobs: bool,
+    /// Stream the tokens (one text only, not with beam search).
+    pub stream: bool,
+    pub long_texts: LongTexts,
+}
+
+impl Request {
+    /// A generation request for `inputs` with `parameters`, each text refused when too long.
+    pub fn generate(field: &'static str, inputs: Inputs, parameters: GenerateParameters) -> Self {
+        Self { field, inputs, parameters, labels: None, logprobs: false, stream: false, long_texts: LongTexts::Refuse }
+    }
+
+    /// A request that scores `labels` for each text.
+    pub fn score(inputs: Inputs, labels: Vec<String>) -> Self {
+        Self { labels: Some(labels), ..Self::generate("inputs", inputs, GenerateParameters::default()) }
+    }
+}
+
+/// How the rows of a generation request are decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoding {
+    pub params: GenerationParams,
+    pub beam: Option<BeamParams>,
+    pub stop: Vec<String>,
+    pub logprobs: bool,
+}
+
+/// What the rows of a request do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task {
+    Generate(Decoding),
+    /// Score each of these labels (checked: 2..=max_labels, distinct, non-empty).
+    Score(Vec<String>),
+}
+
+/// A request checked against the limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    /// Non-empty, at most max_client_batch_size.
+    pub texts: Vec<String>,
+    /// The client sent one string: answer with one object.
+    pub single: bool,
+    /// Keep only the last N input tokens of each text.
+    pub truncate: Option<usize>,
+    pub long_texts: LongTexts,
+    /// How long the rows may stay queued.
+    pub queue_deadline: Duration,
+    pub task: Task,
+    pub stream: bool,
+}
+
+/// Checks a request against the limits.
+pub fn validate(r: Request, limits: &Limits) -> Result<Validated, ValidationError> {
+    let p = &r.parameters;
+    let truncate = p.truncate(limits)?;
+    // A cheap bound before tokenizing, so a huge body costs no tokenizer time: T5 pieces are at
+    // most 16 characters, so a text of more than 32 bytes per allowed token cannot fit. With
+    // truncation or splitting, a text may be longer than max_input_tokens (the body limit
+    // still bounds it).
+    let byte_limit = match (r.long_texts, truncate) {
+        (LongTexts::Refuse, None) => limits.max_input_tokens.saturating_mul(32),
+        _ => usize::MAX,
+    };
+    let single = r.inputs.is_single();
+    let texts = check_texts(r.field, r.inputs, limits, byte_limit)?;
+    let task = match r.labels {
+        Some(labels) => {
+            check_labels(&labels, limits)?;
+            Task::Score(labels)
+        }
+        None => {
+            let beam = p.beam(limits)?;
+            if r.stream && !single {
+                return Err(invalid("stream supports a single string input, not a list"));
+            }
+            if r.stream && beam.is_some() {
+                return Err(invalid("stream is not available with beam search (num_beams > 1)"));
+            }
+            Task::Generate(Decoding {
+                params: p.decoding(limits)?,
+                beam,
+                stop: p.stop_sequences(limits)?,
+                logprobs: r.logprobs || p.details == Some(true),
+            })
+        }
+    };
+    Ok(Validated {
+        texts,
+        single,
+        truncate,
+        long_texts: r.long_texts,
+        queue_deadline: p.queue_deadline(limits)?,
+        task,
+        stream: r.stream,
+    })
+}
+
+/// Checks the texts: non-empty, at most max_client_batch_size, each non-blank and within
+/// `byte_limit`.
+fn check_texts(
+    field: &str,
+    inputs: Inputs,
+    limits: &Limits,
+    byte_limit: usize,
+) -> Result<Vec<String>, ValidationError> {
+    let single = inputs.is_single();
+    let texts = inputs.into_vec();
+    if texts.is_empty() {
+        return Err(invalid(format!("{field} must not be an empty list")));
+    }
+    if texts.len() > limits.max_client_batch_size {
+        return Err(invalid(format!(
+            "{field} has {} items; the limit is {} (max_client_batch_size)",
+            texts.len(),
+            limits.max_client_batch_size
+        )));
+    }
+    for (i, t) in texts.iter().enumerate() {
+        let name = if single { field.to_string() } else { format!("{field}[{i}]") };
+        if t.trim().is_empty() {
+            return Err(invalid(format!("{name} must not be empty")));
+        }
+        if t.len() > byte_limit {
+            return Err(invalid(format!(
+                "{name} is {} bytes long; inputs are limited to {} tokens (max_input_tokens)",
+                t.len(),
+                limits.max_input_tokens
+            )));
+        }
+    }
+    Ok(texts)
+}
+
+/// `name` must lie in `(low, high]` (`low_open`) or `[low, high]`.
 fn check_range(name: &str, v: f64, low: f64, low_open: bool, high: f64) -> Result<f64, ValidationError> {
     let ok = v.is_finite() && (if low_open { v > low } else { v >= low }) && v <= high;
     if ok {
@@ -129,66 +190,9 @@ fn fresh_seed() -> u64 {
     t ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
 }
 
-/// The texts of a request, and whether the client sent one string (answered with one object).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Texts {
-    pub texts: Vec<String>,
-    pub single: bool,
-}
-
-/// Checks the shape of `inputs`: a non-empty string, or a non-empty list of them.
-pub fn parse_inputs(inputs: &Value, limits: &Limits) -> Result<Texts, ValidationError> {
-    // A cheap bound before tokenizing, so a huge body costs no tokenizer time: T5 pieces are at
-    // most 16 characters, so a text of more than 32 bytes per allowed token cannot fit.
-    parse_texts("inputs", inputs, limits, limits.max_input_tokens.saturating_mul(32))
-}
-
-/// `parse_inputs` for a request field named `field`, with an explicit per-text byte limit
-/// (translation splits long texts instead).
-pub fn parse_texts(field: &str, inputs: &Value, limits: &Limits, byte_limit: usize) -> Result<Texts, ValidationError> {
-    let (texts, single) = match inputs {
-        Value::String(s) => (vec![s.clone()], true),
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Err(invalid(format!("{field} must not be an empty list")));
-            }
-            if items.len() > limits.max_client_batch_size {
-                return Err(invalid(format!(
-                    "{field} has {} items; the limit is {} (max_client_batch_size)",
-                    items.len(),
-                    limits.max_client_batch_size
-                )));
-            }
-            let texts = items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    _ => Err(invalid(format!("{field}[{i}] must be a string"))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (texts, false)
-        }
-        _ => return Err(invalid(format!("{field} must be a string or a list of strings"))),
-    };
-    for (i, t) in texts.iter().enumerate() {
-        let name = if single { field.to_string() } else { format!("{field}[{i}]") };
-        if t.trim().is_empty() {
-            return Err(invalid(format!("{name} must not be empty")));
-        }
-        if t.len() > byte_limit {
-            return Err(invalid(format!(
-                "{name} is {} bytes long; inputs are limited to {} tokens (max_input_tokens)",
-                t.len(),
-                limits.max_input_tokens
-            )));
-        }
-    }
-    Ok(Texts { texts, single })
-}
-
 impl GenerateParameters {
-    pub fn validate(&self, limits: &Limits) -> Result<GenerationParams, ValidationError> {
+    /// The decoding parameters of each row.
+    fn decoding(&self, limits: &Limits) -> Result<GenerationParams, ValidationError> {
         let max = match self.max_new_tokens {
             None => limits.default_max_new_tokens as i64,
             Some(v) if v >= 1 && v <= limits.max_new_tokens_limit as i64 => v,
@@ -249,7 +253,7 @@ impl GenerateParameters {
     }
 
     /// The stop sequences, checked: each non-empty and short, at most `max_stop_sequences`.
-    pub fn stop_sequences(&self, limits: &Limits) -> Result<Vec<String>, ValidationError> {
+    fn stop_sequences(&self, limits: &Limits) -> Result<Vec<String>, ValidationError> {
         let stop = self.stop.clone().unwrap_or_default();
         if stop.len() > limits.max_stop_sequences {
             return Err(invalid(format!(
@@ -267,7 +271,7 @@ impl GenerateParameters {
     }
 
     /// Beam search settings, or `None` for token-by-token decoding.
-    pub fn beam(&self, limits: &Limits) -> Result<Option<BeamParams>, ValidationError> {
+    fn beam(&self, limits: &Limits) -> Result<Option<BeamParams>, ValidationError> {
         let n = self.num_beams.unwrap_or(1);
         if n < 1 || n as usize > limits.max_num_beams {
             return Err(invalid(format!(
@@ -326,9 +330,8 @@ impl GenerateParameters {
         }))
     }
 
-    /// How long the request may stay queued.
     /// How many input tokens to keep (the last ones), if the request asks to truncate.
-    pub fn truncate(&self, limits: &Limits) -> Result<Option<usize>, ValidationError> {
+    fn truncate(&self, limits: &Limits) -> Result<Option<usize>, ValidationError> {
         match self.truncate {
             None => Ok(None),
             Some(n) if n >= 1 && n as u64 <= limits.max_input_tokens as u64 => Ok(Some(n as usize)),
@@ -339,19 +342,8 @@ impl GenerateParameters {
         }
     }
 
-    /// The request's texts and its `truncate`: with it, a text may be longer than
-    /// max_input_tokens (the body limit still bounds it); without, the cheap length bound applies
-    /// before tokenizing.
-    pub fn texts(&self, inputs: &Value, limits: &Limits) -> Result<(Texts, Option<usize>), ValidationError> {
-        let truncate = self.truncate(limits)?;
-        let texts = match truncate {
-            Some(_) => parse_texts("inputs", inputs, limits, usize::MAX)?,
-            None => parse_inputs(inputs, limits)?,
-        };
-        Ok((texts, truncate))
-    }
-
-    pub fn queue_deadline(&self, limits: &Limits) -> Result<std::time::Duration, ValidationError> {
+    /// How long the request may stay queued.
+    fn queue_deadline(&self, limits: &Limits) -> Result<Duration, ValidationError> {
         let ms = match self.deadline_ms {
             None => limits.queue_deadline_ms,
             Some(v) if v >= 1 && v as u64 <= limits.queue_deadline_ms => v as u64,
@@ -362,7 +354,7 @@ impl GenerateParameters {
                 )));
             }
         };
-        Ok(std::time::Duration::from_millis(ms))
+        Ok(Duration::from_millis(ms))
     }
 }
 
@@ -378,55 +370,30 @@ pub fn check_token_count(index: Option<usize>, count: usize, limits: &Limits) ->
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    pub input_tokens: usize,
-    pub generated_tokens: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Generation {
-    pub generated_text: String,
-    pub finish_reason: FinishReason,
-    pub usage: Usage,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Details>,
-    /// Beam search with num_return_sequences > 1: every returned hypothesis, best first.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sequences: Option<Vec<SequenceOut>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SequenceOut {
-    pub generated_text: String,
-    pub finish_reason: FinishReason,
-    /// `sum_logprobs / generated_len ** length_penalty`
-    pub score: f32,
-    pub generated_tokens: usize,
-}
-
-/// Per-token information, with `parameters.details`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Details {
-    pub tokens: Vec<TokenInfo>,
-    /// The sampler's seed (meaningful with do_sample).
-    pub seed: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TokenInfo {
-    pub id: u32,
-    /// The text this token adds (empty for special tokens and partial characters).
-    pub text: String,
-    /// Log-probability under the distribution the token was chosen from; with details only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub logprob: Option<f32>,
-    pub special: bool,
+/// Checks candidate labels: 2..=max_labels, non-empty, distinct.
+pub fn check_labels(labels: &[String], limits: &Limits) -> Result<(), ValidationError> {
+    if labels.len() < 2 || labels.len() > limits.max_labels {
+        return Err(invalid(format!(
+            "labels must hold between 2 and {} (max_labels) candidates, got {}",
+            limits.max_labels,
+            labels.len()
+        )));
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if l.trim().is_empty() {
+            return Err(invalid(format!("labels[{i}] must not be empty")));
+        }
+        if labels[..i].contains(l) {
+            return Err(invalid(format!("labels[{i}] ({l:?}) is listed twice")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generation::GenerationParams;
     use serde_json::json;
 
     fn limits() -> Limits {
@@ -444,11 +411,18 @@ mod tests {
         }
     }
 
+    /// The texts and `single` of a generation request with these inputs, validated.
+    fn parse_inputs(inputs: &serde_json::Value, limits: &Limits) -> Result<(Vec<String>, bool), ValidationError> {
+        let inputs: Inputs = serde_json::from_value(inputs.clone()).map_err(|e| ValidationError(e.to_string()))?;
+        validate(Request::generate("inputs", inputs, GenerateParameters::default()), limits)
+            .map(|v| (v.texts, v.single))
+    }
+
     #[test]
     fn inputs_accept_string_or_list() {
-        assert_eq!(parse_inputs(&json!("hi"), &limits()).unwrap(), Texts { texts: vec!["hi".into()], single: true });
+        assert_eq!(parse_inputs(&json!("hi"), &limits()).unwrap(), (vec!["hi".to_string()], true));
         let t = parse_inputs(&json!(["a", "b"]), &limits()).unwrap();
-        assert_eq!((t.texts.len(), t.single), (2, false));
+        assert_eq!((t.0.len(), t.1), (2, false));
     }
 
     #[test]
@@ -457,11 +431,11 @@ mod tests {
             (json!(""), "inputs must not be empty"),
             (json!("   "), "inputs must not be empty"),
             (json!([]), "inputs must not be an empty list"),
-            (json!(["a", 3]), "inputs[1] must be a string"),
+            (json!(["a", 3]), "invalid type: integer `3`, expected a string"),
             (json!(["a", ""]), "inputs[1] must not be empty"),
             (json!(["a", "b", "c"]), "inputs has 3 items; the limit is 2 (max_client_batch_size)"),
-            (json!(7), "inputs must be a string or a list of strings"),
-            (json!({"a": 1}), "inputs must be a string or a list of strings"),
+            (json!(7), "invalid type: integer `7`, expected a string or a list of strings"),
+            (json!({"a": 1}), "invalid type: map, expected a string or a list of strings"),
         ];
         for (v, msg) in cases {
             assert_eq!(parse_inputs(&v, &limits()).unwrap_err().0, msg, "{v}");
@@ -470,20 +444,20 @@ mod tests {
 
     #[test]
     fn parameters_default_and_ranges() {
-        let p = GenerateParameters::default().validate(&limits()).unwrap();
+        let p = GenerateParameters::default().decoding(&limits()).unwrap();
         assert_eq!(p, GenerationParams { seed: p.seed, ..GenerationParams::greedy(20, 0) });
         for bad in [0, -1, 101] {
-            let e = GenerateParameters { max_new_tokens: Some(bad), ..Default::default() }.validate(&limits());
+            let e = GenerateParameters { max_new_tokens: Some(bad), ..Default::default() }.decoding(&limits());
             assert!(e.unwrap_err().0.contains("max_new_tokens must be between 1 and 100"));
         }
         let e = GenerateParameters { max_new_tokens: Some(5), min_new_tokens: Some(6), ..Default::default() }
-            .validate(&limits());
+            .decoding(&limits());
         assert!(e.unwrap_err().0.contains("min_new_tokens must be between 0 and max_new_tokens (5), got 6"));
     }
 
     #[test]
     fn sampling_parameters_are_checked_and_imply_sampling() {
-        let ok = |p: GenerateParameters| p.validate(&limits());
+        let ok = |p: GenerateParameters| p.decoding(&limits());
         let p = ok(GenerateParameters { temperature: Some(0.5), seed: Some(3), ..Default::default() }).unwrap();
         assert!(p.do_sample && p.temperature == 0.5 && p.seed == 3);
         let cases = [
@@ -584,66 +558,4 @@ mod tests {
         let e = check_token_count(Some(3), 9, &limits()).unwrap_err();
         assert_eq!(e.0, "inputs[3] has 9 tokens; the limit is 8 (max_input_tokens)");
     }
-}
-
-/// `POST /v1/classify`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassifyRequest {
-    /// A string, or a list of strings (at most max_client_batch_size).
-    pub inputs: Value,
-    /// 2..=max_labels distinct candidate labels; default: the configured label set.
-    pub labels: Option<Vec<String>>,
-    /// The prompt, with `{text}` where the input goes; default: the configured template.
-    pub template: Option<String>,
-    /// Independent probabilities per label instead of a distribution over the labels.
-    pub multi_label: Option<bool>,
-    /// Divide each label's log-likelihood by its token count before comparing.
-    pub length_normalize: Option<bool>,
-}
-
-/// Checks candidate labels: 2..=max_labels, non-empty, distinct.
-pub fn check_labels(labels: &[String], limits: &Limits) -> Result<(), ValidationError> {
-    if labels.len() < 2 || labels.len() > limits.max_labels {
-        return Err(invalid(format!(
-            "labels must hold between 2 and {} (max_labels) candidates, got {}",
-            limits.max_labels,
-            labels.len()
-        )));
-    }
-    for (i, l) in labels.iter().enumerate() {
-        if l.trim().is_empty() {
-            return Err(invalid(format!("labels[{i}] must not be empty")));
-        }
-        if labels[..i].contains(l) {
-            return Err(invalid(format!("labels[{i}] ({l:?}) is listed twice")));
-        }
-    }
-    Ok(())
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Classification {
-    /// The most likely label.
-    pub label: String,
-    /// Every label with its probability, most likely first.
-    pub scores: Vec<crate::tasks::classify::LabelProbability>,
-}
-
-/// `POST /v1/translate`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TranslateRequest {
-    /// A string, or a list of strings (at most max_client_batch_size).
-    pub text: Value,
-    pub source_lang: String,
-    pub target_lang: String,
-    #[serde(default)]
-    pub parameters: GenerateParameters,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TranslateResponse {
-    /// One translation per input text, in order.
-    pub translations: Vec<String>,
 }

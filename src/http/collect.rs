@@ -1,0 +1,212 @@
+//! The second half of the one path: a submitted request's rows are gathered into results, or
+//! one row's tokens are forwarded as Server-Sent Events in a route's own format, both under
+//! `request_timeout_ms`. Returning early (timeout, error) or a client that goes away drops the
+//! rows' receivers, and the decode loop drops the rows at its next step.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::api::{TokenInfo, Usage};
+use crate::generation::FinishReason;
+use crate::scheduler::score::LabelScore;
+use crate::scheduler::{Event, RowError, Sequence};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::pipeline::Submitted;
+
+/// A finished generation row.
+pub struct Collected {
+    /// Beam search hypotheses, best first (empty otherwise).
+    pub sequences: Vec<Sequence>,
+    pub text: String,
+    pub tokens: Vec<TokenInfo>,
+    pub reason: FinishReason,
+    pub usage: Usage,
+}
+
+/// What one row gave.
+pub enum Output {
+    Generated(Collected),
+    Scored(Vec<LabelScore>),
+}
+
+impl Output {
+    pub fn generated(self) -> Result<Collected, ApiError> {
+        match self {
+            Output::Generated(c) => Ok(c),
+            Output::Scored(_) => Err(ApiError::Internal("a generation row was scored".into())),
+        }
+    }
+
+    pub fn scores(self) -> Result<Vec<LabelScore>, ApiError> {
+        match self {
+            Output::Scored(s) => Ok(s),
+            Output::Generated(_) => Err(ApiError::Internal("a scoring row generated text".into())),
+        }
+    }
+}
+
+pub fn row_error(e: RowError) -> ApiError {
+    match e {
+        RowError::DeadlineExceeded => {
+            ApiError::DeadlineExceeded("the request waited in the queue past its deadline".into())
+        }
+        RowError::Internal(e) => ApiError::Internal(format!("decoding failed: {e}")),
+    }
+}
+
+impl Submitted {
+    /// Every row's output with the index of the text it belongs to, in row order.
+    pub async fn collect(mut self) -> Result<Vec<(usize, Output)>, ApiError> {
+        let rows = std::mem::take(&mut self.rows);
+        let gather = async {
+            let mut out = Vec::with_capacity(rows.len());
+            for (owner, rx) in rows {
+                out.push((owner, gather(&self.app, rx, self.arrived).await?));
+            }
+            Ok(out)
+        };
+        match self.deadline {
+            Some(at) => tokio::time::timeout_at(at, gather).await.map_err(|_| self.app.timed_out())?,
+            None => gather.await,
+        }
+    }
+
+    /// Forwards the one row's events as SSE in `format`. Dropping the stream (the client went
+    /// away) ends the forwarding task, which drops the row's receiver.
+    pub fn stream(mut self, format: impl StreamFormat) -> Sse<axum::response::sse::KeepAliveStream<ForwardStream>> {
+        let (tx, out) = tokio::sync::mpsc::unbounded_channel();
+        let rx = self.rows.pop().map(|(_, rx)| rx);
+        let task = tokio::spawn(forward(self, rx, format, tx));
+        Sse::new(ForwardStream { rx: out, task }).keep_alive(KeepAlive::default())
+    }
+}
+
+/// Gathers one row's events until it finishes.
+async fn gather(app: &AppState, mut rx: UnboundedReceiver<Event>, arrived: Instant) -> Result<Output, ApiError> {
+    let mut text = String::new();
+    let mut tokens = Vec::new();
+    let mut sequences = Vec::new();
+    let mut first_at = None;
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Scores(s) => return Ok(Output::Scored(s)),
+            Event::Sequences(s) => {
+                app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                text = s.first().map(|s| s.text.clone()).unwrap_or_default();
+                sequences = s;
+            }
+            Event::Token { id, text: piece, logprob } => {
+                if first_at.is_none() {
+                    app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                    first_at = Some(Instant::now());
+                }
+                text.push_str(&piece);
+                tokens.push(TokenInfo { id, text: piece, logprob, special: app.tokenizer.is_special(id) });
+            }
+            Event::Finished { reason, input_tokens, generated_tokens } => {
+                if let Some(first) = first_at.filter(|_| generated_tokens > 1) {
+                    let per = first.elapsed().as_secs_f64() / (generated_tokens - 1) as f64;
+                    app.metrics.time_per_output_token_seconds.observe(per);
+                }
+                let usage = Usage { input_tokens, generated_tokens };
+                return Ok(Output::Generated(Collected { sequences, text, tokens, reason, usage }));
+            }
+            Event::Error(e) => return Err(row_error(e)),
+        }
+    }
+    Err(ApiError::Internal("the decode thread dropped a row without finishing it".into()))
+}
+
+/// A route's streaming format: which SSE events a token, the end, or an error become.
+pub trait StreamFormat: Send + 'static {
+    fn token(&mut self, index: usize, token: TokenInfo) -> Vec<SseEvent>;
+    fn finish(&mut self, text: String, reason: FinishReason, usage: Usage) -> Vec<SseEvent>;
+    fn error(&mut self, e: ErrorBody) -> SseEvent;
+}
+
+/// The forwarding task of a stream: the row's events, in `format`, until the end, an error, the
+/// request timeout, or the client leaving (a failed send).
+async fn forward(
+    s: Submitted,
+    rx: Option<UnboundedReceiver<Event>>,
+    mut format: impl StreamFormat,
+    tx: UnboundedSender<Result<SseEvent, Infallible>>,
+) {
+    let send = |events: Vec<SseEvent>| events.into_iter().all(|e| tx.send(Ok(e)).is_ok());
+    let fail = |format: &mut dyn StreamFormat, e: ApiError| {
+        let _ = tx.send(Ok(format.error(e.into_body())));
+    };
+    let Some(mut rx) = rx else {
+        return fail(&mut format, ApiError::Internal("a stream without a row".into()));
+    };
+    let (app, arrived) = (&s.app, s.arrived);
+    let mut text = String::new();
+    let mut index = 0usize;
+    loop {
+        let next = match s.deadline {
+            Some(at) => tokio::time::timeout_at(at, rx.recv()).await,
+            None => Ok(rx.recv().await),
+        };
+        let Ok(event) = next else { return fail(&mut format, app.timed_out()) };
+        match event {
+            Some(Event::Token { id, text: piece, logprob }) => {
+                if index == 0 {
+                    app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                }
+                text.push_str(&piece);
+                let token = TokenInfo { id, text: piece, logprob, special: app.tokenizer.is_special(id) };
+                if !send(format.token(index, token)) {
+                    return;
+                }
+                index += 1;
+            }
+            Some(Event::Finished { reason, input_tokens, generated_tokens }) => {
+                let usage = Usage { input_tokens, generated_tokens };
+                send(format.finish(std::mem::take(&mut text), reason, usage));
+                return;
+            }
+            Some(Event::Error(e)) => return fail(&mut format, row_error(e)),
+            // Streams are refused for beam search before decoding starts; scoring rows never
+            // stream.
+            Some(Event::Sequences(_) | Event::Scores(_)) => {}
+            None => return fail(&mut format, ApiError::Internal("the decode thread dropped a row".into())),
+        }
+    }
+}
+
+/// SSE events forwarded from a task; dropping it aborts the task.
+pub struct ForwardStream {
+    rx: UnboundedReceiver<Result<SseEvent, Infallible>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl futures_core::Stream for ForwardStream {
+    type Item = Result<SseEvent, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for ForwardStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An SSE event carrying JSON data, optionally named.
+pub fn json_event(name: Option<&str>, value: &impl serde::Serialize) -> SseEvent {
+    let e = SseEvent::default();
+    let e = match name {
+        Some(n) => e.event(n),
+        None => e,
+    };
+    e.json_data(value).expect("API types serialize to JSON")
+}

@@ -1,0 +1,248 @@
+//! The one path behind every route: admit, validate, tokenize, submit, then collect or stream
+//! under `request_timeout_ms`. A route translates its dialect into an `api::Request` and a
+//! `Prompt`, and the results back; nothing else. The warm-up takes the same path as an
+//! internal caller, without the client limits (admission, draining, the request timeout).
+
+use std::time::Instant;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::api::{self, Decoding, LongTexts, Task, Validated};
+use crate::scheduler::{Event, RowRequest};
+use crate::tasks::{classify, translate};
+
+use super::AppState;
+use super::error::ApiError;
+
+/// Who sends the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A client: admission (`max_concurrent_requests`, draining) and `request_timeout_ms` apply.
+    Client,
+    /// The server itself (the warm-up): none of the client limits apply.
+    Internal,
+}
+
+/// How a route's texts become the model's inputs.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// The text itself.
+    Text,
+    /// The text in a template, at `{text}`.
+    Template(String),
+}
+
+/// A request whose rows are queued: collect their results, or stream the one row's tokens.
+pub struct Submitted {
+    pub(super) app: AppState,
+    /// Each row's events, and the index of the text it belongs to (a long translated text is
+    /// several rows).
+    pub(super) rows: Vec<(usize, UnboundedReceiver<Event>)>,
+    /// The client sent one text.
+    pub single: bool,
+    /// What the rows do, as validated (a sampled request's seed included).
+    pub task: Task,
+    pub(super) arrived: Instant,
+    /// When the request times out (`None` for internal callers).
+    pub(super) deadline: Option<tokio::time::Instant>,
+    /// Held until the answer is complete (a stream's end included).
+    pub(super) _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Submitted {
+    /// The decoding settings of a generation request.
+    pub fn decoding(&self) -> Option<&Decoding> {
+        match &self.task {
+            Task::Generate(d) => Some(d),
+            Task::Score(_) => None,
+        }
+    }
+}
+
+impl AppState {
+    /// Runs one short generation through the whole path (tokenizer, queue, encoder, both decoder
+    /// graphs), so that the first client does not pay for first-run allocations. With several
+    /// decode lanes it runs alone first (on the solo sessions), then once in every lane at once
+    /// (each on its lane's own sessions). An internal request: no client limit applies.
+    pub async fn warm_up(&self) -> Result<(), ApiError> {
+        #[cfg(feature = "fault-injection")]
+        let seed = crate::faults::warm_up_seed();
+        #[cfg(not(feature = "fault-injection"))]
+        let seed = 0;
+        let request = || {
+            let parameters = api::GenerateParameters {
+                max_new_tokens: Some(2),
+                min_new_tokens: Some(2),
+                seed: Some(seed),
+                ..Default::default()
+            };
+            api::Request::generate("inputs", api::Inputs::One("warm up".into()), parameters)
+        };
+        self.submit(Caller::Internal, request(), Prompt::Text).await?.collect().await?;
+        let lanes = self.scheduler.lanes();
+        if lanes > 1 {
+            // Submitted one by one, the rows go to the least loaded lanes: one each.
+            let mut each = Vec::with_capacity(lanes);
+            for _ in 0..lanes {
+                each.push(self.submit(Caller::Internal, request(), Prompt::Text).await?);
+            }
+            for submitted in each {
+                submitted.collect().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Admission: a permit, or 429 at once rather than an unbounded wait; 503 while draining.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        if self.health.is_draining() {
+            return Err(ApiError::Unavailable("the server is shutting down".into()));
+        }
+        self.admission.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Overloaded(format!(
+                "the server is at max_concurrent_requests ({}); retry later",
+                self.limits.max_concurrent_requests
+            ))
+        })
+    }
+
+    /// The error of a client request that ran out of `request_timeout_ms`.
+    pub(super) fn timed_out(&self) -> ApiError {
+        ApiError::DeadlineExceeded(format!(
+            "the request did not finish within request_timeout_ms ({} ms)",
+            self.limits.request_timeout_ms
+        ))
+    }
+
+    /// Admits, validates, tokenizes and queues a request; returns once its rows are queued.
+    pub async fn submit(&self, caller: Caller, req: api::Request, prompt: Prompt) -> Result<Submitted, ApiError> {
+        let arrived = Instant::now();
+        let (permit, deadline) = match caller {
+            Caller::Client => {
+                let timeout = std::time::Duration::from_millis(self.limits.request_timeout_ms);
+                (Some(self.admit()?), Some(tokio::time::Instant::from(arrived + timeout)))
+            }
+            Caller::Internal => (None, None),
+        };
+        let v = api::validate(req, &self.limits)?;
+        let (single, task) = (v.single, v.task.clone());
+        let rows = match deadline {
+            Some(at) => {
+                tokio::time::timeout_at(at, self.queue(v, prompt, arrived)).await.map_err(|_| self.timed_out())?
+            }
+            None => self.queue(v, prompt, arrived).await,
+        }?;
+        Ok(Submitted { app: self.clone(), rows, single, task, arrived, deadline, _permit: permit })
+    }
+
+    /// Tokenizes a validated request and queues its rows.
+    async fn queue(
+        &self,
+        v: Validated,
+        prompt: Prompt,
+        arrived: Instant,
+    ) -> Result<Vec<(usize, UnboundedReceiver<Event>)>, ApiError> {
+        let labels = match &v.task {
+            Task::Score(labels) => Some(self.tokenize_labels(labels.clone()).await?),
+            Task::Generate(_) => None,
+        };
+        let inputs = self.tokenize(&v, prompt).await?;
+        self.metrics.input_tokens_total.inc_by(inputs.iter().map(|(_, ids)| ids.len() as u64).sum());
+        let deadline = Some(arrived + v.queue_deadline);
+        let (rows, receivers): (Vec<_>, Vec<_>) = inputs
+            .into_iter()
+            .map(|(owner, ids)| {
+                let (row, rx) = match (&v.task, &labels) {
+                    (Task::Generate(d), _) => {
+                        let (row, rx) = RowRequest::new(ids, d.params);
+                        (row.with_stop(d.stop.clone()).with_logprobs(d.logprobs).with_beam(d.beam), rx)
+                    }
+                    (Task::Score(_), labels) => RowRequest::scoring(ids, labels.clone().unwrap_or_default()),
+                };
+                (row.with_deadline(deadline), (owner, rx))
+            })
+            .unzip();
+        self.scheduler.submit(rows)?;
+        Ok(receivers)
+    }
+
+    /// Each row's text index and input ids: the texts in their prompt, tokenized on the blocking
+    /// pool (never on the async workers); too long ones are truncated, split or refused.
+    async fn tokenize(&self, v: &Validated, prompt: Prompt) -> Result<Vec<(usize, Vec<u32>)>, ApiError> {
+        let tokenizer = self.tokenizer.clone();
+        let limits = self.limits.clone();
+        let texts = v.texts.clone();
+        let (truncate, long_texts, many) = (v.truncate, v.long_texts, !v.single);
+        blocking(move || {
+            let template = match &prompt {
+                Prompt::Text => None,
+                Prompt::Template(t) => Some(t.as_str()),
+            };
+            let fill = |text: &str| template.map_or_else(|| text.to_string(), |t| classify::fill(t, text));
+            let encode = |text: &str| tokenizer.encode(&fill(text)).map_err(|e| ApiError::Internal(e.to_string()));
+            let mut rows = Vec::with_capacity(texts.len());
+            for (i, text) in texts.iter().enumerate() {
+                let mut ids = encode(text)?;
+                if let Some(n) = truncate {
+                    // Keeps the last N tokens, as TGI does.
+                    ids.drain(..ids.len().saturating_sub(n));
+                } else if long_texts == LongTexts::Split && ids.len() > limits.max_input_tokens {
+                    for piece in
+                        split(text, limits.max_input_tokens, |chunk| encode(chunk).map_or(usize::MAX, |i| i.len()))
+                    {
+                        let ids = encode(&piece)?;
+                        if ids.len() > limits.max_input_tokens {
+                            return Err(ApiError::Validation(format!(
+                                "text[{i}] has a sentence of {} tokens; the limit is {} (max_input_tokens)",
+                                ids.len(),
+                                limits.max_input_tokens
+                            )));
+                        }
+                        rows.push((i, ids));
+                    }
+                    continue;
+                }
+                api::check_token_count(many.then_some(i), ids.len(), &limits)?;
+                rows.push((i, ids));
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Tokenizes candidate labels (each ends with EOS) and checks their length.
+    async fn tokenize_labels(&self, labels: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
+        let tokenizer = self.tokenizer.clone();
+        let limit = self.limits.max_new_tokens_limit;
+        blocking(move || {
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let ids = tokenizer.encode(l).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    if ids.len() > limit {
+                        return Err(ApiError::Validation(format!(
+                            "labels[{i}] has {} tokens; the limit is {limit} (max_new_tokens_limit)",
+                            ids.len()
+                        )));
+                    }
+                    Ok(ids)
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+/// A text split at sentence boundaries into chunks whose prompts fit `limit` tokens.
+fn split(text: &str, limit: usize, count: impl Fn(&str) -> usize) -> Vec<String> {
+    translate::chunks(&translate::sentences(text), limit, count)
+}
+
+/// Runs tokenizer work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
+}

@@ -1,0 +1,198 @@
+//! The decode lanes (`decode_lanes`) and the handle that submits rows to them: each lane is an
+//! OS thread with its own sessions and queue (`decode::LaneThread`); the handle routes a
+//! request to the lane holding the fewest rows. With several lanes they share a set of solo
+//! sessions on all cores, leased to one lane at a time while the others are idle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
+
+use crate::model::{ModelDir, Seq2SeqModel, SessionSettings};
+
+use super::decode::LaneThread;
+use super::queue::CostModel;
+use super::settings::{SchedulerSettings, WorkerInfo};
+use super::{LoopObserver, RowRequest, SchedulerError, SchedulerStats, SharedStats};
+
+/// Cheap to clone; submits rows to the decode lanes.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    lanes: Arc<[Lane]>,
+    alive: Arc<AtomicBool>,
+    cost: CostModel,
+    /// One lane's memory budget: a row must fit it alone.
+    max_batch_bytes: usize,
+    pub stats: SharedStats,
+}
+
+/// The handle's end of one decode lane.
+struct Lane {
+    jobs: std_mpsc::Sender<Vec<RowRequest>>,
+    load: Arc<LaneLoad>,
+}
+
+/// How busy a lane is, for routing new rows to the least loaded one.
+#[derive(Default)]
+pub(super) struct LaneLoad {
+    /// Rows sent to the lane that it has not queued yet.
+    pub(super) sent: AtomicUsize,
+    /// Rows the lane holds: queued, prefilling and decoding (as it last published).
+    pub(super) held: AtomicUsize,
+}
+
+impl LaneLoad {
+    fn rows(&self) -> usize {
+        self.sent.load(Ordering::Relaxed) + self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// What a lane thread reports once its sessions are loaded.
+pub(super) type Ready = Result<(), crate::model::ModelError>;
+
+impl SchedulerHandle {
+    /// Opens the model's sessions in every lane (each on its own OS thread, in parallel) and
+    /// returns once all are ready, or the first error. The model directory has been read once;
+    /// the decode threads report their timings to `observer`.
+    pub fn start(
+        dir: ModelDir,
+        sessions: SessionSettings,
+        settings: SchedulerSettings,
+        solo: Option<SessionSettings>,
+        observer: Arc<dyn LoopObserver>,
+    ) -> Result<(Self, WorkerInfo), SchedulerError> {
+        let started = Instant::now();
+        let count = settings.lanes.max(1);
+        let lane_settings = settings.per_lane();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Ready>();
+        let alive = Arc::new(AtomicBool::new(true));
+        let stats: SharedStats = Arc::new(SchedulerStats::new(observer));
+        let d = &dir.dims;
+        let cost = CostModel::from_dims(d.d_model, d.num_decoder_layers, d.num_heads, d.d_kv);
+        let loads: Vec<Arc<LaneLoad>> = (0..count).map(|_| Arc::new(LaneLoad::default())).collect();
+        let solo = match solo.filter(|_| count > 1) {
+            Some(s) => Some(Arc::new(SoloSessions {
+                model: Seq2SeqModel::open(&dir, &s).map_err(SchedulerError::Startup)?,
+                busy: AtomicBool::new(false),
+            })),
+            None => None,
+        };
+        let mut lanes = Vec::with_capacity(count);
+        for (index, load) in loads.iter().enumerate() {
+            let (jobs, job_rx) = std_mpsc::channel::<Vec<RowRequest>>();
+            let others = loads.iter().enumerate().filter(|&(i, _)| i != index).map(|(_, l)| l.clone()).collect();
+            let lane = LaneThread {
+                solo: solo.clone().map(|sessions| Solo { sessions, others }),
+                index,
+                dir: dir.clone(),
+                sessions: sessions.clone(),
+                settings: lane_settings.clone(),
+                cost,
+                alive: alive.clone(),
+                stats: stats.clone(),
+                load: load.clone(),
+            };
+            let ready = ready_tx.clone();
+            let name = if count == 1 { "t5serve-decode".to_string() } else { format!("t5serve-decode-{index}") };
+            std::thread::Builder::new().name(name).spawn(move || lane.run(ready, job_rx)).map_err(|e| {
+                SchedulerError::Startup(crate::model::ModelError::Runtime(format!(
+                    "cannot spawn the decode thread: {e}"
+                )))
+            })?;
+            lanes.push(Lane { jobs, load: load.clone() });
+        }
+        drop(ready_tx);
+        for _ in 0..count {
+            // On an error the lanes already loaded end with the dropped senders.
+            ready_rx.recv().map_err(|_| SchedulerError::WorkerGone)??;
+        }
+        let info = WorkerInfo::new(&dir, &sessions, started.elapsed().as_secs_f64());
+        let max_batch_bytes = lane_settings.max_batch_bytes;
+        Ok((Self { lanes: lanes.into(), alive, cost, max_batch_bytes, stats }, info))
+    }
+
+    /// Refuses at once a row that could never fit a lane's memory budget, even alone.
+    pub fn check_fits(&self, input_len: usize, max_new_tokens: usize, width: usize) -> Result<(), SchedulerError> {
+        let need = self.cost.batch_bytes(std::iter::repeat_n((input_len, max_new_tokens), width));
+        if need > self.max_batch_bytes {
+            return Err(SchedulerError::TooLarge { need, limit: self.max_batch_bytes });
+        }
+        Ok(())
+    }
+
+    /// Queues rows in the least loaded lane; they keep their order there.
+    pub fn submit(&self, rows: Vec<RowRequest>) -> Result<(), SchedulerError> {
+        for r in &rows {
+            self.check_fits(r.input_ids.len(), r.params.max_new_tokens, r.width())?;
+        }
+        let lane = self.lanes.iter().min_by_key(|l| l.load.rows()).ok_or(SchedulerError::WorkerGone)?;
+        let n = rows.len();
+        lane.load.sent.fetch_add(n, Ordering::Relaxed);
+        lane.jobs.send(rows).map_err(|_| {
+            lane.load.sent.fetch_sub(n, Ordering::Relaxed);
+            SchedulerError::WorkerGone
+        })
+    }
+
+    /// Decode lanes.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+}
+
+/// Marks the service dead when its thread (named for the log) ends, a panic included.
+pub(super) struct AliveGuard(pub(super) Arc<AtomicBool>, pub(super) &'static str);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+        if std::thread::panicking() {
+            tracing::error!(thread = self.1, "a scheduler thread panicked; the service is no longer healthy");
+        }
+    }
+}
+
+/// With several lanes, a set of sessions with a thread per core (one more copy of the weights),
+/// shared by the lanes: a lane runs on it while every other lane is idle and nobody else holds
+/// it, so that a lone request is not held to one lane's share of the cores. On 2 cores, one
+/// thread per lane had made a lone t5-small int8 request 10-25% slower than one two-thread lane.
+pub(super) struct SoloSessions {
+    model: Seq2SeqModel,
+    busy: AtomicBool,
+}
+
+/// A lane's access to the solo sessions, and the other lanes' loads.
+pub(super) struct Solo {
+    sessions: Arc<SoloSessions>,
+    others: Vec<Arc<LaneLoad>>,
+}
+
+/// Holds the solo sessions for one decoder run.
+pub(super) struct SoloLease<'a>(&'a AtomicBool);
+
+impl Drop for SoloLease<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The sessions for the next decoder run: the solo ones while the other lanes hold no rows and
+/// no other lane has them (the lease holds them until dropped), else the lane's own.
+pub(super) fn engine<'m>(
+    model: &'m Seq2SeqModel,
+    solo: &'m Option<Solo>,
+    stats: &SchedulerStats,
+) -> (&'m Seq2SeqModel, Option<SoloLease<'m>>) {
+    if let Some(s) = solo
+        && s.others.iter().all(|l| l.rows() == 0)
+        && s.sessions.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    {
+        stats.solo_runs.fetch_add(1, Ordering::Relaxed);
+        return (&s.sessions.model, Some(SoloLease(&s.sessions.busy)));
+    }
+    (model, None)
+}
