@@ -52,150 +52,99 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(model: &str, execution_provider: &str, cpu: &CpuFeatures) -> Self {
-        let registry = Registry::new();
-        let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric");
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            reg(Box::new(g.clone()));
-            g
-        };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            reg(Box::new(c.clone()));
-            c
-        };
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let h =
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid metric");
-            reg(Box::new(h.clone()));
-            h
-        };
-        let requests_total = IntCounterVec::new(
-            Opts::new("t5serve_requests_total", "Requests answered, by route template and status code."),
+        let r = Registrar(Registry::new());
+        let requests_total = r.counter_vec(
+            "t5serve_requests_total",
+            "Requests answered, by route template and status code.",
             &["route", "status"],
-        )
-        .expect("valid metric");
-        reg(Box::new(requests_total.clone()));
-        let request_duration_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "t5serve_request_duration_seconds",
-                "Seconds from a request's arrival to its response headers (a stream's start), by route.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        );
+        let request_duration_seconds = r.histogram_vec(
+            "t5serve_request_duration_seconds",
+            "Seconds from a request's arrival to its response headers (a stream's start), by route.",
             &["route"],
-        )
-        .expect("valid metric");
-        reg(Box::new(request_duration_seconds.clone()));
-        let requests_rejected_total = IntCounterVec::new(
-            Opts::new("t5serve_requests_rejected_total", "Requests refused before any work, by reason."),
+        );
+        let requests_rejected_total = r.counter_vec(
+            "t5serve_requests_rejected_total",
+            "Requests refused before any work, by reason.",
             &["reason"],
-        )
-        .expect("valid metric");
-        reg(Box::new(requests_rejected_total.clone()));
-        let rows_failed_total = IntCounterVec::new(
-            Opts::new(
-                "t5serve_rows_failed_total",
-                "Rows answered with an error because the model failed, by where: prefill, step, scoring or join.",
-            ),
+        );
+        let rows_failed_total = r.counter_vec(
+            "t5serve_rows_failed_total",
+            "Rows answered with an error because the model failed, by where: prefill, step, scoring or join.",
             &["reason"],
-        )
-        .expect("valid metric");
-        reg(Box::new(rows_failed_total.clone()));
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "t5serve_build_info",
-                "Constant 1, labelled with the build, what it serves, and the CPU's instruction sets that decide \
-                 ONNX Runtime's kernels (cpu_features, comma-separated) with the int8 kernel they select.",
-            ),
-            &["version", "model", "execution_provider", "cpu_features", "int8_kernel"],
-        )
-        .expect("valid metric");
-        reg(Box::new(build_info.clone()));
-        build_info
-            .with_label_values(&[
-                env!("CARGO_PKG_VERSION"),
-                model,
-                execution_provider,
-                &cpu.names().join(","),
-                cpu.int8_kernel().name(),
-            ])
-            .set(1);
+        );
         Self {
             requests_total,
             request_duration_seconds,
             requests_rejected_total,
             rows_failed_total,
-            queue_duration_seconds: histogram(
+            queue_duration_seconds: r.histogram(
                 "t5serve_queue_duration_seconds",
                 "Seconds rows waited in the queue before decoding started.",
                 LATENCY_BUCKETS,
             ),
-            time_to_first_token_seconds: histogram(
+            time_to_first_token_seconds: r.histogram(
                 "t5serve_time_to_first_token_seconds",
                 "Seconds from a request's arrival to its first generated token.",
                 LATENCY_BUCKETS,
             ),
-            time_per_output_token_seconds: histogram(
+            time_per_output_token_seconds: r.histogram(
                 "t5serve_time_per_output_token_seconds",
                 "Seconds per generated token after the first, per request.",
                 STEP_BUCKETS,
             ),
-            queue_size: gauge("t5serve_queue_size", "Rows waiting in the queue."),
-            active_rows: gauge("t5serve_active_rows", "Rows decoding now, over all cohorts."),
-            batch_size: histogram("t5serve_batch_size", "Rows in each decoder step.", BATCH_BUCKETS),
-            input_tokens_total: counter("t5serve_input_tokens_total", "Input tokens of requests queued since start."),
-            generated_tokens_total: counter("t5serve_generated_tokens_total", "Tokens generated since start."),
-            kv_cache_bytes: gauge(
-                "t5serve_kv_cache_bytes",
-                "Bytes of key/value cache and encoder output held by running rows.",
-            ),
-            requests_cancelled_total: counter(
-                "t5serve_requests_cancelled_total",
-                "Rows dropped because their client went away.",
-            ),
-            requests_expired_total: counter(
+            queue_size: r.gauge("t5serve_queue_size", "Rows waiting in the queue."),
+            active_rows: r.gauge("t5serve_active_rows", "Rows decoding now, over all cohorts."),
+            batch_size: r.histogram("t5serve_batch_size", "Rows in each decoder step.", BATCH_BUCKETS),
+            input_tokens_total: r.counter("t5serve_input_tokens_total", "Input tokens of requests queued since start."),
+            generated_tokens_total: r.counter("t5serve_generated_tokens_total", "Tokens generated since start."),
+            kv_cache_bytes: r
+                .gauge("t5serve_kv_cache_bytes", "Bytes of key/value cache and encoder output held by running rows."),
+            requests_cancelled_total: r
+                .counter("t5serve_requests_cancelled_total", "Rows dropped because their client went away."),
+            requests_expired_total: r.counter(
                 "t5serve_requests_expired_total",
                 "Rows answered 504 because they were still queued at their deadline.",
             ),
-            solo_runs_total: counter(
+            solo_runs_total: r.counter(
                 "t5serve_solo_runs_total",
                 "Decoder runs on the solo (all-core) sessions while the other decode lanes were idle.",
             ),
-            encoder_duration_seconds: histogram(
+            encoder_duration_seconds: r.histogram(
                 "t5serve_encoder_duration_seconds",
                 "Seconds of a new cohort's prefill: the encoder run and the first decoder step.",
                 STEP_BUCKETS,
             ),
-            decode_step_duration_seconds: histogram(
+            decode_step_duration_seconds: r.histogram(
                 "t5serve_decode_step_duration_seconds",
                 "Seconds of one cached decoder step over a cohort.",
                 STEP_BUCKETS,
             ),
-            padding_ratio: histogram(
+            padding_ratio: r.histogram(
                 "t5serve_padding_ratio",
                 "Share of padding in each prefill's encoder batches, (padded - real) / padded tokens.",
                 PADDING_BUCKETS,
             ),
-            encoder_tokens_total: counter("t5serve_encoder_tokens_total", "Real input tokens the encoder ran on."),
-            encoder_padded_tokens_total: counter(
+            encoder_tokens_total: r.counter("t5serve_encoder_tokens_total", "Real input tokens the encoder ran on."),
+            encoder_padded_tokens_total: r.counter(
                 "t5serve_encoder_padded_tokens_total",
                 "Input tokens the encoder ran on, padding included (input rows are bucketed by length).",
             ),
             #[cfg(feature = "alloc-count")]
             step_allocations: (
-                histogram(
+                r.histogram(
                     "t5serve_decode_step_allocations",
                     "Rust-side heap allocations of one decoder step (alloc-count build).",
                     &[0.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0],
                 ),
-                histogram(
+                r.histogram(
                     "t5serve_decode_step_allocated_bytes",
                     "Rust-side bytes allocated by one decoder step (alloc-count build).",
                     &[0.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8],
                 ),
             ),
-            _build_info: build_info,
-            registry,
+            _build_info: r.register(build_info(model, execution_provider, cpu)),
+            registry: r.0,
         }
     }
 
@@ -226,6 +175,57 @@ impl Metrics {
             self.requests_rejected_total.with_label_values(&[reason]).inc();
         }
     }
+}
+
+/// Registers metrics as they are made.
+struct Registrar(Registry);
+
+impl Registrar {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0.register(Box::new(c.clone())).expect("unique metric");
+        c
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.register(
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid metric"),
+        )
+    }
+
+    /// A histogram per label value, with the latency buckets.
+    fn histogram_vec(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.register(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+}
+
+/// `t5serve_build_info`: constant 1, labelled with the build and what it serves.
+fn build_info(model: &str, execution_provider: &str, cpu: &CpuFeatures) -> IntGaugeVec {
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "t5serve_build_info",
+            "Constant 1, labelled with the build, what it serves, and the CPU's instruction sets that decide \
+             ONNX Runtime's kernels (cpu_features, comma-separated) with the int8 kernel they select.",
+        ),
+        &["version", "model", "execution_provider", "cpu_features", "int8_kernel"],
+    )
+    .expect("valid metric");
+    let labels =
+        [env!("CARGO_PKG_VERSION"), model, execution_provider, &cpu.names().join(","), cpu.int8_kernel().name()];
+    info.with_label_values(&labels).set(1);
+    info
 }
 
 impl LoopObserver for Metrics {

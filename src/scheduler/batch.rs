@@ -34,18 +34,106 @@ struct Active {
 }
 
 enum Mode {
-    /// Greedy or sampled: one row, one token per step.
-    Tokens { chooser: TokenChooser, detokenizer: Detokenizer, stop: StopMatcher, last: u32 },
-    /// Beam search: one row per running beam (one at the first step).
-    Beams { search: BeamSearch, last: Vec<u32> },
+    Tokens(Tokens),
+    Beams(Beams),
+}
+
+/// Greedy or sampled decoding: one row, one token per step.
+struct Tokens {
+    chooser: TokenChooser,
+    detokenizer: Detokenizer,
+    stop: StopMatcher,
+    last: u32,
+}
+
+/// Beam search: one row per running beam (one at the first step).
+struct Beams {
+    search: BeamSearch,
+    last: Vec<u32>,
 }
 
 impl Active {
     /// Rows this request occupies in the current batch.
     fn width(&self) -> usize {
         match &self.mode {
-            Mode::Tokens { .. } => 1,
-            Mode::Beams { search, .. } => search.rows(),
+            Mode::Tokens(_) => 1,
+            Mode::Beams(b) => b.search.rows(),
+        }
+    }
+}
+
+impl Tokens {
+    /// Chooses the row's next token from its logits and reports it (and the end, if it is one);
+    /// whether the row goes on.
+    fn emit(
+        &mut self,
+        request: &RowRequest,
+        index: usize,
+        logits: &[f32],
+        decode: &dyn Fn(&[u32]) -> String,
+        observer: &mut dyn StepObserver,
+        report: &mut EmitReport,
+    ) -> bool {
+        observer.logits(index, self.chooser.generated(), logits);
+        let (token, logprob) = self.chooser.next_with_logprob(logits, request.logprobs);
+        self.last = token;
+        report.tokens += 1;
+        let mut text = self.detokenizer.push(token, decode);
+        let mut reason = self.chooser.finished();
+        if let Some(cut) = self.stop.push(&text) {
+            text = cut;
+            reason = Some(FinishReason::Stop);
+        } else if reason.is_some() {
+            text.push_str(&self.detokenizer.flush(decode));
+        }
+        let delivered = request.events.send(Event::Token { id: token, text, logprob }).is_ok();
+        match reason {
+            Some(reason) => {
+                let _ = request.events.send(finished(request, reason, self.chooser.generated()));
+                report.finished += 1;
+                false
+            }
+            None if delivered => true,
+            None => {
+                request.span.in_scope(|| tracing::info!("client gone; row cancelled"));
+                report.cancelled += 1;
+                false
+            }
+        }
+    }
+}
+
+impl Beams {
+    /// Advances the search by one step over its rows' logits; reports the hypotheses when it is
+    /// done. Returns, while it goes on, the parent row (within its rows) of each next row.
+    fn emit(
+        &mut self,
+        request: &RowRequest,
+        logits: &[&[f32]],
+        decode: &dyn Fn(&[u32]) -> String,
+        report: &mut EmitReport,
+    ) -> Option<Vec<usize>> {
+        let parents = self.search.step(logits);
+        report.tokens += logits.len();
+        if self.search.is_done() {
+            let sequences: Vec<Sequence> = self
+                .search
+                .results()
+                .into_iter()
+                .map(|h| Sequence { text: decode(&h.ids), ids: h.ids, score: h.score, reason: h.reason })
+                .collect();
+            let (reason, generated) = sequences.first().map_or((FinishReason::Length, 0), |s| (s.reason, s.ids.len()));
+            let _ = request.events.send(Event::Sequences(sequences));
+            let _ = request.events.send(finished(request, reason, generated));
+            report.finished += 1;
+            None
+        } else if request.events.is_closed() {
+            request.span.in_scope(|| tracing::info!("client gone; beams cancelled"));
+            report.cancelled += 1;
+            None
+        } else {
+            self.last = self.search.last_tokens();
+            Some(parents)
         }
     }
 }
@@ -151,15 +239,16 @@ impl Cohort {
             } else {
                 let (start, eos) = (model.dims.decoder_start_token_id, model.dims.eos_token_id);
                 let mode = match request.beam {
-                    Some(beam) => {
-                        Mode::Beams { search: BeamSearch::new(beam, request.params, start, eos), last: Vec::new() }
-                    }
-                    None => Mode::Tokens {
+                    Some(beam) => Mode::Beams(Beams {
+                        search: BeamSearch::new(beam, request.params, start, eos),
+                        last: Vec::new(),
+                    }),
+                    None => Mode::Tokens(Tokens {
                         chooser: TokenChooser::new(request.params, start, eos),
                         detokenizer: Detokenizer::new(),
                         stop: StopMatcher::new(request.stop.clone()),
                         last: 0,
-                    },
+                    }),
                 };
                 active.push(Active { index, request, mode });
             }
@@ -210,8 +299,8 @@ impl Cohort {
             .rows
             .iter()
             .flat_map(|r| match &r.mode {
-                Mode::Tokens { last, .. } => vec![*last as i64],
-                Mode::Beams { last, .. } => last.iter().map(|&t| t as i64).collect(),
+                Mode::Tokens(t) => vec![t.last as i64],
+                Mode::Beams(b) => b.last.iter().map(|&t| t as i64).collect(),
             })
             .collect();
         let result = match &self.mask {
@@ -286,76 +375,36 @@ impl Cohort {
         let mut order = Vec::with_capacity(logits.rows());
         let mut offset = 0;
         let decode = |ids: &[u32]| model.tokenizer.decode(ids).unwrap_or_default();
-        let rows = std::mem::take(&mut self.rows);
-        for mut row in rows {
+        for mut row in std::mem::take(&mut self.rows) {
             let width = row.width();
             let goes_on = match &mut row.mode {
-                Mode::Tokens { chooser, detokenizer, stop, last } => {
-                    let l = logits.row(offset);
-                    observer.logits(row.index, chooser.generated(), l);
-                    let (token, logprob) = chooser.next_with_logprob(l, row.request.logprobs);
-                    *last = token;
-                    report.tokens += 1;
-                    let mut text = detokenizer.push(token, decode);
-                    let mut reason = chooser.finished();
-                    if let Some(cut) = stop.push(&text) {
-                        text = cut;
-                        reason = Some(FinishReason::Stop);
-                    } else if reason.is_some() {
-                        text.push_str(&detokenizer.flush(decode));
-                    }
-                    let delivered = row.request.events.send(Event::Token { id: token, text, logprob }).is_ok();
-                    let generated = chooser.generated();
-                    match reason {
-                        Some(reason) => {
-                            let _ = row.request.events.send(finished(&row.request, reason, generated));
-                            report.finished += 1;
-                            false
-                        }
-                        None if delivered => {
-                            order.push(offset);
-                            true
-                        }
-                        None => {
-                            row.request.span.in_scope(|| tracing::info!("client gone; row cancelled"));
-                            report.cancelled += 1;
-                            false
-                        }
-                    }
-                }
-                Mode::Beams { search, last } => {
+                Mode::Tokens(t) => t.emit(&row.request, row.index, logits.row(offset), &decode, observer, &mut report),
+                Mode::Beams(b) => {
                     let slices: Vec<&[f32]> = (offset..offset + width).map(|i| logits.row(i)).collect();
-                    let parents = search.step(&slices);
-                    report.tokens += width;
-                    if search.is_done() {
-                        let sequences: Vec<Sequence> = search
-                            .results()
-                            .into_iter()
-                            .map(|h| Sequence { text: decode(&h.ids), ids: h.ids, score: h.score, reason: h.reason })
-                            .collect();
-                        let (reason, generated) =
-                            sequences.first().map_or((FinishReason::Length, 0), |s| (s.reason, s.ids.len()));
-                        let _ = row.request.events.send(Event::Sequences(sequences));
-                        let _ = row.request.events.send(finished(&row.request, reason, generated));
-                        report.finished += 1;
-                        false
-                    } else if row.request.events.is_closed() {
-                        row.request.span.in_scope(|| tracing::info!("client gone; beams cancelled"));
-                        report.cancelled += 1;
-                        false
-                    } else {
+                    b.emit(&row.request, &slices, &decode, &mut report).map(|parents| {
                         order.extend(parents.iter().map(|p| offset + p));
-                        *last = search.last_tokens();
-                        true
-                    }
+                    })
                 }
+                .is_some(),
             };
             if goes_on {
+                if matches!(row.mode, Mode::Tokens(_)) {
+                    order.push(offset);
+                }
                 self.rows.push(row);
             }
             offset += width;
         }
-        if self.rows.iter().all(|r| matches!(r.mode, Mode::Tokens { .. })) && order.len() < logits.rows() {
+        if let Err(e) = self.regather(model, order, logits.rows()) {
+            report.error = Some(e);
+        }
+        report
+    }
+
+    /// Keeps the cache rows of `order` (for each row of the next batch, the row of the current
+    /// batch of `rows` rows it continues), and trims self-attention positions no row attends to.
+    fn regather(&mut self, model: &Seq2SeqModel, mut order: Vec<usize>, rows: usize) -> Result<(), ModelError> {
+        if self.rows.iter().all(|r| matches!(r.mode, Mode::Tokens(_))) && order.len() < rows {
             // One row per request, so any order will do: the rows that stay below the new size
             // keep their place and the rows past it fill the holes, so that only as many cache
             // rows are copied as left (not every row after the first that left).
@@ -370,26 +419,22 @@ impl Cohort {
                 .collect();
             order = moved;
         }
-        let identity = order.len() == logits.rows() && order.iter().enumerate().all(|(i, &r)| i == r);
-        if !order.is_empty() && !identity {
-            if let Err(e) = model.retain_rows(&order, &mut self.enc, &mut self.state) {
-                report.error = Some(e);
-                return report;
-            }
-            if let Some(mask) = &mut self.mask {
-                *mask = mask.select(ndarray::Axis(0), &order);
-                // Positions no remaining row attends to (padding of rows that left) go, once there
-                // are enough of them to be worth a copy of the self-attention cache.
-                let unused = (0..mask.ncols()).take_while(|&c| mask.column(c).iter().all(|&v| v == 0)).count();
-                if unused > 0 && unused >= (mask.ncols() / 4).max(8).min(mask.ncols()) {
-                    *mask = mask.slice(ndarray::s![.., unused..]).as_standard_layout().into_owned();
-                    if let Err(e) = self.state.trim_front(unused) {
-                        report.error = Some(e);
-                    }
-                }
+        let identity = order.len() == rows && order.iter().enumerate().all(|(i, &r)| i == r);
+        if order.is_empty() || identity {
+            return Ok(());
+        }
+        model.retain_rows(&order, &mut self.enc, &mut self.state)?;
+        if let Some(mask) = &mut self.mask {
+            *mask = mask.select(ndarray::Axis(0), &order);
+            // Positions no remaining row attends to (padding of rows that left) go, once there
+            // are enough of them to be worth a copy of the self-attention cache.
+            let unused = (0..mask.ncols()).take_while(|&c| mask.column(c).iter().all(|&v| v == 0)).count();
+            if unused > 0 && unused >= (mask.ncols() / 4).max(8).min(mask.ncols()) {
+                *mask = mask.slice(ndarray::s![.., unused..]).as_standard_layout().into_owned();
+                self.state.trim_front(unused)?;
             }
         }
-        report
+        Ok(())
     }
 
     /// Whether new rows can join this cohort (it decodes with a decoder mask).
