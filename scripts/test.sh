@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_ort.sh
+# Formatting and lints first: a failure here costs seconds, not the whole run.
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features fault-injection -- -D warnings
 # The bundled int8 model's oracle, computed on this machine: ONNX Runtime's int8 kernel depends on
 # the CPU (src/model/cpu.rs), so its scores are only true where they were computed. optimum +
 # transformers (scripts/requirements.txt) run the same files here, into target/cpu-reference/,

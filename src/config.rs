@@ -60,264 +60,217 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// Declares every configuration key once: its doc (the flag's help, ending with the default),
+/// name, type, default, and its flag (the type it parses, `long` and its `T5SERVE_*` variable).
+/// From that one list come `Config`, `Config::default()`, `Overrides` (the flags, each also read
+/// from its environment variable) and `Config::apply`.
+macro_rules! config_keys {
+    (
+        $(#[$meta:meta])*
+        pub struct $config:ident {
+            $(
+                $(#[doc = $doc:literal])+
+                #[flag($flag_ty:ty; $($flag:tt)*)]
+                pub $key:ident: $ty:ty = $default:expr,
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $config {
+            $( $(#[doc = $doc])+ pub $key: $ty, )*
+        }
+
+        impl Default for $config {
+            fn default() -> Self {
+                Self { $( $key: $default, )* }
+            }
+        }
+
+        /// Command-line flags; each also reads its `T5SERVE_*` environment variable, and
+        /// overrides the file.
+        #[derive(Debug, Clone, Default, Args)]
+        pub struct Overrides {
+            /// Configuration file (TOML) [default: config/default.toml when it exists]
+            #[arg(long, env = "T5SERVE_CONFIG")]
+            pub config: Option<PathBuf>,
+            $(
+                #[arg($($flag)*, help = flag_help(&[$($doc),+], stringify!($key)))]
+                pub $key: Option<$flag_ty>,
+            )*
+        }
+
+        impl $config {
+            /// Overlays the flags (and environment variables) that are set.
+            pub fn apply(&mut self, o: &Overrides) {
+                $( if let Some(v) = &o.$key { self.$key = FromFlag::from_flag(v.clone()); } )*
+            }
+        }
+    };
+}
+
+/// A key's value from its flag's: the same type, or `Some` of it for an optional key.
+trait FromFlag<F> {
+    fn from_flag(f: F) -> Self;
+}
+
+impl<T> FromFlag<T> for T {
+    fn from_flag(f: T) -> T {
+        f
+    }
+}
+
+impl<T> FromFlag<T> for Option<T> {
+    fn from_flag(f: T) -> Option<T> {
+        Some(f)
+    }
+}
+
+/// A flag's help: the key's doc on one line, then its default.
+fn flag_help(doc: &[&str], key: &str) -> String {
+    let text = doc.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ");
+    let defaults = serde_json::to_value(Config::default()).expect("the config serializes");
+    let default = match &defaults[key] {
+        serde_json::Value::Null => "none".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) if a.is_empty() => "none".to_string(),
+        other => other.to_string(),
+    };
+    format!("{text} [default: {default}]")
+}
+
+// The keys. Unindented, so that each reads as the struct field it becomes.
+config_keys! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// When set, /v1/*, /generate, /generate_stream and / need `Authorization: Bearer <key>`.
-    pub api_key: Option<Secret>,
+    #[flag(Secret; long, env = "T5SERVE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret> = None,
     /// With an api_key: whether /metrics needs it too (the /health routes never do).
-    pub metrics_need_key: bool,
+    #[flag(bool; long, env = "T5SERVE_METRICS_NEED_KEY")]
+    pub metrics_need_key: bool = false,
     /// Browser origins allowed by CORS (e.g. "https://app.example"); none by default.
-    pub cors_origins: Vec<String>,
+    #[flag(Vec<String>; long, env = "T5SERVE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String> = Vec::new(),
     /// Model directory in optimum's seq2seq-with-past layout.
-    pub model: PathBuf,
+    #[flag(PathBuf; long, env = "T5SERVE_MODEL")]
+    pub model: PathBuf = PathBuf::from(DEFAULT_MODEL),
     /// Address to listen on.
-    pub host: String,
+    #[flag(String; long, env = "T5SERVE_HOST")]
+    pub host: String = "127.0.0.1".into(),
     /// Port to listen on; 0 picks a free one.
-    pub port: u16,
+    #[flag(u16; long, env = "T5SERVE_PORT")]
+    pub port: u16 = 8080,
     /// Path of libonnxruntime.so; unset means ORT_DYLIB_PATH, then .ort/.
-    pub ort_library: Option<PathBuf>,
+    #[flag(PathBuf; long, env = "T5SERVE_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf> = None,
     /// ONNX Runtime intra-op threads (of the global pool, or of each session's); 0 means one per core.
-    pub intra_op_threads: usize,
+    #[flag(usize; long, env = "T5SERVE_INTRA_OP_THREADS")]
+    pub intra_op_threads: usize = 0,
     /// One global ONNX Runtime thread pool shared by every session, or one pool per session.
-    pub ort_thread_pool: ThreadPool,
+    #[flag(ThreadPool; long, env = "T5SERVE_ORT_THREAD_POOL", value_enum)]
+    pub ort_thread_pool: ThreadPool = ThreadPool::Global,
     /// Run prefill (the encoder and first decoder step of new rows) on its own thread, overlapped
     /// with the running rows' decoder steps (on the global pool, which both then share).
-    pub prefill_thread: bool,
+    #[flag(bool; long, env = "T5SERVE_PREFILL_THREAD")]
+    pub prefill_thread: bool = true,
     /// With prefill_thread and ort_thread_pool = per-session: ONNX Runtime threads of the
     /// prefill sessions, 0 = half the cores; the decoder-step sessions get intra_op_threads,
     /// 0 = the other cores.
-    pub prefill_threads: usize,
+    #[flag(usize; long, env = "T5SERVE_PREFILL_THREADS")]
+    pub prefill_threads: usize = 0,
     /// Let ONNX Runtime threads busy-wait between ops (they block again after a short spin).
-    pub intra_op_spinning: bool,
+    #[flag(bool; long, env = "T5SERVE_INTRA_OP_SPINNING")]
+    pub intra_op_spinning: bool = true,
     /// Independent decode loops, each with its own sessions (with a pool of intra_op_threads each,
     /// 0 = an equal share of the cores), queue, and share of the batch size and memory budget; new
     /// requests go to the least loaded. With 1, the sessions use ort_thread_pool.
-    pub decode_lanes: usize,
+    #[flag(usize; long, env = "T5SERVE_DECODE_LANES")]
+    pub decode_lanes: usize = 0,
     /// With several decode lanes: one more set of sessions with a thread per core (one more copy
     /// of the weights in memory), shared by the lanes; a lane runs on it while the other lanes
     /// are idle, so that a lone request gets every core.
-    pub solo_sessions: bool,
+    #[flag(bool; long, env = "T5SERVE_SOLO_SESSIONS")]
+    pub solo_sessions: bool = true,
     /// Tokio worker threads (HTTP, JSON, SSE); 0 = auto: one per 4 cores, at least 1, so that
     /// HTTP work does not take the cores ONNX Runtime's pool runs on.
-    pub http_threads: usize,
+    #[flag(usize; long, env = "T5SERVE_HTTP_THREADS")]
+    pub http_threads: usize = 0,
     /// Threads that tokenize request texts (and run other blocking work); at least 1.
-    pub tokenizer_threads: usize,
+    #[flag(usize; long, env = "T5SERVE_TOKENIZER_THREADS")]
+    pub tokenizer_threads: usize = 2,
     /// Where the graphs run: cpu, or cuda (registered explicitly; start-up fails if it cannot be).
-    pub execution_provider: ExecutionProvider,
+    #[flag(ExecutionProvider; long, env = "T5SERVE_EXECUTION_PROVIDER", value_enum)]
+    pub execution_provider: ExecutionProvider = ExecutionProvider::Cpu,
     /// GPU index for the cuda provider.
-    pub device_id: u32,
+    #[flag(u32; long, env = "T5SERVE_DEVICE_ID")]
+    pub device_id: u32 = 0,
     /// Longest accepted input, in tokens (EOS included).
-    pub max_input_tokens: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_INPUT_TOKENS")]
+    pub max_input_tokens: usize = 512,
     /// Largest `max_new_tokens` a request may ask for.
-    pub max_new_tokens_limit: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_NEW_TOKENS_LIMIT")]
+    pub max_new_tokens_limit: usize = 512,
     /// `max_new_tokens` when a request does not set it.
-    pub default_max_new_tokens: usize,
+    #[flag(usize; long, env = "T5SERVE_DEFAULT_MAX_NEW_TOKENS")]
+    pub default_max_new_tokens: usize = 64,
     /// Most inputs in one request.
-    pub max_client_batch_size: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_CLIENT_BATCH_SIZE")]
+    pub max_client_batch_size: usize = 32,
     /// Most stop sequences in one request.
-    pub max_stop_sequences: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_STOP_SEQUENCES")]
+    pub max_stop_sequences: usize = 4,
     /// Most beams a request may ask for.
-    pub max_num_beams: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_NUM_BEAMS")]
+    pub max_num_beams: usize = 8,
     /// Most candidate labels in one classify request.
-    pub max_labels: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_LABELS")]
+    pub max_labels: usize = 64,
     /// Default labels of /v1/classify; empty means the model's own (its t5serve.json).
-    pub classify_labels: Vec<String>,
+    #[flag(Vec<String>; long, env = "T5SERVE_CLASSIFY_LABELS", value_delimiter = ',')]
+    pub classify_labels: Vec<String> = Vec::new(),
     /// Default prompt of /v1/classify, with {text}; unset means the model's own, else "{text}".
-    pub classify_template: Option<String>,
+    #[flag(String; long, env = "T5SERVE_CLASSIFY_TEMPLATE")]
+    pub classify_template: Option<String> = None,
     /// Language pairs of /v1/translate; empty means the model's own, else T5's
-    /// (English to German, French and Romanian).
-    pub translate_pairs: Vec<crate::tasks::translate::LanguagePair>,
+    /// (English to German, French and Romanian). As a flag: SOURCE:TARGET pairs,
+    /// comma-separated, with T5's prompt; other templates in the file.
+    #[flag(Vec<crate::tasks::translate::LanguagePair>; long, env = "T5SERVE_TRANSLATE_PAIRS", value_delimiter = ',')]
+    pub translate_pairs: Vec<crate::tasks::translate::LanguagePair> = Vec::new(),
     /// Largest accepted request body, in bytes.
-    pub max_body_bytes: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_BODY_BYTES")]
+    pub max_body_bytes: usize = 1 << 20,
     /// How long a client may take to send a whole request body, in milliseconds; then 408.
-    pub body_read_timeout_ms: u64,
+    #[flag(u64; long, env = "T5SERVE_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: u64 = 10_000,
     /// Requests in flight at once (queued or decoding); beyond it, 429 at once.
-    pub max_concurrent_requests: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: usize = 256,
     /// Most rows decoding at once, over all cohorts.
-    pub max_batch_size: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_BATCH_SIZE")]
+    pub max_batch_size: usize = 32,
     /// Memory budget of running rows (encoder output + worst-case key/value cache), in MiB.
-    pub max_batch_memory_mb: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_BATCH_MEMORY_MB")]
+    pub max_batch_memory_mb: usize = 1024,
     /// How long a queued request may wait for others to start a batch with, in milliseconds.
-    pub max_queue_delay_ms: u64,
+    #[flag(u64; long, env = "T5SERVE_MAX_QUEUE_DELAY_MS")]
+    pub max_queue_delay_ms: u64 = 2,
     /// Most batches (cohorts) decoding side by side.
-    pub max_cohorts: usize,
+    #[flag(usize; long, env = "T5SERVE_MAX_COHORTS")]
+    pub max_cohorts: usize = 4,
     /// Default deadline of a request while queued, in milliseconds; a request may set a shorter one.
-    pub queue_deadline_ms: u64,
+    #[flag(u64; long, env = "T5SERVE_QUEUE_DEADLINE_MS")]
+    pub queue_deadline_ms: u64 = 30_000,
     /// Longest a request may take in all (queue and decoding), in milliseconds; then 504.
-    pub request_timeout_ms: u64,
+    #[flag(u64; long, env = "T5SERVE_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: u64 = 600_000,
     /// On SIGTERM/SIGINT, how long requests in flight may take to finish, in milliseconds.
-    pub shutdown_grace_ms: u64,
+    #[flag(u64; long, env = "T5SERVE_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: u64 = 30_000,
     /// Log output: pretty (human) or json (one object per line).
-    pub log_format: LogFormat,
+    #[flag(LogFormat; long, env = "T5SERVE_LOG_FORMAT", value_enum)]
+    pub log_format: LogFormat = LogFormat::Pretty,
 }
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            api_key: None,
-            metrics_need_key: false,
-            cors_origins: Vec::new(),
-            model: PathBuf::from(DEFAULT_MODEL),
-            host: "127.0.0.1".into(),
-            port: 8080,
-            ort_library: None,
-            intra_op_threads: 0,
-            ort_thread_pool: ThreadPool::Global,
-            prefill_thread: true,
-            prefill_threads: 0,
-            http_threads: 0,
-            tokenizer_threads: 2,
-            intra_op_spinning: true,
-            decode_lanes: 0,
-            solo_sessions: true,
-            execution_provider: ExecutionProvider::Cpu,
-            device_id: 0,
-            max_input_tokens: 512,
-            max_new_tokens_limit: 512,
-            default_max_new_tokens: 64,
-            max_client_batch_size: 32,
-            max_stop_sequences: 4,
-            max_num_beams: 8,
-            max_labels: 64,
-            classify_labels: Vec::new(),
-            classify_template: None,
-            translate_pairs: Vec::new(),
-            max_body_bytes: 1 << 20,
-            body_read_timeout_ms: 10_000,
-            max_concurrent_requests: 256,
-            max_batch_size: 32,
-            max_batch_memory_mb: 1024,
-            max_queue_delay_ms: 2,
-            max_cohorts: 4,
-            queue_deadline_ms: 30_000,
-            request_timeout_ms: 600_000,
-            shutdown_grace_ms: 30_000,
-            log_format: LogFormat::Pretty,
-        }
-    }
-}
-
-/// Command-line flags; each also reads its `T5SERVE_*` environment variable, and overrides the file.
-#[derive(Debug, Clone, Default, Args)]
-pub struct Overrides {
-    /// Configuration file (TOML) [default: config/default.toml when it exists]
-    #[arg(long, env = "T5SERVE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// API key clients must send as `Authorization: Bearer <key>` [default: none, no key needed]
-    #[arg(long, env = "T5SERVE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<Secret>,
-    /// With an API key, require it on /metrics too [default: false]
-    #[arg(long, env = "T5SERVE_METRICS_NEED_KEY")]
-    pub metrics_need_key: Option<bool>,
-    /// Browser origins CORS allows, comma-separated [default: none]
-    #[arg(long, env = "T5SERVE_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Option<Vec<String>>,
-    /// Model directory (optimum seq2seq-with-past export) [default: the bundled model]
-    #[arg(long, env = "T5SERVE_MODEL")]
-    pub model: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1]
-    #[arg(long, env = "T5SERVE_HOST")]
-    pub host: Option<String>,
-    /// Port to listen on, 0 for any free port [default: 8080]
-    #[arg(long, env = "T5SERVE_PORT")]
-    pub port: Option<u16>,
-    /// Path of libonnxruntime.so [default: $ORT_DYLIB_PATH, then .ort/libonnxruntime.so.1.31.1]
-    #[arg(long, env = "T5SERVE_ORT_LIBRARY")]
-    pub ort_library: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads (of the global pool, or per session), 0 = one per core [default: 0]
-    #[arg(long, env = "T5SERVE_INTRA_OP_THREADS")]
-    pub intra_op_threads: Option<usize>,
-    /// One ONNX Runtime thread pool shared by all sessions, or one per session [default: global]
-    #[arg(long, env = "T5SERVE_ORT_THREAD_POOL", value_enum)]
-    pub ort_thread_pool: Option<ThreadPool>,
-    /// Run prefill on its own thread and cores, overlapped with decoding [default: true]
-    #[arg(long, env = "T5SERVE_PREFILL_THREAD")]
-    pub prefill_thread: Option<bool>,
-    /// With prefill_thread and a pool per session: threads for prefill, 0 = half the cores [default: 0]
-    #[arg(long, env = "T5SERVE_PREFILL_THREADS")]
-    pub prefill_threads: Option<usize>,
-    /// Let ONNX Runtime threads busy-wait between ops [default: true]
-    #[arg(long, env = "T5SERVE_INTRA_OP_SPINNING")]
-    pub intra_op_spinning: Option<bool>,
-    /// Independent decode loops, each with its own sessions and share of the cores and batch; 0 = auto: 2 for an int8 model on 2+ CPU cores, else 1 [default: 0]
-    #[arg(long, env = "T5SERVE_DECODE_LANES")]
-    pub decode_lanes: Option<usize>,
-    /// With several lanes: one more set of sessions on all cores, used by a lane while the others are idle [default: true]
-    #[arg(long, env = "T5SERVE_SOLO_SESSIONS")]
-    pub solo_sessions: Option<bool>,
-    /// Tokio worker threads for HTTP, 0 = one per 4 cores, at least 1 [default: 0]
-    #[arg(long, env = "T5SERVE_HTTP_THREADS")]
-    pub http_threads: Option<usize>,
-    /// Threads that tokenize request texts [default: 2]
-    #[arg(long, env = "T5SERVE_TOKENIZER_THREADS")]
-    pub tokenizer_threads: Option<usize>,
-    /// Where the graphs run; cuda needs the onnxruntime-gpu library and fails loudly without it [default: cpu]
-    #[arg(long, env = "T5SERVE_EXECUTION_PROVIDER", value_enum)]
-    pub execution_provider: Option<ExecutionProvider>,
-    /// GPU index for the cuda provider [default: 0]
-    #[arg(long, env = "T5SERVE_DEVICE_ID")]
-    pub device_id: Option<u32>,
-    /// Longest accepted input in tokens [default: 512]
-    #[arg(long, env = "T5SERVE_MAX_INPUT_TOKENS")]
-    pub max_input_tokens: Option<usize>,
-    /// Largest max_new_tokens a request may ask for [default: 512]
-    #[arg(long, env = "T5SERVE_MAX_NEW_TOKENS_LIMIT")]
-    pub max_new_tokens_limit: Option<usize>,
-    /// max_new_tokens when a request sets none [default: 64]
-    #[arg(long, env = "T5SERVE_DEFAULT_MAX_NEW_TOKENS")]
-    pub default_max_new_tokens: Option<usize>,
-    /// Most inputs in one request [default: 32]
-    #[arg(long, env = "T5SERVE_MAX_CLIENT_BATCH_SIZE")]
-    pub max_client_batch_size: Option<usize>,
-    /// Most stop sequences in one request [default: 4]
-    #[arg(long, env = "T5SERVE_MAX_STOP_SEQUENCES")]
-    pub max_stop_sequences: Option<usize>,
-    /// Most beams a request may ask for [default: 8]
-    #[arg(long, env = "T5SERVE_MAX_NUM_BEAMS")]
-    pub max_num_beams: Option<usize>,
-    /// Most candidate labels in one classify request [default: 64]
-    #[arg(long, env = "T5SERVE_MAX_LABELS")]
-    pub max_labels: Option<usize>,
-    /// Default labels of /v1/classify, comma-separated [default: the model's t5serve.json]
-    #[arg(long, env = "T5SERVE_CLASSIFY_LABELS", value_delimiter = ',')]
-    pub classify_labels: Option<Vec<String>>,
-    /// Default prompt of /v1/classify, with {text} [default: the model's t5serve.json, else {text}]
-    #[arg(long, env = "T5SERVE_CLASSIFY_TEMPLATE")]
-    pub classify_template: Option<String>,
-    /// Largest request body in bytes [default: 1048576]
-    #[arg(long, env = "T5SERVE_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Time to receive a whole request body in ms; then 408 [default: 10000]
-    #[arg(long, env = "T5SERVE_BODY_READ_TIMEOUT_MS")]
-    pub body_read_timeout_ms: Option<u64>,
-    /// Requests in flight at once; beyond it, 429 [default: 256]
-    #[arg(long, env = "T5SERVE_MAX_CONCURRENT_REQUESTS")]
-    pub max_concurrent_requests: Option<usize>,
-    /// Most rows decoding at once [default: 32]
-    #[arg(long, env = "T5SERVE_MAX_BATCH_SIZE")]
-    pub max_batch_size: Option<usize>,
-    /// Memory budget of running rows in MiB [default: 1024]
-    #[arg(long, env = "T5SERVE_MAX_BATCH_MEMORY_MB")]
-    pub max_batch_memory_mb: Option<usize>,
-    /// Wait for company before starting a batch, in ms [default: 2]
-    #[arg(long, env = "T5SERVE_MAX_QUEUE_DELAY_MS")]
-    pub max_queue_delay_ms: Option<u64>,
-    /// Most batches decoding side by side [default: 4]
-    #[arg(long, env = "T5SERVE_MAX_COHORTS")]
-    pub max_cohorts: Option<usize>,
-    /// Default queue deadline of a request in ms [default: 30000]
-    #[arg(long, env = "T5SERVE_QUEUE_DEADLINE_MS")]
-    pub queue_deadline_ms: Option<u64>,
-    /// Longest a request may take in all, in ms; then 504 [default: 600000]
-    #[arg(long, env = "T5SERVE_REQUEST_TIMEOUT_MS")]
-    pub request_timeout_ms: Option<u64>,
-    /// Drain time on SIGTERM/SIGINT in ms [default: 30000]
-    #[arg(long, env = "T5SERVE_SHUTDOWN_GRACE_MS")]
-    pub shutdown_grace_ms: Option<u64>,
-    /// Log output format [default: pretty]
-    #[arg(long, env = "T5SERVE_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,62 +295,6 @@ impl Config {
         config.apply(overrides);
         config.validate()?;
         Ok(config)
-    }
-
-    pub fn apply(&mut self, o: &Overrides) {
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = &o.$field { self.$field = v.clone(); } )* };
-        }
-        set!(
-            metrics_need_key,
-            model,
-            host,
-            port,
-            intra_op_threads,
-            ort_thread_pool,
-            prefill_thread,
-            prefill_threads,
-            intra_op_spinning,
-            decode_lanes,
-            solo_sessions,
-            http_threads,
-            tokenizer_threads,
-            execution_provider,
-            device_id,
-            max_input_tokens,
-            max_new_tokens_limit,
-            default_max_new_tokens,
-            max_client_batch_size,
-            max_stop_sequences,
-            max_num_beams,
-            max_labels,
-            max_body_bytes,
-            body_read_timeout_ms,
-            max_concurrent_requests,
-            max_batch_size,
-            max_batch_memory_mb,
-            max_queue_delay_ms,
-            max_cohorts,
-            queue_deadline_ms,
-            request_timeout_ms,
-            shutdown_grace_ms,
-            log_format
-        );
-        if let Some(p) = &o.ort_library {
-            self.ort_library = Some(p.clone());
-        }
-        if let Some(k) = &o.api_key {
-            self.api_key = Some(k.clone());
-        }
-        if let Some(v) = &o.cors_origins {
-            self.cors_origins = v.clone();
-        }
-        if let Some(v) = &o.classify_labels {
-            self.classify_labels = v.clone();
-        }
-        if let Some(v) = &o.classify_template {
-            self.classify_template = Some(v.clone());
-        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -480,6 +377,56 @@ mod tests {
         let c = Config { default_max_new_tokens: 1000, max_new_tokens_limit: 512, ..Default::default() };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("default_max_new_tokens"), "{e}");
+    }
+
+    /// The shipped file states the built-in defaults: neither can change without the other.
+    #[test]
+    fn shipped_default_file_is_the_built_in_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
+        assert_eq!(Config::from_file(Path::new(path)).unwrap(), Config::default());
+        // And it names every key (set, or commented out where unset is the default).
+        let text = std::fs::read_to_string(path).unwrap();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        for key in defaults.as_object().unwrap().keys() {
+            assert!(text.contains(&format!("{key} =")), "config/default.toml does not mention {key}");
+        }
+    }
+
+    /// Every key can be set by its flag (or environment variable), and the flag's help ends with
+    /// the built-in default.
+    #[test]
+    fn flags_override_every_key_and_show_its_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: Overrides,
+        }
+        let cli = Cli::try_parse_from([
+            "t5serve",
+            "--port",
+            "1",
+            "--cors-origins",
+            "http://a,http://b",
+            "--api-key",
+            "0123456789abcdef",
+            "--classify-template",
+            "t: {text}",
+            "--translate-pairs",
+            "English:German",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let mut c = Config::default();
+        c.apply(&cli.o);
+        assert_eq!((c.port, c.cors_origins.len(), c.log_format), (1, 2, LogFormat::Json));
+        assert_eq!(c.api_key, Some(Secret("0123456789abcdef".into())));
+        assert_eq!(c.classify_template.as_deref(), Some("t: {text}"));
+        assert_eq!(c.translate_pairs, vec![crate::tasks::translate::LanguagePair::t5("English", "German")]);
+        assert_eq!(flag_help(&[" Port to listen on."], "port"), "Port to listen on. [default: 8080]");
+        assert_eq!(flag_help(&[" Origins."], "cors_origins"), "Origins. [default: none]");
+        assert_eq!(flag_help(&[" Pool."], "ort_thread_pool"), "Pool. [default: global]");
     }
 
     #[test]

@@ -26,6 +26,20 @@ impl LanguagePair {
     }
 }
 
+/// `SOURCE:TARGET` (a flag or environment variable): the pair with T5's prompt. Other
+/// templates are set in the configuration file.
+impl std::str::FromStr for LanguagePair {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some((source, target)) if !source.trim().is_empty() && !target.trim().is_empty() => {
+                Ok(Self::t5(source.trim(), target.trim()))
+            }
+            _ => Err(format!("{s:?} is not a language pair (SOURCE:TARGET, e.g. English:German)")),
+        }
+    }
+}
+
 /// Splits `text` after sentence-ending punctuation (. ! ? and their full-width forms) followed
 /// by whitespace, keeping the punctuation with its sentence. Whitespace between sentences is
 /// returned with the pieces so that joining them with a space reproduces the text's sentences.
@@ -88,6 +102,12 @@ mod tests {
         let s = ["aa.", "bb.", "cc.", "dddddddd."];
         let c = chunks(&s, 8, |t| t.len());
         assert_eq!(c, vec!["aa. bb.", "cc.", "dddddddd."]);
+    }
+
+    #[test]
+    fn pairs_parse_from_flags() {
+        assert_eq!("English:German".parse::<LanguagePair>().unwrap(), LanguagePair::t5("English", "German"));
+        assert!("English".parse::<LanguagePair>().unwrap_err().contains("SOURCE:TARGET"));
     }
 
     #[test]
