@@ -222,9 +222,10 @@ fn log_loaded(info: &scheduler::WorkerInfo, plan: &plan::ThreadPlan, config: &Co
     }
 }
 
-/// Serves until SIGINT or SIGTERM, then drains in-flight requests. If the decode thread dies,
+/// Serves until SIGINT or SIGTERM, then drains in-flight requests. If a decode lane dies,
 /// stops at once with an error (the process exits non-zero, and the orchestrator restarts it):
-/// it never goes on serving with a cache in an unknown state.
+/// it never goes on serving with a cache in an unknown state. A warm-up that fails every
+/// attempt stops it the same way.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut server = start(config).await?;
     let decode = server.scheduler.clone();

@@ -1,6 +1,6 @@
 //! Fuzzes request parsing and validation: the JSON bodies of /v1/generate, /v1/classify,
-//! /v1/translate and TGI's /generate, and every check the handlers run on them before
-//! tokenizing. Validation errors are expected; panics, overflows, hangs and huge allocations are
+//! /v1/translate and TGI's /generate, turned into an `api::Request` as each handler does and
+//! checked by `api::validate`, the one validation every route makes before tokenizing. Validation errors are expected; panics, overflows, hangs and huge allocations are
 //! the bugs. Accepted requests are also checked against the documented contracts (an accepted
 //! value must lie inside its documented range).
 //!
@@ -14,8 +14,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
-use t5serve::api::{self, ClassifyRequest, GenerateParameters, GenerateRequest, Limits, TranslateRequest};
+use t5serve::api::{self, ClassifyRequest, GenerateRequest, Limits, LongTexts, Task, TranslateRequest, Validated};
 use t5serve::config::Config;
 use t5serve::generation::{GenerationParams, TokenChooser};
 use t5serve::http::TaskSettings;
@@ -83,62 +82,58 @@ fuzz_target!(|data: &[u8]| {
 
 /// `http::generate::generate` up to tokenization.
 fn generate(req: &GenerateRequest, limits: &Limits) {
-    let texts = api::parse_inputs(&req.inputs, limits);
-    if let Ok(t) = &texts {
-        check_texts(t, limits, limits.max_input_tokens.saturating_mul(32));
+    let stream = req.stream.unwrap_or(false);
+    let request = api::Request { stream, ..api::Request::generate("inputs", req.inputs.clone(), req.parameters.clone()) };
+    if let Ok(v) = api::validate(request, limits) {
+        check(&v, &req.parameters, limits);
+        assert!(!stream || v.single, "a stream of several texts: {v:?}");
     }
-    parameters(&req.parameters, limits);
 }
 
 /// `http::classify::classify` up to tokenization (labels default to the configured set, which
 /// is empty here: no model directory).
 fn classify(req: &ClassifyRequest, limits: &Limits, tasks: &TaskSettings) {
-    let texts = api::parse_inputs(&req.inputs, limits);
-    if let Ok(t) = &texts {
-        check_texts(t, limits, limits.max_input_tokens.saturating_mul(32));
-    }
     let labels = req.labels.clone().unwrap_or_else(|| tasks.classify_labels.clone());
-    if api::check_labels(&labels, limits).is_ok() {
-        assert!((2..=limits.max_labels).contains(&labels.len()));
-        for (i, l) in labels.iter().enumerate() {
-            assert!(!l.trim().is_empty() && !labels[..i].contains(l), "labels accepted: {labels:?}");
-        }
-        // What the handler does with the scores, on stand-in log-likelihoods.
-        let scores: Vec<f64> = labels.iter().map(|l| -(l.len() as f64) / 4.0).collect();
-        let ranked = classify::probabilities(&labels, &scores, req.multi_label.unwrap_or(false));
-        assert_eq!(ranked.len(), labels.len());
-        for p in &ranked {
-            assert!((0.0..=1.0).contains(&p.score), "probability {} of {:?}", p.score, p.label);
-        }
+    let Ok(v) = api::validate(api::Request::score(req.inputs.clone(), labels), limits) else { return };
+    check(&v, &Default::default(), limits);
+    let Task::Score(labels) = &v.task else { panic!("a classify request generates: {v:?}") };
+    assert!((2..=limits.max_labels).contains(&labels.len()));
+    for (i, l) in labels.iter().enumerate() {
+        assert!(!l.trim().is_empty() && !labels[..i].contains(l), "labels accepted: {labels:?}");
+    }
+    // What the handler does with the scores, on stand-in log-likelihoods.
+    let scores: Vec<f64> = labels.iter().map(|l| -(l.len() as f64) / 4.0).collect();
+    let ranked = classify::probabilities(labels, &scores, req.multi_label.unwrap_or(false));
+    assert_eq!(ranked.len(), labels.len());
+    for p in &ranked {
+        assert!((0.0..=1.0).contains(&p.score), "probability {} of {:?}", p.score, p.label);
     }
     let template = req.template.clone().unwrap_or_else(|| tasks.classify_template.clone());
-    if classify::check_template(&template).is_ok()
-        && let Ok(t) = &texts
-    {
-        for text in &t.texts {
+    if classify::check_template(&template).is_ok() {
+        for text in &v.texts {
             let prompt = classify::fill(&template, text);
             assert_eq!(prompt.len(), template.len() - classify::TEXT_SLOT.len() + text.len());
         }
     }
 }
 
-/// `http::translate::translate` up to tokenization, then the sentence splitting of
-/// `split_prompts` with a stand-in token count (words + EOS) instead of the tokenizer.
+/// `http::translate::translate` up to tokenization, then the sentence splitting of the
+/// pipeline's tokenizing with a stand-in token count (words + EOS) instead of the tokenizer.
 fn translate(req: &TranslateRequest, limits: &Limits, tasks: &TaskSettings) {
-    let texts = api::parse_texts("text", &req.text, limits, usize::MAX);
-    if let Ok(t) = &texts {
-        check_texts(t, limits, usize::MAX);
-    }
     let pair = tasks.translate_pairs.iter().find(|p| p.matches(&req.source_lang, &req.target_lang));
     let p = &req.parameters;
-    let refused = p.stop.is_some() || p.details.is_some();
-    if !refused {
-        parameters(p, limits);
+    if p.stop.is_some() || p.details.is_some() {
+        return;
     }
-    let (Ok(texts), Some(pair)) = (texts, pair) else { return };
+    let request = api::Request {
+        long_texts: LongTexts::Split,
+        ..api::Request::generate("text", req.text.clone(), req.parameters.clone())
+    };
+    let (Ok(v), Some(pair)) = (api::validate(request, limits), pair) else { return };
+    check(&v, p, limits);
     let limit = limits.max_input_tokens;
     let count = |chunk: &str| classify::fill(&pair.template, chunk).split_whitespace().count() + 1;
-    for text in &texts.texts {
+    for text in &v.texts {
         let sentences = translate::sentences(text);
         for s in &sentences {
             assert!(!s.is_empty() && s.trim() == *s, "sentence {s:?} of {text:?}");
@@ -153,69 +148,53 @@ fn translate(req: &TranslateRequest, limits: &Limits, tasks: &TaskSettings) {
 
 /// `http::tgi::run` up to tokenization, plus its `truncate` on stand-in token ids.
 fn tgi(req: &TgiRequest, limits: &Limits) {
-    let texts = api::parse_inputs(&Value::String(req.inputs.clone()), limits);
-    if let Ok(t) = &texts {
-        assert!(t.single);
-        check_texts(t, limits, limits.max_input_tokens.saturating_mul(32));
-    }
     let Ok(p) = req.parameters.to_v1() else { return };
-    if let Ok(params) = p.validate(limits) {
-        // TGI requests never use beam search.
-        assert!(p.num_beams.is_none());
-        check_params(&params, &p, limits);
-    }
-    if let Ok(stop) = p.stop_sequences(limits) {
-        check_stop(&stop, limits);
-    }
-    if let Ok(d) = p.queue_deadline(limits) {
-        check_deadline(d, limits);
-    }
-    if let Some(n) = req.parameters.truncate
-        && n >= 1
-    {
+    let request = api::Request { logprobs: true, ..api::Request::generate("inputs", req.inputs.clone().into(), p.clone()) };
+    let Ok(v) = api::validate(request, limits) else { return };
+    assert!(v.single);
+    check(&v, &p, limits);
+    let Task::Generate(d) = &v.task else { panic!("a TGI request scores: {v:?}") };
+    // TGI requests never use beam search, and always report log-probabilities.
+    assert!(d.beam.is_none() && d.logprobs, "{d:?}");
+    if let Some(n) = v.truncate {
         let mut row: Vec<u32> = (0..req.inputs.len().min(4096) as u32).collect();
-        let drop = row.len().saturating_sub(n as usize);
+        let drop = row.len().saturating_sub(n);
         row.drain(..drop);
-        assert!(row.len() as u64 <= n as u64);
+        assert!(row.len() <= n && n <= limits.max_input_tokens);
     }
 }
 
-/// Every parameter check the handlers run, and the contracts of what they accept.
-fn parameters(p: &GenerateParameters, limits: &Limits) {
-    let beam = p.beam(limits);
-    let params = p.validate(limits);
-    if let Ok(Some(b)) = &beam {
+/// The contracts of a validated request.
+fn check(v: &Validated, p: &api::GenerateParameters, limits: &Limits) {
+    assert!(!v.texts.is_empty());
+    assert!(!v.single || v.texts.len() == 1);
+    assert!(v.texts.len() <= limits.max_client_batch_size);
+    let byte_limit = match (v.long_texts, v.truncate) {
+        (LongTexts::Refuse, None) => limits.max_input_tokens.saturating_mul(32),
+        _ => usize::MAX,
+    };
+    for s in &v.texts {
+        assert!(!s.trim().is_empty() && s.len() <= byte_limit, "text accepted: {s:?}");
+    }
+    let d = v.queue_deadline;
+    assert!(d.as_millis() >= 1 && d.as_millis() <= limits.queue_deadline_ms as u128, "{d:?}");
+    let Task::Generate(d) = &v.task else { return };
+    if let Some(b) = &d.beam {
         assert!(b.num_beams >= 2 && b.num_beams <= limits.max_num_beams, "{b:?}");
         assert!(b.num_return_sequences >= 1 && b.num_return_sequences <= b.num_beams, "{b:?}");
         assert!(b.length_penalty.is_finite(), "{b:?}");
-        if let Ok(g) = &params {
-            assert!(!g.do_sample, "beam search accepted with sampling: {p:?}");
-        }
+        assert!(!d.params.do_sample, "beam search accepted with sampling: {p:?}");
+        assert!(d.stop.is_empty(), "beam search accepted with stop sequences: {p:?}");
+        assert!(!v.stream, "beam search accepted with a stream");
     }
-    if let Ok(g) = &params {
-        check_params(g, p, limits);
+    assert!(d.stop.len() <= limits.max_stop_sequences);
+    for s in &d.stop {
+        assert!(!s.is_empty() && s.len() <= api::MAX_STOP_BYTES);
     }
-    if let Ok(stop) = p.stop_sequences(limits) {
-        check_stop(&stop, limits);
-        if matches!(beam, Ok(Some(_))) {
-            assert!(stop.is_empty(), "beam search accepted with stop sequences: {p:?}");
-        }
-    }
-    if let Ok(d) = p.queue_deadline(limits) {
-        check_deadline(d, limits);
-    }
+    check_params(&d.params, p, limits);
 }
 
-fn check_texts(t: &api::Texts, limits: &Limits, byte_limit: usize) {
-    assert!(!t.texts.is_empty());
-    assert!(!t.single || t.texts.len() == 1);
-    assert!(t.single || t.texts.len() <= limits.max_client_batch_size);
-    for s in &t.texts {
-        assert!(!s.trim().is_empty() && s.len() <= byte_limit, "text accepted: {s:?}");
-    }
-}
-
-fn check_params(g: &GenerationParams, p: &GenerateParameters, limits: &Limits) {
+fn check_params(g: &GenerationParams, p: &api::GenerateParameters, limits: &Limits) {
     assert!(g.max_new_tokens >= 1 && g.max_new_tokens <= limits.max_new_tokens_limit, "{g:?}");
     assert!(g.min_new_tokens <= g.max_new_tokens, "{g:?}");
     assert!(g.temperature.is_finite() && g.temperature >= 0.01 && g.temperature <= 100.0, "{g:?}");
@@ -242,15 +221,4 @@ fn check_params(g: &GenerationParams, p: &GenerateParameters, limits: &Limits) {
             break;
         }
     }
-}
-
-fn check_stop(stop: &[String], limits: &Limits) {
-    assert!(stop.len() <= limits.max_stop_sequences);
-    for s in stop {
-        assert!(!s.is_empty() && s.len() <= api::MAX_STOP_BYTES);
-    }
-}
-
-fn check_deadline(d: std::time::Duration, limits: &Limits) {
-    assert!(d.as_millis() >= 1 && d.as_millis() <= limits.queue_deadline_ms as u128, "{d:?}");
 }

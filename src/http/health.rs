@@ -1,5 +1,5 @@
 //! Health: `/health/live` (the process serves HTTP; never touches the model), `/health/ready`
-//! (the model is loaded, a warm-up batch has run, the decode thread runs, and the server is not
+//! (the model is loaded, a warm-up request has run, every decode lane runs, and the server is not
 //! draining), and `/health`, an alias of ready.
 
 use std::sync::Arc;

@@ -35,11 +35,14 @@ use std::time::Instant;
 use crate::model::{ModelDir, Seq2SeqModel, SessionSettings};
 
 use super::batch::{Cohort, NoObserver};
-use super::lanes::{AliveGuard, LaneLoad, Ready, Solo, engine};
 use super::prefill::{PrefillThread, start_rows};
 use super::queue::{CostModel, Queue, QueueLimits};
 use super::settings::SchedulerSettings;
+use super::shared::{AliveGuard, LaneLoad, Solo, engine};
 use super::{Event, FailReason, RowError, RowRequest, SharedStats};
+
+/// What a lane thread reports once its sessions are loaded.
+pub(super) type Ready = Result<(), crate::model::ModelError>;
 
 /// What a decode lane's thread needs to open its sessions and run.
 pub(super) struct LaneThread {

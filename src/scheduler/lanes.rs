@@ -4,7 +4,7 @@
 //! sessions on all cores, leased to one lane at a time while the others are idle.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use crate::model::{ModelDir, Seq2SeqModel, SessionSettings};
 use super::decode::LaneThread;
 use super::queue::CostModel;
 use super::settings::{SchedulerSettings, WorkerInfo};
+use super::shared::{LaneLoad, Solo, SoloSessions};
 use super::{LoopObserver, RowRequest, SchedulerError, SchedulerStats, SharedStats};
 
 /// Cheap to clone; submits rows to the decode lanes.
@@ -32,24 +33,6 @@ struct Lane {
     load: Arc<LaneLoad>,
 }
 
-/// How busy a lane is, for routing new rows to the least loaded one.
-#[derive(Default)]
-pub(super) struct LaneLoad {
-    /// Rows sent to the lane that it has not queued yet.
-    pub(super) sent: AtomicUsize,
-    /// Rows the lane holds: queued, prefilling and decoding (as it last published).
-    pub(super) held: AtomicUsize,
-}
-
-impl LaneLoad {
-    fn rows(&self) -> usize {
-        self.sent.load(Ordering::Relaxed) + self.held.load(Ordering::Relaxed)
-    }
-}
-
-/// What a lane thread reports once its sessions are loaded.
-pub(super) type Ready = Result<(), crate::model::ModelError>;
-
 impl SchedulerHandle {
     /// Opens the model's sessions in every lane (each on its own OS thread, in parallel) and
     /// returns once all are ready, or the first error. The model directory has been read once;
@@ -64,17 +47,16 @@ impl SchedulerHandle {
         let started = Instant::now();
         let count = settings.lanes.max(1);
         let lane_settings = settings.per_lane();
-        let (ready_tx, ready_rx) = std_mpsc::channel::<Ready>();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<super::decode::Ready>();
         let alive = Arc::new(AtomicBool::new(true));
         let stats: SharedStats = Arc::new(SchedulerStats::new(observer));
         let d = &dir.dims;
         let cost = CostModel::from_dims(d.d_model, d.num_decoder_layers, d.num_heads, d.d_kv);
         let loads: Vec<Arc<LaneLoad>> = (0..count).map(|_| Arc::new(LaneLoad::default())).collect();
         let solo = match solo.filter(|_| count > 1) {
-            Some(s) => Some(Arc::new(SoloSessions {
-                model: Seq2SeqModel::open(&dir, &s).map_err(SchedulerError::Startup)?,
-                busy: AtomicBool::new(false),
-            })),
+            Some(s) => {
+                Some(Arc::new(SoloSessions::new(Seq2SeqModel::open(&dir, &s).map_err(SchedulerError::Startup)?)))
+            }
             None => None,
         };
         let mut lanes = Vec::with_capacity(count);
@@ -82,7 +64,7 @@ impl SchedulerHandle {
             let (jobs, job_rx) = std_mpsc::channel::<Vec<RowRequest>>();
             let others = loads.iter().enumerate().filter(|&(i, _)| i != index).map(|(_, l)| l.clone()).collect();
             let lane = LaneThread {
-                solo: solo.clone().map(|sessions| Solo { sessions, others }),
+                solo: solo.clone().map(|sessions| Solo::new(sessions, others)),
                 index,
                 dir: dir.clone(),
                 sessions: sessions.clone(),
@@ -142,57 +124,4 @@ impl SchedulerHandle {
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
     }
-}
-
-/// Marks the service dead when its thread (named for the log) ends, a panic included.
-pub(super) struct AliveGuard(pub(super) Arc<AtomicBool>, pub(super) &'static str);
-
-impl Drop for AliveGuard {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-        if std::thread::panicking() {
-            tracing::error!(thread = self.1, "a scheduler thread panicked; the service is no longer healthy");
-        }
-    }
-}
-
-/// With several lanes, a set of sessions with a thread per core (one more copy of the weights),
-/// shared by the lanes: a lane runs on it while every other lane is idle and nobody else holds
-/// it, so that a lone request is not held to one lane's share of the cores. On 2 cores, one
-/// thread per lane had made a lone t5-small int8 request 10-25% slower than one two-thread lane.
-pub(super) struct SoloSessions {
-    model: Seq2SeqModel,
-    busy: AtomicBool,
-}
-
-/// A lane's access to the solo sessions, and the other lanes' loads.
-pub(super) struct Solo {
-    sessions: Arc<SoloSessions>,
-    others: Vec<Arc<LaneLoad>>,
-}
-
-/// Holds the solo sessions for one decoder run.
-pub(super) struct SoloLease<'a>(&'a AtomicBool);
-
-impl Drop for SoloLease<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-/// The sessions for the next decoder run: the solo ones while the other lanes hold no rows and
-/// no other lane has them (the lease holds them until dropped), else the lane's own.
-pub(super) fn engine<'m>(
-    model: &'m Seq2SeqModel,
-    solo: &'m Option<Solo>,
-    stats: &SchedulerStats,
-) -> (&'m Seq2SeqModel, Option<SoloLease<'m>>) {
-    if let Some(s) = solo
-        && s.others.iter().all(|l| l.rows() == 0)
-        && s.sessions.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
-    {
-        stats.solo_runs.fetch_add(1, Ordering::Relaxed);
-        return (&s.sessions.model, Some(SoloLease(&s.sessions.busy)));
-    }
-    (model, None)
 }

@@ -10,6 +10,7 @@ mod prefill;
 pub mod queue;
 pub mod score;
 mod settings;
+mod shared;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,7 +157,8 @@ impl queue::Waiting for RowRequest {
     }
 }
 
-/// Timings the decode thread reports as they happen (the metrics implement it).
+/// Timings the decode lanes report as they happen (the metrics implement it, and the scheduler
+/// is started with them).
 pub trait LoopObserver: Send + Sync {
     /// A row started decoding after waiting this long in the queue.
     fn queued(&self, _seconds: f64) {}

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::model::Seq2SeqModel;
 
 use super::batch::{Cohort, NoObserver};
-use super::lanes::AliveGuard;
+use super::shared::AliveGuard;
 use super::{FailReason, RowRequest, SchedulerStats, SharedStats};
 
 /// The decode loop's end of the prefill thread: one batch of new rows at a time.
