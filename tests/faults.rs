@@ -71,13 +71,7 @@ async fn dead_decode_thread(args: &[&str]) {
         assert!(v["error_type"].is_string(), "{v}");
     }
     // Then the process stops, non-zero, saying why; while it is still up, it is not ready.
-    let (status, text) = server
-        .wait_exit(async || {
-            if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
-                assert_eq!(r.status().as_u16(), 503);
-            }
-        })
-        .await;
+    let (status, text) = server.wait_exit_unready(&client).await;
     assert_ne!(status.code(), Some(0), "log:\n{text}");
     assert!(text.contains("the decode thread stopped"), "{text}");
 }
@@ -101,14 +95,7 @@ async fn failed_rows_are_counted_by_reason() {
 async fn a_failing_warm_up_is_retried_then_the_process_exits_non_zero() {
     let server = spawn_binary_env(&tiny_model(), &[], &[(t5serve::faults::FAIL_WARM_UP_ENV, "1")]);
     let client = reqwest::Client::new();
-    let base = server.base.clone();
-    let (status, text) = server
-        .wait_exit(async || {
-            if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
-                assert_eq!(r.status().as_u16(), 503);
-            }
-        })
-        .await;
+    let (status, text) = server.wait_exit_unready(&client).await;
     assert_ne!(status.code(), Some(0), "log:\n{text}");
     assert_eq!(text.matches("warm-up failed; retrying").count(), t5serve::WARM_UP_ATTEMPTS - 1, "{text}");
     let last = format!("warm-up failed {} times; exiting", t5serve::WARM_UP_ATTEMPTS);

@@ -280,6 +280,18 @@ impl ServerProcess {
         }
     }
 
+    /// Waits for the process to exit (`wait_exit`), checking meanwhile that it never answers
+    /// ready while it is still up.
+    pub async fn wait_exit_unready(self, client: &reqwest::Client) -> (std::process::ExitStatus, String) {
+        let base = self.base.clone();
+        self.wait_exit(async || {
+            if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
+                assert_eq!(r.status().as_u16(), 503);
+            }
+        })
+        .await
+    }
+
     /// Waits up to 30 s for the process to exit, calling `meanwhile` between polls; returns its
     /// status and its log (the log file is removed).
     pub async fn wait_exit(mut self, mut meanwhile: impl AsyncFnMut()) -> (std::process::ExitStatus, String) {
