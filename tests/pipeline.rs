@@ -130,3 +130,23 @@ async fn timed_out_rows_leave_the_batch_at_the_next_step() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// /v1/classify obeys `request_timeout_ms` too: a request whose scoring takes seconds (128 label
+/// rows of ~50 tokens over the tiny model's 32k vocabulary) answers 504 once its time is up,
+/// while the server (whose warm-up is no client request) stays ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_obeys_the_request_timeout() {
+    let server = start_server_with(tiny_model(), |c| c.request_timeout_ms = 300).await;
+    let client = reqwest::Client::new();
+    let label = |i| {
+        format!("label number {i} is a rather long candidate phrase with many words to score one by one ").repeat(2)
+    };
+    let labels: Vec<String> = (0..16).map(label).collect();
+    let inputs: Vec<String> = (0..8).map(|i| format!("this is input text number {i}, somewhat long as well")).collect();
+    let body = json!({"inputs": inputs, "labels": labels});
+    let (status, v) = post(&client, &format!("http://{}/v1/classify", server.addr), body).await;
+    assert_eq!((status, v["error_type"].as_str()), (504, Some("deadline_exceeded")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("request_timeout_ms (300 ms)"), "{v}");
+    assert_eq!(wait_for_metric(&client, server.addr, "t5serve_active_rows", 0.0).await, 0.0);
+    server.shutdown().await.unwrap();
+}
