@@ -3,6 +3,7 @@
 # no Docker engine and no reachable container registry (Debian mirror, crates.io and PyPI only).
 #
 #   sudo docker/test-image.sh          # from the repository root (or anywhere: it cd's there)
+#   docker/test-image.sh --list-missing # only prints the tools step 1 would install
 #
 # 1. installs podman, debootstrap, jq and curl if missing (apt-get);
 # 2. makes the two base images locally if podman lacks them:
@@ -111,15 +112,24 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The tools, looked up as binaries on PATH (`type -P`): `command -v` would also find the
+# `podman` function above, so that podman was never installed on a machine without it.
+missing=()
+for tool in podman:podman debootstrap:debootstrap jq:jq curl:curl; do
+  type -P "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if [ "${1:-}" = --list-missing ]; then
+  # What step 1 would install here (scripts/check_deploy.sh checks it against PATH), then stop.
+  trap - EXIT
+  echo "${missing[*]}"
+  exit 0
+fi
+
 [ "$(id -u)" -eq 0 ] || die "needs root (podman with --isolation chroot, debootstrap, chroot, mount)"
 TMPD="$(mktemp -d)"
 
 # --- 1. tools --------------------------------------------------------------------------------
 phase_start "tools (podman, debootstrap, jq, curl)"
-missing=()
-for tool in podman:podman debootstrap:debootstrap jq:jq curl:curl; do
-  command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
-done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -245,6 +245,20 @@ else
   status=1
 fi
 
+# --- 3. the image test's tool check -------------------------------------------------------
+# docker/test-image.sh installs what is missing; it must look for the real binaries (a shell
+# function named podman once hid a missing podman). Its list must be exactly what PATH lacks.
+echo "== docker/test-image.sh --list-missing"
+expected=()
+for tool in podman debootstrap jq curl; do type -P "$tool" >/dev/null || expected+=("$tool"); done
+listed=$(docker/test-image.sh --list-missing)
+if [ "$listed" = "${expected[*]}" ]; then
+  echo "  ok  it would install: ${listed:-nothing}"
+else
+  echo "  FAIL it would install '$listed'; PATH lacks '${expected[*]}'" >&2
+  status=1
+fi
+
 if [ "$status" -ne 0 ]; then
   echo "== deployment checks FAILED" >&2
   exit 1

@@ -122,6 +122,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         api_key: config.api_key.clone(),
         metrics_need_key: config.metrics_need_key,
         cors_origins: config.cors_origins.clone(),
+        refusals: Default::default(),
     };
     let body = http::BodyLimits {
         max_bytes: config.max_body_bytes,

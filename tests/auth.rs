@@ -145,3 +145,52 @@ fn a_bad_cors_origin_is_refused_at_start_up() {
     let c = t5serve::Config { cors_origins: vec!["app.example".into()], ..Default::default() };
     assert!(c.validate().unwrap_err().to_string().contains("cors_origins[0]"));
 }
+
+/// The scheme name is case-insensitive (RFC 7235): `bearer`, `BEARER` work as `Bearer`.
+/// Refusals and unknown routes are counted in the metrics, by status and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheme_is_case_insensitive_and_refusals_are_counted() {
+    let server = start_server_with(tiny_model(), |c| c.api_key = Some(Secret(KEY.into()))).await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let body = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 2}});
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = client.post(format!("{base}/v1/generate")).header("authorization", format!("{scheme} {KEY}"));
+        assert_eq!(status(r.json(&body)).await.0, 200, "{scheme}");
+    }
+    for _ in 0..3 {
+        let r = client.post(format!("{base}/v1/generate")).bearer_auth("wrong-key-wrong-key").json(&body);
+        assert_eq!(status(r).await.0, 401);
+    }
+    assert_eq!(status(client.post(format!("{base}/v1/generate")).json(&body)).await.0, 401);
+    assert_eq!(status(client.get(format!("{base}/no/such/route")).bearer_auth(KEY)).await.0, 404);
+    let m = |name: &'static str| metric(&client, server.addr, name);
+    assert_eq!(m("t5serve_requests_total{route=\"/v1/generate\",status=\"401\"}").await, 4.0);
+    assert_eq!(m("t5serve_requests_rejected_total{reason=\"unauthorized\"}").await, 4.0);
+    assert_eq!(m("t5serve_requests_total{route=\"unmatched\",status=\"404\"}").await, 1.0);
+    assert_eq!(m("t5serve_requests_rejected_total{reason=\"no_route\"}").await, 1.0);
+    server.shutdown().await.unwrap();
+}
+
+/// A flood of wrong keys leaves a trace in the log, at most one line per 10 s, with the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_keys_are_logged_at_a_bounded_rate() {
+    let server = spawn_binary(&["--api-key", KEY]);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client).await;
+    let started = Instant::now();
+    for _ in 0..50 {
+        let r = client.get(format!("{}/v1/models", server.base)).bearer_auth("wrong-key-wrong-key");
+        assert_eq!(r.send().await.unwrap().status().as_u16(), 401);
+    }
+    let windows = started.elapsed().as_secs() / 10 + 1;
+    let mut child = server.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&server.log).unwrap();
+    std::fs::remove_file(&server.log).ok();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("authentication refused")).collect();
+    assert!(!lines.is_empty() && lines.len() as u64 <= windows, "{lines:?}");
+    assert!(lines[0].contains("refused=1") && lines[0].contains("the API key is wrong"), "{}", lines[0]);
+    assert!(!text.contains("wrong-key-wrong-key") && !text.contains(KEY), "no key in the log");
+}

@@ -57,6 +57,18 @@ fn invalid(msg: impl Into<String>) -> ValidationError {
     ValidationError(msg.into())
 }
 
+/// Longest client value an error message repeats, in characters.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// A client's value as an error message repeats it: at most `MAX_ECHO_CHARS` characters, then
+/// an ellipsis, so that a huge value does not come back whole.
+pub fn echo(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_string(),
+    }
+}
+
 /// A request's texts: one string (answered with one object), or a list of strings (answered
 /// with a list, in order).
 #[derive(Debug, Clone, PartialEq)]
@@ -250,4 +262,15 @@ pub struct Classification {
 pub struct TranslateResponse {
     /// One translation per input text, in order.
     pub translations: Vec<String>,
+    /// How each translation ended, in the same order.
+    pub details: Vec<TranslationDetails>,
+}
+
+/// How one text's translation ended. A long text is translated in chunks (split at sentence
+/// boundaries): `length` when any chunk was cut at max_new_tokens, and the tokens of all chunks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TranslationDetails {
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub chunks: usize,
 }

@@ -318,7 +318,8 @@ impl GenerateParameters {
             Some(Value::String(s)) if s == "never" => EarlyStopping::Never,
             Some(other) => {
                 return Err(invalid(format!(
-                    "parameters.early_stopping must be true, false or \"never\", got {other}"
+                    "parameters.early_stopping must be true, false or \"never\", got {}",
+                    super::echo(&other.to_string())
                 )));
             }
         };
@@ -384,7 +385,7 @@ pub fn check_labels(labels: &[String], limits: &Limits) -> Result<(), Validation
             return Err(invalid(format!("labels[{i}] must not be empty")));
         }
         if labels[..i].contains(l) {
-            return Err(invalid(format!("labels[{i}] ({l:?}) is listed twice")));
+            return Err(invalid(format!("labels[{i}] ({:?}) is listed twice", super::echo(l))));
         }
     }
     Ok(())

@@ -52,9 +52,11 @@ impl Output {
 
 pub fn row_error(e: RowError) -> ApiError {
     match e {
-        RowError::DeadlineExceeded => {
-            ApiError::DeadlineExceeded("the request waited in the queue past its deadline".into())
-        }
+        RowError::DeadlineExceeded => ApiError::DeadlineExceeded(
+            "a row of the request was still queued at its queue deadline (queue_deadline_ms, or the request's \
+             parameters.deadline_ms); it never ran"
+                .into(),
+        ),
         RowError::Internal(e) => ApiError::Internal(format!("decoding failed: {e}")),
     }
 }
@@ -63,17 +65,21 @@ impl Submitted {
     /// Every row's output with the index of the text it belongs to, in row order.
     pub async fn collect(mut self) -> Result<Vec<(usize, Output)>, ApiError> {
         let rows = std::mem::take(&mut self.rows);
+        let (total, done) = (rows.len(), std::sync::atomic::AtomicUsize::new(0));
         let gather = async {
             let mut out = Vec::with_capacity(rows.len());
             for (owner, rx) in rows {
                 out.push((owner, gather(&self.app, rx, self.arrived).await?));
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(out)
         };
-        match self.deadline {
-            Some(at) => tokio::time::timeout_at(at, gather).await.map_err(|_| self.app.timed_out())?,
-            None => gather.await,
-        }
+        let Some(at) = self.deadline else { return gather.await };
+        let result = tokio::time::timeout_at(at, gather).await;
+        result.map_err(|_| {
+            let done = done.load(std::sync::atomic::Ordering::Relaxed);
+            self.app.timed_out(&format!("{done} of its {total} rows had finished; the others were queued or running"))
+        })?
     }
 
     /// Forwards the one row's events as SSE in `format`. Dropping the stream (the client went
@@ -152,7 +158,9 @@ async fn forward(
             Some(at) => tokio::time::timeout_at(at, rx.recv()).await,
             None => Ok(rx.recv().await),
         };
-        let Ok(event) = next else { return fail(&mut format, app.timed_out()) };
+        let Ok(event) = next else {
+            return fail(&mut format, app.timed_out(&format!("{index} tokens had been streamed")));
+        };
         match event {
             Some(Event::Token { id, text: piece, logprob }) => {
                 if index == 0 {

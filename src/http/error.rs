@@ -47,6 +47,9 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Longest error message sent, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
 #[derive(Serialize)]
 pub struct ErrorBody {
     pub error: String,
@@ -97,17 +100,27 @@ impl ApiError {
             ApiError::Overloaded(_) => Some("overloaded"),
             ApiError::Unavailable(_) => Some("unavailable"),
             ApiError::DeadlineExceeded(_) => Some("deadline"),
+            ApiError::Unauthorized(_) => Some("unauthorized"),
+            ApiError::NotFound(_) | ApiError::MethodNotAllowed(_) => Some("no_route"),
             _ => None,
         }
     }
 
-    /// The text a client may see: internal details stay in the log (see `into_body`).
+    /// The text a client may see: internal details stay in the log (see `into_body`), and no
+    /// message is longer than `MAX_MESSAGE_CHARS` (a parser's message may repeat a client's
+    /// value, an unknown field's name for one).
     pub fn public_message(&self) -> String {
         match self {
             ApiError::Internal(_) => {
                 "internal error; the x-request-id response header identifies it in the server log".to_string()
             }
-            other => other.to_string(),
+            other => {
+                let text = other.to_string();
+                match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+                    Some((end, _)) => format!("{}…", &text[..end]),
+                    None => text,
+                }
+            }
         }
     }
 

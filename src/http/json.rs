@@ -16,6 +16,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A compressed body read as JSON would be garbage, or worse, be read as something else.
+        if let Some(coding) = req.headers().get(axum::http::header::CONTENT_ENCODING)
+            && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
+        {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Encoding {} is not supported; send the body uncompressed",
+                crate::api::echo(&String::from_utf8_lossy(coding.as_bytes()))
+            )));
+        }
         let limit = req.extensions().get::<BodyReadTimeout>().copied();
         let read = axum::Json::<T>::from_request(req, state);
         let axum::Json(value) = match limit {

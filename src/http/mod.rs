@@ -103,11 +103,28 @@ impl MakeRequestId for NextRequestId {
     }
 }
 
+/// Longest client request id kept (and echoed back); a longer one is replaced by a generated id.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Removes a client's `x-request-id` that is empty, longer than `MAX_REQUEST_ID_BYTES` or not
+/// visible ASCII, so that a generated one takes its place (in the logs and the response).
+async fn drop_unusable_request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let usable = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= MAX_REQUEST_ID_BYTES && b.iter().all(|c| (0x21..=0x7e).contains(c))
+    };
+    if req.headers().get(REQUEST_ID).is_some_and(|v| !usable(v)) {
+        req.headers_mut().remove(REQUEST_ID);
+    }
+    next.run(req).await
+}
+
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal("a handler panicked".into()).into_response()
 }
 
-/// Counts every answered request by route template (never the raw path) and status.
+/// Counts every answered request by route template (never the raw path; `unmatched` for an
+/// unknown one) and status.
 async fn record(
     axum::extract::State(app): axum::extract::State<AppState>,
     req: axum::extract::Request,
@@ -126,12 +143,12 @@ async fn record(
 
 /// Who may call what: with an API key configured, every route but /health* (and /metrics,
 /// unless `metrics_need_key`) needs `Authorization: Bearer <key>`.
-#[derive(Clone)]
 pub struct Access {
     pub api_key: Option<crate::config::Secret>,
     pub metrics_need_key: bool,
     /// Browser origins allowed by CORS; empty: no CORS headers at all.
     pub cors_origins: Vec<String>,
+    pub refusals: Refusals,
 }
 
 /// Compares in time that depends only on the lengths, not on where the bytes differ.
@@ -149,15 +166,45 @@ async fn authorize(
     if path.starts_with("/health") || (path == "/metrics" && !access.metrics_need_key) {
         return next.run(req).await;
     }
+    // The scheme name is case-insensitive (RFC 7235 section 2.1).
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(token) if constant_time_eq(token.as_bytes(), key.0.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError::Unauthorized("the API key is wrong".into()).into_response(),
-        None => ApiError::Unauthorized("this route needs `Authorization: Bearer <api key>`".into()).into_response(),
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start());
+    let refusal = match given {
+        Some(token) if constant_time_eq(token.as_bytes(), key.0.as_bytes()) => return next.run(req).await,
+        Some(_) => "the API key is wrong",
+        None => "this route needs `Authorization: Bearer <api key>`",
+    };
+    access.refusals.note(refusal);
+    ApiError::Unauthorized(refusal.into()).into_response()
+}
+
+/// Refused authentications, logged at most once per `EVERY` with the count since the last line,
+/// so that a flood of wrong keys leaves a trace without flooding the log.
+#[derive(Default)]
+pub struct Refusals {
+    count: AtomicU64,
+    /// Milliseconds since `START` of the last line.
+    logged_at: AtomicU64,
+}
+
+impl Refusals {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn note(&self, why: &str) {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1;
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = self.logged_at.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= Self::EVERY.as_millis() as u64;
+        if due && self.logged_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.count.fetch_sub(count, Ordering::Relaxed);
+            tracing::warn!(refused = count, reason = why, "authentication refused (at most one line per 10 s)");
+        }
     }
 }
 
@@ -234,15 +281,18 @@ pub fn router(state: AppState, body: BodyLimits, access: Access) -> Router {
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), record))
-        .with_state(state)
+        .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(Arc::new(access), authorize))
+        // Outside authorization, so that refusals (401) and unknown routes are counted too.
+        .layer(axum::middleware::from_fn_with_state(state, record))
         .layer(DefaultBodyLimit::max(body.max_bytes))
         .layer(axum::Extension(json::BodyReadTimeout(body.read_timeout)))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.parse().expect("valid header name")))
         .layer(SetRequestIdLayer::new(REQUEST_ID.parse().expect("valid header name"), ids))
+        // Before the id is kept: an unusable one (too long, not visible ASCII) is replaced.
+        .layer(axum::middleware::from_fn(drop_unusable_request_id))
         // Outermost, so that preflight requests are answered before authentication.
         .layer(tower::util::option_layer(cors))
 }

@@ -107,10 +107,11 @@ impl AppState {
         })
     }
 
-    /// The error of a client request that ran out of `request_timeout_ms`.
-    pub(super) fn timed_out(&self) -> ApiError {
+    /// The error of a client request that ran out of `request_timeout_ms`; `where_` says what
+    /// it was doing then.
+    pub(super) fn timed_out(&self, where_: &str) -> ApiError {
         ApiError::DeadlineExceeded(format!(
-            "the request did not finish within request_timeout_ms ({} ms)",
+            "the request did not finish within request_timeout_ms ({} ms): {where_}",
             self.limits.request_timeout_ms
         ))
     }
@@ -128,9 +129,9 @@ impl AppState {
         let v = api::validate(req, &self.limits)?;
         let (single, task) = (v.single, v.task.clone());
         let rows = match deadline {
-            Some(at) => {
-                tokio::time::timeout_at(at, self.queue(v, prompt, arrived)).await.map_err(|_| self.timed_out())?
-            }
+            Some(at) => tokio::time::timeout_at(at, self.queue(v, prompt, arrived))
+                .await
+                .map_err(|_| self.timed_out("its texts were still being tokenized"))?,
             None => self.queue(v, prompt, arrived).await,
         }?;
         Ok(Submitted { app: self.clone(), rows, single, task, arrived, deadline, _permit: permit })

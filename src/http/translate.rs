@@ -6,7 +6,8 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use crate::api::{self, LongTexts, TranslateRequest, TranslateResponse};
+use crate::api::{self, LongTexts, TranslateRequest, TranslateResponse, TranslationDetails, Usage};
+use crate::generation::FinishReason;
 
 use super::AppState;
 use super::error::ApiError;
@@ -29,8 +30,8 @@ pub async fn translate(
                 app.tasks.translate_pairs.iter().map(|p| format!("{} -> {}", p.source, p.target)).collect();
             ApiError::Validation(format!(
                 "{} -> {} is not a supported language pair; supported: {}",
-                req.source_lang,
-                req.target_lang,
+                api::echo(&req.source_lang),
+                api::echo(&req.target_lang),
                 supported.join(", ")
             ))
         })?;
@@ -44,17 +45,26 @@ pub async fn translate(
     let request =
         api::Request { long_texts: LongTexts::Split, ..api::Request::generate("text", req.text, req.parameters) };
     let submitted = app.submit(Caller::Client, request, Prompt::Template(pair.template.clone())).await?;
-    let mut translations = Vec::new();
+    let mut translations: Vec<String> = Vec::new();
+    let mut details: Vec<TranslationDetails> = Vec::new();
     for (owner, output) in submitted.collect().await? {
         let c = output.generated()?;
         if translations.len() <= owner {
             translations.resize(owner + 1, String::new());
+            let none = Usage { input_tokens: 0, generated_tokens: 0 };
+            details.resize(owner + 1, TranslationDetails { finish_reason: FinishReason::Eos, usage: none, chunks: 0 });
         }
-        let t = &mut translations[owner];
+        let (t, d) = (&mut translations[owner], &mut details[owner]);
         if !t.is_empty() {
             t.push(' ');
         }
         t.push_str(c.text.trim());
+        if c.reason != FinishReason::Eos {
+            d.finish_reason = c.reason;
+        }
+        d.usage.input_tokens += c.usage.input_tokens;
+        d.usage.generated_tokens += c.usage.generated_tokens;
+        d.chunks += 1;
     }
-    Ok(Json(TranslateResponse { translations }))
+    Ok(Json(TranslateResponse { translations, details }))
 }
