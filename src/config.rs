@@ -240,6 +240,15 @@ pub struct Config {
     /// Largest accepted request body, in bytes.
     #[flag(usize; long, env = "T5SERVE_MAX_BODY_BYTES")]
     pub max_body_bytes: usize = 1 << 20,
+    /// How long a connection may take to send a request's headers, in milliseconds, counted from
+    /// when it is ready for one (just opened, or idle after a response): a client that trickles
+    /// its headers and an idle keep-alive connection are both closed after it.
+    #[flag(u64; long, env = "T5SERVE_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: u64 = 10_000,
+    /// Most open client connections; a connection beyond it is closed at once (and counted in
+    /// t5serve_connections_refused_total).
+    #[flag(usize; long, env = "T5SERVE_MAX_CONNECTIONS")]
+    pub max_connections: usize = 1024,
     /// How long a client may take to send a whole request body, in milliseconds; then 408.
     #[flag(u64; long, env = "T5SERVE_BODY_READ_TIMEOUT_MS")]
     pub body_read_timeout_ms: u64 = 10_000,
@@ -324,6 +333,8 @@ impl Config {
         range("max_new_tokens_limit", self.max_new_tokens_limit, 1, 65_536)?;
         range("default_max_new_tokens", self.default_max_new_tokens, 1, self.max_new_tokens_limit)?;
         range("body_read_timeout_ms", self.body_read_timeout_ms as usize, 1, 600_000)?;
+        range("header_read_timeout_ms", self.header_read_timeout_ms as usize, 1, 600_000)?;
+        range("max_connections", self.max_connections, 1, 1 << 20)?;
         range("request_timeout_ms", self.request_timeout_ms as usize, 1, 86_400_000)?;
         range("max_client_batch_size", self.max_client_batch_size, 1, 4096)?;
         range("max_stop_sequences", self.max_stop_sequences, 0, 64)?;

@@ -23,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::Config;
@@ -38,18 +37,16 @@ pub struct RunningServer {
     admission: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
     grace: std::time::Duration,
-    shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     /// The warm-up task: true once ready, false when it gave up.
     warm_up: Option<JoinHandle<bool>>,
 }
 
 impl RunningServer {
-    /// Stops accepting connections, lets in-flight requests finish, and waits.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    /// Stops: streams still running get an error event, connections are told to close and
+    /// dropped after `http::serve::LINGER`; returns once the connection loop has ended.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.health.stop.send_replace(true);
         self.task.await.context("server task")?.context("server")
     }
 
@@ -132,14 +129,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let limits = http::serve::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
+        max_connections: config.max_connections,
+    };
+    let task = tokio::spawn(http::serve::serve(listener, app, limits, state.metrics.clone(), health.stop.subscribe()));
     tracing::info!(%addr, "listening");
     Ok(RunningServer {
         addr,
@@ -148,7 +142,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         admission,
         max_in_flight: config.max_concurrent_requests,
         grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
-        shutdown: Some(tx),
         task,
         warm_up: Some(tokio::spawn(warm_up(state))),
     })

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub request_duration_seconds: HistogramVec,
     requests_rejected_total: IntCounterVec,
     rows_failed_total: IntCounterVec,
+    connections_refused_total: IntCounterVec,
+    pub open_connections: IntGauge,
     queue_duration_seconds: Histogram,
     pub time_to_first_token_seconds: Histogram,
     pub time_per_output_token_seconds: Histogram,
@@ -73,7 +75,14 @@ impl Metrics {
             "Rows answered with an error because the model failed, by where: prefill, step, scoring or join.",
             &["reason"],
         );
+        let connections_refused_total = r.counter_vec(
+            "t5serve_connections_refused_total",
+            "Connections closed by the server: max_connections reached, or headers not sent within header_read_timeout_ms.",
+            &["reason"],
+        );
         Self {
+            connections_refused_total,
+            open_connections: r.gauge("t5serve_open_connections", "Open client connections."),
             requests_total,
             request_duration_seconds,
             requests_rejected_total,
@@ -164,6 +173,11 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+
+    /// Counts a connection the server closed (`max_connections`, `header_timeout`).
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused_total.with_label_values(&[reason]).inc();
     }
 
     /// Counts one answered request, and a request refused before any work by its reason

@@ -90,3 +90,50 @@ async fn sigterm_with_32_requests_in_flight_completes_all_of_them() {
     let (status, text) = server.wait_exit(async || {}).await;
     assert_eq!(status.code(), Some(0), "exit status; log:\n{text}");
 }
+
+/// SIGTERM ends on time: at the end of shutdown_grace_ms the streams still running get their
+/// error event, a client that sent half a request header does not keep the process alive, and
+/// the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_at_the_grace_deadline_whatever_the_clients_do() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = spawn_binary(&["--max-new-tokens-limit", "60000", "--shutdown-grace-ms", "1500"]);
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    server.wait_ready(&client).await;
+    // Half a request header, never finished.
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Three streams far longer than the grace period (60,000 tokens each).
+    let body =
+        json!({"inputs": "Hi", "stream": true, "parameters": {"max_new_tokens": 60000, "min_new_tokens": 60000}});
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut s = client.post(format!("{base}/v1/generate")).json(&body).send().await.unwrap();
+        assert_eq!(s.status().as_u16(), 200);
+        assert!(!s.chunk().await.unwrap().expect("a first event").is_empty());
+        streams.push(s);
+    }
+    assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
+    for mut s in streams {
+        let mut rest = Vec::new();
+        while let Ok(Some(chunk)) = s.chunk().await {
+            rest.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&rest);
+        assert!(!text.contains("event: done"), "a stream of 60,000 tokens cannot have finished");
+        assert!(
+            text.contains("event: error") && text.contains("shutting down"),
+            "{}",
+            &text[text.len().saturating_sub(300)..]
+        );
+    }
+    // The half-open request's connection is closed by the server, not left waiting.
+    let mut buf = [0u8; 64];
+    assert!(matches!(half.read(&mut buf).await, Ok(0) | Err(_)), "the half-sent request's connection is closed");
+    // wait_exit gives up after 30 s; before, the process waited for the client to close its socket.
+    let (status, text) = server.wait_exit(async || {}).await;
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{text}");
+    assert!(text.contains("shutdown_grace over"), "{text}");
+}

@@ -151,12 +151,23 @@ async fn forward(
         return fail(&mut format, ApiError::Internal("a stream without a row".into()));
     };
     let (app, arrived) = (&s.app, s.arrived);
+    let mut stop = app.health.stop.subscribe();
     let mut text = String::new();
     let mut index = 0usize;
     loop {
-        let next = match s.deadline {
-            Some(at) => tokio::time::timeout_at(at, rx.recv()).await,
-            None => Ok(rx.recv().await),
+        let next = async {
+            match s.deadline {
+                Some(at) => tokio::time::timeout_at(at, rx.recv()).await,
+                None => Ok(rx.recv().await),
+            }
+        };
+        let next = tokio::select! {
+            next = next => next,
+            // The server stops (shutdown_grace_ms is over): the stream ends with its error event.
+            () = super::serve::stopped(&mut stop) => {
+                let e = ApiError::Unavailable("the server is shutting down: shutdown_grace_ms is over".into());
+                return fail(&mut format, e);
+            }
         };
         let Ok(event) = next else {
             return fail(&mut format, app.timed_out(&format!("{index} tokens had been streamed")));

@@ -13,12 +13,25 @@ use super::AppState;
 use super::error::ApiError;
 
 /// Readiness flags shared by the server and its handlers.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Health {
     /// Set once the warm-up batch has finished.
     pub ready: Arc<AtomicBool>,
     /// Set on SIGTERM/SIGINT: new work is refused while requests in flight finish.
     pub draining: Arc<AtomicBool>,
+    /// Turns true when the server stops: streams still running end with an error event, and
+    /// connections are closed (`serve`).
+    pub stop: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            ready: Default::default(),
+            draining: Default::default(),
+            stop: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
 }
 
 impl Health {

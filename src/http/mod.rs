@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod pipeline;
+pub mod serve;
 pub mod tgi;
 pub mod translate;
 
