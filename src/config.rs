@@ -217,6 +217,10 @@ pub struct Config {
     /// Most inputs in one request.
     #[flag(usize; long, env = "T5SERVE_MAX_CLIENT_BATCH_SIZE")]
     pub max_client_batch_size: usize = 32,
+    /// Most chunks the texts of one /v1/translate request may be split into (a text longer than
+    /// max_input_tokens is split at sentences); beyond it, 422.
+    #[flag(usize; long, env = "T5SERVE_MAX_TRANSLATE_CHUNKS")]
+    pub max_translate_chunks: usize = 64,
     /// Most stop sequences in one request.
     #[flag(usize; long, env = "T5SERVE_MAX_STOP_SEQUENCES")]
     pub max_stop_sequences: usize = 4,
@@ -337,6 +341,7 @@ impl Config {
         range("max_connections", self.max_connections, 1, 1 << 20)?;
         range("request_timeout_ms", self.request_timeout_ms as usize, 1, 86_400_000)?;
         range("max_client_batch_size", self.max_client_batch_size, 1, 4096)?;
+        range("max_translate_chunks", self.max_translate_chunks, 1, 65_536)?;
         range("max_stop_sequences", self.max_stop_sequences, 0, 64)?;
         range("max_num_beams", self.max_num_beams, 1, 64)?;
         range("max_labels", self.max_labels, 2, 4096)?;

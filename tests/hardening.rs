@@ -130,3 +130,30 @@ async fn timeouts_name_the_limit_and_where() {
     assert_eq!(slow.await.unwrap().unwrap().status().as_u16(), 504);
     server.shutdown().await.unwrap();
 }
+
+/// A request whose 32 rows all expire in the queue writes one log line, not 32.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_rows_are_logged_once_per_request() {
+    let server = spawn_binary(&["--max-batch-size", "1", "--max-new-tokens-limit", "4096"]);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client).await;
+    let url = format!("{}/v1/generate", server.base);
+    let long = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 4096, "min_new_tokens": 4096}});
+    let slow = tokio::spawn(client.post(&url).json(&long).send());
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    wait_for_metric(&client, addr, "t5serve_active_rows", 1.0).await;
+    let inputs: Vec<String> = (0..32).map(|i| format!("row {i}")).collect();
+    let body = json!({"inputs": inputs, "parameters": {"max_new_tokens": 2, "deadline_ms": 5}});
+    let (status, v) = post(&client, &url, body).await;
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(wait_for_metric(&client, addr, "t5serve_requests_expired_total", 32.0).await, 32.0);
+    slow.abort();
+    let mut child = server.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&server.log).unwrap();
+    std::fs::remove_file(&server.log).ok();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("still queued at its deadline")).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("rows=32"), "{}", lines[0]);
+}

@@ -129,3 +129,44 @@ fn kill(server: ServerProcess) {
     child.wait().unwrap();
     std::fs::remove_file(&server.log).ok();
 }
+
+/// One client must not stall the service: while two oversized /v1/translate requests (about
+/// 1 MB of one-word sentences each, under max_body_bytes) and 200 slow sockets are in progress,
+/// /v1/generate keeps answering; the translate requests get a 422 naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_translations_and_slow_sockets_do_not_stall_generation() {
+    let server = spawn_binary(&[]);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    server.wait_ready(&client).await;
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(addr(&server)).await.unwrap();
+        s.write_all(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        slow.push(s);
+    }
+    let huge = "a. ".repeat(330_000);
+    let translate = |text: String| {
+        let (client, url) = (client.clone(), format!("{}/v1/translate", server.base));
+        tokio::spawn(async move {
+            let body = json!({"text": text, "source_lang": "English", "target_lang": "German"});
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        })
+    };
+    let oversized = [translate(huge.clone()), translate(huge)];
+    let mut answered = 0;
+    for i in 0..10 {
+        let body = json!({"inputs": format!("translate English to German: {i}"), "parameters": {"max_new_tokens": 4}});
+        let (status, v) = post(&client, &format!("{}/v1/generate", server.base), body).await;
+        assert_eq!(status, 200, "{v}");
+        answered += 1;
+    }
+    assert_eq!(answered, 10);
+    for t in oversized {
+        let (status, v) = t.await.unwrap();
+        assert_eq!(status, 422, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("max_translate_chunks"), "{v}");
+    }
+    drop(slow);
+    kill(server);
+}

@@ -29,6 +29,8 @@ pub struct Limits {
     pub max_new_tokens_limit: usize,
     pub default_max_new_tokens: usize,
     pub max_client_batch_size: usize,
+    /// Most chunks a translate request's texts may split into (rows of the request).
+    pub max_translate_chunks: usize,
 }
 
 impl From<&Config> for Limits {
@@ -44,6 +46,7 @@ impl From<&Config> for Limits {
             max_new_tokens_limit: c.max_new_tokens_limit,
             default_max_new_tokens: c.default_max_new_tokens,
             max_client_batch_size: c.max_client_batch_size,
+            max_translate_chunks: c.max_translate_chunks,
         }
     }
 }

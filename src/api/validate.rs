@@ -409,6 +409,7 @@ mod tests {
             max_new_tokens_limit: 100,
             default_max_new_tokens: 20,
             max_client_batch_size: 2,
+            max_translate_chunks: 4,
         }
     }
 

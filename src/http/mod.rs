@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod pipeline;
 pub mod serve;
 pub mod tgi;
+pub mod tokenize;
 pub mod translate;
 
 use std::sync::Arc;

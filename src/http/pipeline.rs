@@ -8,12 +8,12 @@ use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::api::{self, Decoding, LongTexts, Task, Validated};
+use crate::api::{self, Decoding, Task, Validated};
 use crate::scheduler::{Event, RowRequest};
-use crate::tasks::{classify, translate};
 
 use super::AppState;
 use super::error::ApiError;
+use super::tokenize;
 
 /// Who sends the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,10 +145,13 @@ impl AppState {
         arrived: Instant,
     ) -> Result<Vec<(usize, UnboundedReceiver<Event>)>, ApiError> {
         let labels = match &v.task {
-            Task::Score(labels) => Some(self.tokenize_labels(labels.clone()).await?),
+            Task::Score(labels) => {
+                let limit = self.limits.max_new_tokens_limit;
+                Some(tokenize::labels(self.tokenizer.clone(), limit, labels.clone()).await?)
+            }
             Task::Generate(_) => None,
         };
-        let inputs = self.tokenize(&v, prompt).await?;
+        let inputs = tokenize::texts(self.tokenizer.clone(), self.limits.clone(), &v, prompt).await?;
         self.metrics.input_tokens_total.inc_by(inputs.iter().map(|(_, ids)| ids.len() as u64).sum());
         let deadline = Some(arrived + v.queue_deadline);
         let (rows, receivers): (Vec<_>, Vec<_>) = inputs
@@ -167,83 +170,4 @@ impl AppState {
         self.scheduler.submit(rows)?;
         Ok(receivers)
     }
-
-    /// Each row's text index and input ids: the texts in their prompt, tokenized on the blocking
-    /// pool (never on the async workers); too long ones are truncated, split or refused.
-    async fn tokenize(&self, v: &Validated, prompt: Prompt) -> Result<Vec<(usize, Vec<u32>)>, ApiError> {
-        let tokenizer = self.tokenizer.clone();
-        let limits = self.limits.clone();
-        let texts = v.texts.clone();
-        let (truncate, long_texts, many) = (v.truncate, v.long_texts, !v.single);
-        blocking(move || {
-            let template = match &prompt {
-                Prompt::Text => None,
-                Prompt::Template(t) => Some(t.as_str()),
-            };
-            let fill = |text: &str| template.map_or_else(|| text.to_string(), |t| classify::fill(t, text));
-            let encode = |text: &str| tokenizer.encode(&fill(text)).map_err(|e| ApiError::Internal(e.to_string()));
-            let mut rows = Vec::with_capacity(texts.len());
-            for (i, text) in texts.iter().enumerate() {
-                let mut ids = encode(text)?;
-                if let Some(n) = truncate {
-                    // Keeps the last N tokens, as TGI does.
-                    ids.drain(..ids.len().saturating_sub(n));
-                } else if long_texts == LongTexts::Split && ids.len() > limits.max_input_tokens {
-                    for piece in
-                        split(text, limits.max_input_tokens, |chunk| encode(chunk).map_or(usize::MAX, |i| i.len()))
-                    {
-                        let ids = encode(&piece)?;
-                        if ids.len() > limits.max_input_tokens {
-                            return Err(ApiError::Validation(format!(
-                                "text[{i}] has a sentence of {} tokens; the limit is {} (max_input_tokens)",
-                                ids.len(),
-                                limits.max_input_tokens
-                            )));
-                        }
-                        rows.push((i, ids));
-                    }
-                    continue;
-                }
-                api::check_token_count(many.then_some(i), ids.len(), &limits)?;
-                rows.push((i, ids));
-            }
-            Ok(rows)
-        })
-        .await
-    }
-
-    /// Tokenizes candidate labels (each ends with EOS) and checks their length.
-    async fn tokenize_labels(&self, labels: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
-        let tokenizer = self.tokenizer.clone();
-        let limit = self.limits.max_new_tokens_limit;
-        blocking(move || {
-            labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    let ids = tokenizer.encode(l).map_err(|e| ApiError::Internal(e.to_string()))?;
-                    if ids.len() > limit {
-                        return Err(ApiError::Validation(format!(
-                            "labels[{i}] has {} tokens; the limit is {limit} (max_new_tokens_limit)",
-                            ids.len()
-                        )));
-                    }
-                    Ok(ids)
-                })
-                .collect()
-        })
-        .await
-    }
-}
-
-/// A text split at sentence boundaries into chunks whose prompts fit `limit` tokens.
-fn split(text: &str, limit: usize, count: impl Fn(&str) -> usize) -> Vec<String> {
-    translate::chunks(&translate::sentences(text), limit, count)
-}
-
-/// Runs tokenizer work on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
 }

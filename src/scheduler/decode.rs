@@ -250,8 +250,17 @@ impl DecodeLoop {
         let room = self.cohorts.len() < self.settings.max_cohorts || self.model.can_join();
         let formed = self.queue.next_batch(now, &running, room);
         let expired = formed.expired.len();
-        for e in formed.expired {
-            e.item.span.in_scope(|| tracing::info!("still queued at its deadline; answered 504"));
+        // One log line per request (the rows of a request share its span), not one per row.
+        let mut logged: Option<tracing::span::Id> = None;
+        for (i, e) in formed.expired.iter().enumerate() {
+            let id = e.item.span.id();
+            if id.is_none() || id != logged {
+                let rows = formed.expired[i..].iter().take_while(|o| id.is_some() && o.item.span.id() == id).count();
+                e.item
+                    .span
+                    .in_scope(|| tracing::info!(rows = rows.max(1), "still queued at its deadline; answered 504"));
+                logged = id;
+            }
             let _ = e.item.events.send(Event::Error(RowError::DeadlineExceeded));
         }
         self.stats.expired_rows.fetch_add(expired as u64, Ordering::Relaxed);

@@ -66,18 +66,34 @@ pub fn sentences(text: &str) -> Vec<&str> {
     out
 }
 
-/// Groups consecutive sentences into chunks whose measured length stays within `limit`
-/// (a sentence longer than the limit alone is its own chunk; the caller rejects it).
-pub fn chunks(sentences: &[&str], limit: usize, measure: impl Fn(&str) -> usize) -> Vec<String> {
+/// Groups consecutive sentences into chunks whose length, `overhead` plus the sum of their
+/// sentences' `cost`, stays within `limit` (a sentence longer than the limit alone is its own
+/// chunk; the caller rejects it). Each sentence is measured once, so this is linear in the text;
+/// it stops after `max_chunks + 1` chunks (the caller refuses the text then).
+pub fn chunks(
+    sentences: &[&str],
+    limit: usize,
+    overhead: usize,
+    max_chunks: usize,
+    cost: impl Fn(&str) -> usize,
+) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut current = String::new();
+    let mut used = overhead;
     for s in sentences {
-        let candidate = if current.is_empty() { s.to_string() } else { format!("{current} {s}") };
-        if current.is_empty() || measure(&candidate) <= limit {
-            current = candidate;
+        let c = cost(s);
+        if current.is_empty() || used + c <= limit {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(s);
+            used += c;
         } else {
-            out.push(std::mem::take(&mut current));
-            current = s.to_string();
+            out.push(std::mem::replace(&mut current, s.to_string()));
+            used = overhead + c;
+            if out.len() > max_chunks {
+                return out;
+            }
         }
     }
     if !current.is_empty() {
@@ -100,8 +116,12 @@ mod tests {
     #[test]
     fn chunks_respect_the_limit() {
         let s = ["aa.", "bb.", "cc.", "dddddddd."];
-        let c = chunks(&s, 8, |t| t.len());
+        let c = chunks(&s, 8, 0, 10, |t| t.len());
         assert_eq!(c, vec!["aa. bb.", "cc.", "dddddddd."]);
+        // With a per-chunk overhead (the prompt template), fewer sentences fit.
+        assert_eq!(chunks(&s, 8, 2, 10, |t| t.len()), vec!["aa.", "bb.", "cc.", "dddddddd."]);
+        // It stops one chunk past max_chunks.
+        assert_eq!(chunks(&s, 8, 2, 1, |t| t.len()).len(), 2);
     }
 
     #[test]

@@ -1,0 +1,182 @@
+//! Tokenizing for the one request path, on the blocking pool (never on the async workers):
+//! texts in their prompt, truncated, split at sentences (translation) or refused; labels. Long
+//! texts are split in linear time (each sentence is tokenized once) and their chunks are bounded
+//! (`max_translate_chunks`). The work stops early when its request is gone (the client left or
+//! the request timed out): the future that waits for it sets a cancel flag when dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::api::{self, Limits, LongTexts, Validated};
+use crate::model::TextTokenizer;
+use crate::tasks::{classify, translate};
+
+use super::error::ApiError;
+use super::pipeline::Prompt;
+
+/// Each row's text index and input ids.
+pub type Rows = Vec<(usize, Vec<u32>)>;
+
+/// Tokenizes a validated request's texts into rows.
+pub async fn texts(
+    tokenizer: Arc<TextTokenizer>,
+    limits: Arc<Limits>,
+    v: &Validated,
+    prompt: Prompt,
+) -> Result<Rows, ApiError> {
+    let texts = v.texts.clone();
+    let (truncate, long_texts, many) = (v.truncate, v.long_texts, !v.single);
+    blocking(move |cancel| {
+        let t = Texts { tokenizer: &tokenizer, limits: &limits, prompt: &prompt, cancel };
+        let mut rows = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            t.check_cancelled()?;
+            if long_texts == LongTexts::Split && truncate.is_none() {
+                t.split(i, text, &mut rows)?;
+                continue;
+            }
+            let mut ids = t.encode(text)?;
+            if let Some(n) = truncate {
+                // Keeps the last N tokens, as TGI does.
+                ids.drain(..ids.len().saturating_sub(n));
+            }
+            api::check_token_count(many.then_some(i), ids.len(), &limits)?;
+            rows.push((i, ids));
+        }
+        Ok(rows)
+    })
+    .await
+}
+
+/// Tokenizes candidate labels (each ends with EOS) and checks their length.
+pub async fn labels(
+    tokenizer: Arc<TextTokenizer>,
+    limit: usize,
+    labels: Vec<String>,
+) -> Result<Vec<Vec<u32>>, ApiError> {
+    blocking(move |_| {
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let ids = tokenizer.encode(l).map_err(|e| ApiError::Internal(e.to_string()))?;
+                if ids.len() > limit {
+                    return Err(ApiError::Validation(format!(
+                        "labels[{i}] has {} tokens; the limit is {limit} (max_new_tokens_limit)",
+                        ids.len()
+                    )));
+                }
+                Ok(ids)
+            })
+            .collect()
+    })
+    .await
+}
+
+struct Texts<'a> {
+    tokenizer: &'a TextTokenizer,
+    limits: &'a Limits,
+    prompt: &'a Prompt,
+    cancel: &'a AtomicBool,
+}
+
+impl Texts<'_> {
+    fn fill(&self, text: &str) -> String {
+        match self.prompt {
+            Prompt::Text => text.to_string(),
+            Prompt::Template(t) => classify::fill(t, text),
+        }
+    }
+
+    /// The ids of `text` in its prompt.
+    fn encode(&self, text: &str) -> Result<Vec<u32>, ApiError> {
+        self.tokenizer.encode(&self.fill(text)).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    fn check_cancelled(&self) -> Result<(), ApiError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(ApiError::Internal("tokenizing cancelled: the request is gone".into()));
+        }
+        Ok(())
+    }
+
+    /// Rows of a text that may be split: itself when its prompt fits, else chunks of its
+    /// sentences. Each sentence is measured once (its tokens without EOS, added to the prompt's
+    /// own), and each chunk is tokenized once; a chunk that the sum underestimated is taken
+    /// apart into its sentences.
+    fn split(&self, i: usize, text: &str, rows: &mut Rows) -> Result<(), ApiError> {
+        let (limit, max_chunks) = (self.limits.max_input_tokens, self.limits.max_translate_chunks);
+        let chunks_left = max_chunks.saturating_sub(rows.len());
+        // A text of more than 32 bytes per token allowed in all its chunks cannot fit (T5 pieces
+        // are at most 16 characters): refused before any tokenizer time.
+        if text.len() > limit.saturating_mul(32).saturating_mul(chunks_left.max(1)) || chunks_left == 0 {
+            return Err(too_many_chunks(i, limit, max_chunks));
+        }
+        if text.len() <= limit.saturating_mul(32) {
+            let ids = self.encode(text)?;
+            if ids.len() <= limit {
+                rows.push((i, ids));
+                return Ok(());
+            }
+        }
+        let overhead = self.encode("")?.len();
+        let sentences = translate::sentences(text);
+        let cost = |s: &str| {
+            if self.cancel.load(Ordering::Relaxed) {
+                return usize::MAX / 4;
+            }
+            self.tokenizer.encode(s).map_or(usize::MAX / 4, |ids| ids.len().saturating_sub(1))
+        };
+        let chunks = translate::chunks(&sentences, limit, overhead, chunks_left, cost);
+        self.check_cancelled()?;
+        if chunks.len() > chunks_left {
+            return Err(too_many_chunks(i, limit, max_chunks));
+        }
+        for chunk in chunks {
+            let ids = self.encode(&chunk)?;
+            if ids.len() <= limit {
+                rows.push((i, ids));
+                continue;
+            }
+            for sentence in translate::sentences(&chunk) {
+                let ids = self.encode(sentence)?;
+                if ids.len() > limit {
+                    return Err(ApiError::Validation(format!(
+                        "text[{i}] has a sentence of {} tokens; the limit is {limit} (max_input_tokens)",
+                        ids.len()
+                    )));
+                }
+                rows.push((i, ids));
+            }
+            if rows.len() > max_chunks {
+                return Err(too_many_chunks(i, limit, max_chunks));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_many_chunks(i: usize, limit: usize, max_chunks: usize) -> ApiError {
+    ApiError::Validation(format!(
+        "text[{i}] does not fit: a request's texts may split into at most {max_chunks} chunks \
+         (max_translate_chunks) of {limit} tokens (max_input_tokens)"
+    ))
+}
+
+/// Runs tokenizer work on the blocking pool. The work gets a flag that turns true when this
+/// future is dropped (its request is gone), and should stop soon after.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce(&AtomicBool) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    struct CancelOnDrop(Arc<AtomicBool>);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let flag = cancel.0.clone();
+    let result = tokio::task::spawn_blocking(move || work(&flag)).await;
+    drop(cancel);
+    result.map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
+}
