@@ -221,6 +221,10 @@ pub struct Config {
     /// max_input_tokens is split at sentences); beyond it, 422.
     #[flag(usize; long, env = "T5SERVE_MAX_TRANSLATE_CHUNKS")]
     pub max_translate_chunks: usize = 64,
+    /// Most work one request may ask for, in token-steps: over its inputs, the input tokens plus
+    /// beams (or labels) times max_new_tokens (or the longest label); beyond it, 422. 0: no limit.
+    #[flag(usize; long, env = "T5SERVE_MAX_REQUEST_COST")]
+    pub max_request_cost: usize = 131_072,
     /// Most stop sequences in one request.
     #[flag(usize; long, env = "T5SERVE_MAX_STOP_SEQUENCES")]
     pub max_stop_sequences: usize = 4,

@@ -157,3 +157,37 @@ async fn expired_rows_are_logged_once_per_request() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("rows=32"), "{}", lines[0]);
 }
+
+/// A legal but expensive request is refused with a 422 naming max_request_cost: beams x returns
+/// x new tokens over 32 inputs, or 64 long labels over 32 inputs; smaller ones run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expensive_requests_are_refused_by_their_cost() {
+    let server = start_server(tiny_model()).await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let inputs: Vec<String> = (0..32).map(|i| format!("input {i}")).collect();
+    let beams = json!({"num_beams": 8, "num_return_sequences": 8, "max_new_tokens": 512});
+    let label = |i| format!("label number {i} is a long candidate phrase with many words to score ").repeat(8);
+    let labels: Vec<String> = (0..64).map(label).collect();
+    // What the classify request asks: 32 inputs x 64 labels x the longest label's tokens.
+    let tokenizer = t5serve::model::TextTokenizer::from_file(&tiny_model().join("tokenizer.json")).unwrap();
+    let longest = labels.iter().map(|l| tokenizer.encode(l).unwrap().len()).max().unwrap();
+    assert!(32 * 64 * longest > 131_072, "the classify case must exceed the default limit: {longest}");
+    let cases = [
+        ("/v1/generate", json!({"inputs": inputs, "parameters": beams})),
+        ("/v1/classify", json!({"inputs": inputs, "labels": labels})),
+    ];
+    for (route, body) in cases {
+        let (status, v) = post(&client, &format!("{base}{route}"), body).await;
+        assert_eq!((status, v["error_type"].as_str()), (422, Some("validation")), "{route}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("(max_request_cost)"), "{route}: {v}");
+    }
+    let (status, v) = post(
+        &client,
+        &format!("{base}/v1/generate"),
+        json!({"inputs": "Hi", "parameters": {"num_beams": 8, "num_return_sequences": 8, "max_new_tokens": 8}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    server.shutdown().await.unwrap();
+}

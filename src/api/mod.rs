@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::generation::FinishReason;
 
 pub use validate::{
-    Decoding, LongTexts, MAX_STOP_BYTES, MIN_DIVISOR, Request, Task, Validated, check_labels, check_token_count,
-    validate,
+    Decoding, LongTexts, MAX_STOP_BYTES, MIN_DIVISOR, Request, Task, Validated, check_cost, check_labels,
+    check_token_count, validate,
 };
 
 /// Limits that requests are validated against (from the config).
@@ -31,6 +31,8 @@ pub struct Limits {
     pub max_client_batch_size: usize,
     /// Most chunks a translate request's texts may split into (rows of the request).
     pub max_translate_chunks: usize,
+    /// Most token-steps one request may ask for (`Request::cost`); 0: no limit.
+    pub max_request_cost: usize,
 }
 
 impl From<&Config> for Limits {
@@ -47,6 +49,7 @@ impl From<&Config> for Limits {
             default_max_new_tokens: c.default_max_new_tokens,
             max_client_batch_size: c.max_client_batch_size,
             max_translate_chunks: c.max_translate_chunks,
+            max_request_cost: c.max_request_cost,
         }
     }
 }

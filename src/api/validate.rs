@@ -371,6 +371,26 @@ pub fn check_token_count(index: Option<usize>, count: usize, limits: &Limits) ->
     Ok(())
 }
 
+/// Checks what a tokenized request asks of the model against `max_request_cost`. Its cost, in
+/// token-steps, is the sum over its rows of the input tokens plus, for every batch row the row
+/// occupies (its beams, or its labels), the decoder steps it may take (max_new_tokens, or the
+/// longest label): what holds a decode lane, so that one request cannot hold it for minutes.
+pub fn check_cost(
+    rows: impl IntoIterator<Item = (usize, usize, usize)>,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
+    let cost: usize = rows.into_iter().map(|(input, width, steps)| input + width.saturating_mul(steps)).sum();
+    if limits.max_request_cost > 0 && cost > limits.max_request_cost {
+        return Err(invalid(format!(
+            "the request asks for {cost} token-steps (input tokens, plus beams or labels times new or label \
+             tokens, over its inputs); the limit is {} (max_request_cost): send fewer inputs, beams or \
+             labels, or fewer new tokens",
+            limits.max_request_cost
+        )));
+    }
+    Ok(())
+}
+
 /// Checks candidate labels: 2..=max_labels, non-empty, distinct.
 pub fn check_labels(labels: &[String], limits: &Limits) -> Result<(), ValidationError> {
     if labels.len() < 2 || labels.len() > limits.max_labels {
@@ -410,6 +430,7 @@ mod tests {
             default_max_new_tokens: 20,
             max_client_batch_size: 2,
             max_translate_chunks: 4,
+            max_request_cost: 0,
         }
     }
 

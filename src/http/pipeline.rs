@@ -152,7 +152,6 @@ impl AppState {
             Task::Generate(_) => None,
         };
         let inputs = tokenize::texts(self.tokenizer.clone(), self.limits.clone(), &v, prompt).await?;
-        self.metrics.input_tokens_total.inc_by(inputs.iter().map(|(_, ids)| ids.len() as u64).sum());
         let deadline = Some(arrived + v.queue_deadline);
         let (rows, receivers): (Vec<_>, Vec<_>) = inputs
             .into_iter()
@@ -167,6 +166,8 @@ impl AppState {
                 (row.with_deadline(deadline), (owner, rx))
             })
             .unzip();
+        api::check_cost(rows.iter().map(|r| (r.input_ids.len(), r.width(), r.params.max_new_tokens)), &self.limits)?;
+        self.metrics.input_tokens_total.inc_by(rows.iter().map(|r| r.input_ids.len() as u64).sum());
         self.scheduler.submit(rows)?;
         Ok(receivers)
     }

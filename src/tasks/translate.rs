@@ -119,9 +119,9 @@ mod tests {
         let c = chunks(&s, 8, 0, 10, |t| t.len());
         assert_eq!(c, vec!["aa. bb.", "cc.", "dddddddd."]);
         // With a per-chunk overhead (the prompt template), fewer sentences fit.
-        assert_eq!(chunks(&s, 8, 2, 10, |t| t.len()), vec!["aa.", "bb.", "cc.", "dddddddd."]);
+        assert_eq!(chunks(&s, 8, 3, 10, |t| t.len()), vec!["aa.", "bb.", "cc.", "dddddddd."]);
         // It stops one chunk past max_chunks.
-        assert_eq!(chunks(&s, 8, 2, 1, |t| t.len()).len(), 2);
+        assert_eq!(chunks(&s, 8, 3, 1, |t| t.len()).len(), 2);
     }
 
     #[test]
