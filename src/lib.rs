@@ -114,6 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         limits: Arc::new((&config).into()),
         info: Arc::new(info),
         tokenizer_threads: config.tokenizer_threads,
+        tokenizing: Arc::new(http::tokenize::Load::new(config.tokenizer_threads)),
     };
     let access = http::Access {
         api_key: config.api_key.clone(),

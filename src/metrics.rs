@@ -55,38 +55,34 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(model: &str, execution_provider: &str, cpu: &CpuFeatures) -> Self {
         let r = Registrar(Registry::new());
-        let requests_total = r.counter_vec(
-            "t5serve_requests_total",
-            "Requests answered, by route template and status code.",
-            &["route", "status"],
-        );
-        let request_duration_seconds = r.histogram_vec(
-            "t5serve_request_duration_seconds",
-            "Seconds from a request's arrival to its response headers (a stream's start), by route.",
-            &["route"],
-        );
-        let requests_rejected_total = r.counter_vec(
-            "t5serve_requests_rejected_total",
-            "Requests refused before any work, by reason.",
-            &["reason"],
-        );
-        let rows_failed_total = r.counter_vec(
-            "t5serve_rows_failed_total",
-            "Rows answered with an error because the model failed, by where: prefill, step, scoring or join.",
-            &["reason"],
-        );
-        let connections_refused_total = r.counter_vec(
-            "t5serve_connections_refused_total",
-            "Connections closed by the server: max_connections reached, or headers not sent within header_read_timeout_ms.",
-            &["reason"],
-        );
+        let by_reason = ["reason"];
         Self {
-            connections_refused_total,
+            requests_total: r.counter_vec(
+                "t5serve_requests_total",
+                "Requests answered, by route template and status code.",
+                &["route", "status"],
+            ),
+            request_duration_seconds: r.histogram_vec(
+                "t5serve_request_duration_seconds",
+                "Seconds from a request's arrival to its response headers (a stream's start), by route.",
+                &["route"],
+            ),
+            requests_rejected_total: r.counter_vec(
+                "t5serve_requests_rejected_total",
+                "Requests refused before any work, by reason.",
+                &by_reason,
+            ),
+            rows_failed_total: r.counter_vec(
+                "t5serve_rows_failed_total",
+                "Rows answered with an error because the model failed, by where: prefill, step, scoring or join.",
+                &by_reason,
+            ),
+            connections_refused_total: r.counter_vec(
+                "t5serve_connections_refused_total",
+                "Connections the server closed: at max_connections, or headers late (header_read_timeout_ms).",
+                &by_reason,
+            ),
             open_connections: r.gauge("t5serve_open_connections", "Open client connections."),
-            requests_total,
-            request_duration_seconds,
-            requests_rejected_total,
-            rows_failed_total,
             queue_duration_seconds: r.histogram(
                 "t5serve_queue_duration_seconds",
                 "Seconds rows waited in the queue before decoding started.",

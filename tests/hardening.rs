@@ -191,3 +191,30 @@ async fn expensive_requests_are_refused_by_their_cost() {
     assert_eq!(status, 200, "{v}");
     server.shutdown().await.unwrap();
 }
+
+/// Readiness tells the truth: at max_concurrent_requests (where a new request gets 429) the
+/// server is not ready, and it is again once a slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_503_while_the_server_cannot_take_work() {
+    let server = start_server_with(tiny_model(), |c| {
+        c.max_concurrent_requests = 1;
+        c.max_new_tokens_limit = 4096;
+    })
+    .await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let ready = async || client.get(format!("{base}/health/ready")).send().await.unwrap().status().as_u16();
+    assert_eq!(ready().await, 200);
+    let long = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 2000, "min_new_tokens": 2000}});
+    let slow = tokio::spawn(client.post(format!("{base}/v1/generate")).json(&long).send());
+    wait_for_metric(&client, server.addr, "t5serve_active_rows", 1.0).await;
+    let r = client.get(format!("{base}/health/ready")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("max_concurrent_requests"), "{v}");
+    let (status, _) = post(&client, &format!("{base}/v1/generate"), json!({"inputs": "Ho"})).await;
+    assert_eq!(status, 429, "what readiness announced");
+    assert_eq!(slow.await.unwrap().unwrap().status().as_u16(), 200);
+    assert_eq!(ready().await, 200);
+    server.shutdown().await.unwrap();
+}

@@ -1,5 +1,6 @@
 //! Health: `/health/live` (the process serves HTTP; never touches the model), `/health/ready`
-//! (the model is loaded, a warm-up request has run, every decode lane runs, and the server is not
+//! (the model is loaded, a warm-up request has run, every decode lane runs, the server can take
+//! work now (below max_concurrent_requests, a tokenizer thread free), and it is not
 //! draining), and `/health`, an alias of ready.
 
 use std::sync::Arc;
@@ -53,6 +54,17 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<Value>, ApiError>
     }
     if !app.health.ready.load(Ordering::SeqCst) {
         return Err(ApiError::Unavailable("warming up".into()));
+    }
+    // Ready means able to take work now: not at max_concurrent_requests (a new request would get
+    // 429), and not with every tokenizer thread busy (it would wait).
+    if app.admission.available_permits() == 0 {
+        return Err(ApiError::Unavailable(format!(
+            "at max_concurrent_requests ({}): not taking more work now",
+            app.limits.max_concurrent_requests
+        )));
+    }
+    if app.tokenizing.saturated() {
+        return Err(ApiError::Unavailable("every tokenizer thread is busy".into()));
     }
     Ok(Json(json!({ "status": "ok", "model": app.info.dims.name })))
 }

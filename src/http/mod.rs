@@ -54,6 +54,8 @@ pub struct AppState {
     pub info: Arc<WorkerInfo>,
     /// Threads of the blocking pool that tokenizes (TGI's `validation_workers`).
     pub tokenizer_threads: usize,
+    /// How many of them are at work.
+    pub tokenizing: Arc<tokenize::Load>,
 }
 
 /// Defaults of the task endpoints: the config's when set, else the model's, else built in.

@@ -147,11 +147,12 @@ impl AppState {
         let labels = match &v.task {
             Task::Score(labels) => {
                 let limit = self.limits.max_new_tokens_limit;
-                Some(tokenize::labels(self.tokenizer.clone(), limit, labels.clone()).await?)
+                Some(tokenize::labels(self.tokenizing.clone(), self.tokenizer.clone(), limit, labels.clone()).await?)
             }
             Task::Generate(_) => None,
         };
-        let inputs = tokenize::texts(self.tokenizer.clone(), self.limits.clone(), &v, prompt).await?;
+        let inputs =
+            tokenize::texts(self.tokenizing.clone(), self.tokenizer.clone(), self.limits.clone(), &v, prompt).await?;
         let deadline = Some(arrived + v.queue_deadline);
         let (rows, receivers): (Vec<_>, Vec<_>) = inputs
             .into_iter()

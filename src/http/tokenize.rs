@@ -5,7 +5,7 @@
 //! the request timed out): the future that waits for it sets a cancel flag when dropped.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::api::{self, Limits, LongTexts, Validated};
 use crate::model::TextTokenizer;
@@ -17,8 +17,27 @@ use super::pipeline::Prompt;
 /// Each row's text index and input ids.
 pub type Rows = Vec<(usize, Vec<u32>)>;
 
+/// How busy the tokenizer threads are (readiness reports a saturated pool).
+#[derive(Debug, Default)]
+pub struct Load {
+    busy: AtomicUsize,
+    threads: usize,
+}
+
+impl Load {
+    pub fn new(threads: usize) -> Self {
+        Self { busy: AtomicUsize::new(0), threads }
+    }
+
+    /// Whether every tokenizer thread is at work.
+    pub fn saturated(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) >= self.threads.max(1)
+    }
+}
+
 /// Tokenizes a validated request's texts into rows.
 pub async fn texts(
+    load: Arc<Load>,
     tokenizer: Arc<TextTokenizer>,
     limits: Arc<Limits>,
     v: &Validated,
@@ -26,7 +45,7 @@ pub async fn texts(
 ) -> Result<Rows, ApiError> {
     let texts = v.texts.clone();
     let (truncate, long_texts, many) = (v.truncate, v.long_texts, !v.single);
-    blocking(move |cancel| {
+    blocking(load, move |cancel| {
         let t = Texts { tokenizer: &tokenizer, limits: &limits, prompt: &prompt, cancel };
         let mut rows = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
@@ -50,11 +69,12 @@ pub async fn texts(
 
 /// Tokenizes candidate labels (each ends with EOS) and checks their length.
 pub async fn labels(
+    load: Arc<Load>,
     tokenizer: Arc<TextTokenizer>,
     limit: usize,
     labels: Vec<String>,
 ) -> Result<Vec<Vec<u32>>, ApiError> {
-    blocking(move |_| {
+    blocking(load, move |_| {
         labels
             .iter()
             .enumerate()
@@ -166,6 +186,7 @@ fn too_many_chunks(i: usize, limit: usize, max_chunks: usize) -> ApiError {
 /// Runs tokenizer work on the blocking pool. The work gets a flag that turns true when this
 /// future is dropped (its request is gone), and should stop soon after.
 async fn blocking<T: Send + 'static>(
+    load: Arc<Load>,
     work: impl FnOnce(&AtomicBool) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     struct CancelOnDrop(Arc<AtomicBool>);
@@ -176,7 +197,13 @@ async fn blocking<T: Send + 'static>(
     }
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let flag = cancel.0.clone();
-    let result = tokio::task::spawn_blocking(move || work(&flag)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        load.busy.fetch_add(1, Ordering::Relaxed);
+        let out = work(&flag);
+        load.busy.fetch_sub(1, Ordering::Relaxed);
+        out
+    })
+    .await;
     drop(cancel);
     result.map_err(|e| ApiError::Internal(format!("tokenizer task failed: {e}")))?
 }
