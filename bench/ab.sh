@@ -25,10 +25,13 @@ PROMPT="$WORK/prompt.txt"
 echo "CPU: $(cpu_report)"
 OUT="$WORK/ab.jsonl"
 : > "$OUT"
+# Both binaries on their built-in defaults: config/default.toml may name keys the older one lacks.
+EMPTY="$WORK/ab-empty.toml"
+: > "$EMPTY"
 
 # run BINARY LABEL MODEL ROUND: one server, every concurrency, one JSON line each.
 run() {
-  "$1" serve --port "$PORT" --model "$3" --max-concurrent-requests 1024 > "$WORK/ab-server.log" 2>&1 &
+  "$1" serve --config "$EMPTY" --port "$PORT" --model "$3" --max-concurrent-requests 1024 > "$WORK/ab-server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 240); do
     curl -fs "localhost:$PORT/health" >/dev/null && break
