@@ -184,11 +184,7 @@ async fn refused_keys_are_logged_at_a_bounded_rate() {
         assert_eq!(r.send().await.unwrap().status().as_u16(), 401);
     }
     let windows = started.elapsed().as_secs() / 10 + 1;
-    let mut child = server.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let text = std::fs::read_to_string(&server.log).unwrap();
-    std::fs::remove_file(&server.log).ok();
+    let text = server.kill_and_log();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("authentication refused")).collect();
     assert!(!lines.is_empty() && lines.len() as u64 <= windows, "{lines:?}");
     assert!(lines[0].contains("refused=1") && lines[0].contains("the API key is wrong"), "{}", lines[0]);

@@ -148,11 +148,7 @@ async fn expired_rows_are_logged_once_per_request() {
     assert_eq!(status, 504, "{v}");
     assert_eq!(wait_for_metric(&client, addr, "t5serve_requests_expired_total", 32.0).await, 32.0);
     slow.abort();
-    let mut child = server.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let text = std::fs::read_to_string(&server.log).unwrap();
-    std::fs::remove_file(&server.log).ok();
+    let text = server.kill_and_log();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("still queued at its deadline")).collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("rows=32"), "{}", lines[0]);

@@ -61,7 +61,7 @@ async fn slowloris_connections_are_closed_and_counted_while_generation_goes_on()
     assert_eq!(answered, 10);
     let name = "t5serve_connections_refused_total{reason=\"header_timeout\"}";
     assert_eq!(metric(&client, addr_of(&server), name).await, 200.0);
-    kill(server);
+    server.kill_and_log();
 }
 
 /// An idle keep-alive connection is closed after header_read_timeout_ms, and counted.
@@ -79,7 +79,7 @@ async fn idle_keep_alive_connections_are_closed() {
     closed(s).await;
     let name = "t5serve_connections_refused_total{reason=\"header_timeout\"}";
     assert_eq!(wait_for_metric(&client, addr_of(&server), name, 1.0).await, 1.0);
-    kill(server);
+    server.kill_and_log();
 }
 
 /// Beyond max_connections a new connection is closed at once, and counted.
@@ -116,18 +116,11 @@ async fn connections_beyond_the_cap_are_closed_and_counted() {
     let name = "t5serve_connections_refused_total{reason=\"max_connections\"} ";
     let refused: f64 = text.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().parse().unwrap();
     assert!(refused >= 3.0, "{refused}");
-    kill(server);
+    server.kill_and_log();
 }
 
 fn addr_of(server: &ServerProcess) -> std::net::SocketAddr {
     addr(server).parse().unwrap()
-}
-
-fn kill(server: ServerProcess) {
-    let mut child = server.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    std::fs::remove_file(&server.log).ok();
 }
 
 /// One client must not stall the service: while two oversized /v1/translate requests (about
@@ -168,5 +161,5 @@ async fn oversized_translations_and_slow_sockets_do_not_stall_generation() {
         assert!(v["error"].as_str().unwrap().contains("max_translate_chunks"), "{v}");
     }
     drop(slow);
-    kill(server);
+    server.kill_and_log();
 }

@@ -18,11 +18,7 @@ async fn a_short_request_timeout_does_not_keep_the_server_unready() {
     )
     .await;
     assert_eq!((status, v["error_type"].as_str()), (504, Some("deadline_exceeded")), "{v}");
-    let mut child = server.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let text = std::fs::read_to_string(&server.log).unwrap();
-    std::fs::remove_file(&server.log).ok();
+    let text = server.kill_and_log();
     assert!(text.contains("warm-up done; ready"), "{text}");
     assert!(!text.contains("warm-up failed"), "{text}");
 }

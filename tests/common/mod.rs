@@ -280,6 +280,15 @@ impl ServerProcess {
         }
     }
 
+    /// Kills the process and returns its log (the log file is removed).
+    pub fn kill_and_log(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let text = self.log_text();
+        std::fs::remove_file(&self.log).ok();
+        text
+    }
+
     /// Waits for the process to exit (`wait_exit`), checking meanwhile that it never answers
     /// ready while it is still up.
     pub async fn wait_exit_unready(self, client: &reqwest::Client) -> (std::process::ExitStatus, String) {
