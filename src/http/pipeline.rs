@@ -14,6 +14,7 @@ use crate::scheduler::{Event, RowRequest};
 use super::AppState;
 use super::error::ApiError;
 use super::tokenize;
+pub use super::tokenize::Prompt;
 
 /// Who sends the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,15 +23,6 @@ pub enum Caller {
     Client,
     /// The server itself (the warm-up): none of the client limits apply.
     Internal,
-}
-
-/// How a route's texts become the model's inputs.
-#[derive(Debug, Clone)]
-pub enum Prompt {
-    /// The text itself.
-    Text,
-    /// The text in a template, at `{text}`.
-    Template(String),
 }
 
 /// A request whose rows are queued: collect their results, or stream the one row's tokens.

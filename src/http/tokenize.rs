@@ -12,7 +12,15 @@ use crate::model::TextTokenizer;
 use crate::tasks::{classify, translate};
 
 use super::error::ApiError;
-use super::pipeline::Prompt;
+
+/// How a route's texts become the model's inputs.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// The text itself.
+    Text,
+    /// The text in a template, at `{text}`.
+    Template(String),
+}
 
 /// Each row's text index and input ids.
 pub type Rows = Vec<(usize, Vec<u32>)>;
