@@ -30,6 +30,8 @@ if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
 .venv-test/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 .venv-test/bin/openapi-spec-validator openapi.yaml
 .venv-test/bin/python tests/python/test_tgi_client.py target/debug/t5serve
+# The official openai client against the OpenAI-compatible routes served so far.
+.venv-test/bin/python tests/python/test_openai_client.py target/debug/t5serve
 .venv-test/bin/python tests/python/test_openapi_responses.py target/debug/t5serve
 # The int8 export path: scripts/quantize_model.py on the tiny model, served by the real binary,
 # equal to a reference greedy loop over the same int8 graphs.

@@ -1,4 +1,5 @@
-//! `GET /v1/models`: what is served, its limits, the execution provider and the version.
+//! `GET /v1/models`: what is served, its limits, the execution provider and the version, in
+//! t5serve's fields and in OpenAI's list shape (`object`, `data`) beside them.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,6 +11,9 @@ pub async fn models(State(app): State<AppState>) -> Json<Value> {
     let d = &app.info.dims;
     let l = &app.limits;
     Json(json!({
+        // OpenAI's list shape, which the official client reads (`client.models.list()`).
+        "object": "list",
+        "data": [{"id": d.name, "object": "model", "created": app.info.loaded_at, "owned_by": "t5serve"}],
         "version": env!("CARGO_PKG_VERSION"),
         "execution_provider": app.info.execution_provider,
         "device_id": app.info.cuda_device,

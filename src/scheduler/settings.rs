@@ -59,6 +59,8 @@ pub struct WorkerInfo {
     /// The files loaded, by name.
     pub files: Vec<String>,
     pub load_seconds: f64,
+    /// When the sessions were loaded, in Unix seconds (OpenAI's `created`).
+    pub loaded_at: u64,
     /// ONNX Runtime's name of the provider every session runs on (registered, never a fallback).
     pub execution_provider: &'static str,
     pub cuda_device: Option<u32>,
@@ -77,6 +79,7 @@ impl WorkerInfo {
             model_dir: dir.files.dir.clone(),
             files: dir.files.names(),
             load_seconds,
+            loaded_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             execution_provider: sessions.provider_name(),
             cuda_device: sessions.cuda_device,
             quantization: dir.quantization.clone(),
