@@ -113,7 +113,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         tokenizer: dir.tokenizer.clone(),
         limits: Arc::new((&config).into()),
         info: Arc::new(info),
-        tokenizer_threads: config.tokenizer_threads,
         tokenizing: Arc::new(http::tokenize::Load::new(config.tokenizer_threads)),
     };
     let access = http::Access {

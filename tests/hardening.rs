@@ -140,7 +140,7 @@ async fn expired_rows_are_logged_once_per_request() {
     let url = format!("{}/v1/generate", server.base);
     let long = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 4096, "min_new_tokens": 4096}});
     let slow = tokio::spawn(client.post(&url).json(&long).send());
-    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let addr = server.addr();
     wait_for_metric(&client, addr, "t5serve_active_rows", 1.0).await;
     let inputs: Vec<String> = (0..32).map(|i| format!("row {i}")).collect();
     let body = json!({"inputs": inputs, "parameters": {"max_new_tokens": 2, "deadline_ms": 5}});

@@ -102,8 +102,7 @@ async fn sigterm_ends_at_the_grace_deadline_whatever_the_clients_do() {
     let client = reqwest::Client::new();
     server.wait_ready(&client).await;
     // Half a request header, never finished.
-    let addr = base.trim_start_matches("http://").to_string();
-    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
     half.write_all(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     // Three streams far longer than the grace period (60,000 tokens each).
     let body =

@@ -9,8 +9,14 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn addr(server: &ServerProcess) -> String {
-    server.base.trim_start_matches("http://").to_string()
+/// A keep-alive connection that has had one answer (so the server has accepted it), then idles.
+async fn answered_connection(server: &ServerProcess) -> TcpStream {
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "a keep-alive answer");
+    s
 }
 
 /// Reads until the server closes the connection (EOF or a reset).
@@ -33,7 +39,7 @@ async fn slowloris_connections_are_closed_and_counted_while_generation_goes_on()
     server.wait_ready(&client).await;
     let mut slow = Vec::new();
     for _ in 0..200 {
-        let mut s = TcpStream::connect(addr(&server)).await.unwrap();
+        let mut s = TcpStream::connect(server.addr()).await.unwrap();
         s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n").await.unwrap();
         slow.push(tokio::spawn(async move {
             // One more header byte every 200 ms, until the server closes the connection.
@@ -60,7 +66,7 @@ async fn slowloris_connections_are_closed_and_counted_while_generation_goes_on()
     }
     assert_eq!(answered, 10);
     let name = "t5serve_connections_refused_total{reason=\"header_timeout\"}";
-    assert_eq!(metric(&client, addr_of(&server), name).await, 200.0);
+    assert_eq!(metric(&client, server.addr(), name).await, 200.0);
     server.kill_and_log();
 }
 
@@ -71,14 +77,9 @@ async fn idle_keep_alive_connections_are_closed() {
     // No pooled connections of the test's own: only the socket below sits idle.
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     server.wait_ready(&client).await;
-    let mut s = TcpStream::connect(addr(&server)).await.unwrap();
-    s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "a keep-alive answer");
-    closed(s).await;
+    closed(answered_connection(&server).await).await;
     let name = "t5serve_connections_refused_total{reason=\"header_timeout\"}";
-    assert_eq!(wait_for_metric(&client, addr_of(&server), name, 1.0).await, 1.0);
+    assert_eq!(wait_for_metric(&client, server.addr(), name, 1.0).await, 1.0);
     server.kill_and_log();
 }
 
@@ -91,15 +92,10 @@ async fn connections_beyond_the_cap_are_closed_and_counted() {
     // Eight keep-alive connections, each shown to be accepted by a first answer, then idle.
     let mut held = Vec::new();
     for _ in 0..8 {
-        let mut s = TcpStream::connect(addr(&server)).await.unwrap();
-        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-        held.push(s);
+        held.push(answered_connection(&server).await);
     }
     for _ in 0..3 {
-        let mut s = TcpStream::connect(addr(&server)).await.unwrap();
+        let mut s = TcpStream::connect(server.addr()).await.unwrap();
         let _ = s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let mut answer = Vec::new();
         let _ = s.read_to_end(&mut answer).await;
@@ -119,10 +115,6 @@ async fn connections_beyond_the_cap_are_closed_and_counted() {
     server.kill_and_log();
 }
 
-fn addr_of(server: &ServerProcess) -> std::net::SocketAddr {
-    addr(server).parse().unwrap()
-}
-
 /// One client must not stall the service: while two oversized /v1/translate requests (about
 /// 1 MB of one-word sentences each, under max_body_bytes) and 200 slow sockets are in progress,
 /// /v1/generate keeps answering; the translate requests get a 422 naming the limit.
@@ -133,7 +125,7 @@ async fn oversized_translations_and_slow_sockets_do_not_stall_generation() {
     server.wait_ready(&client).await;
     let mut slow = Vec::new();
     for _ in 0..200 {
-        let mut s = TcpStream::connect(addr(&server)).await.unwrap();
+        let mut s = TcpStream::connect(server.addr()).await.unwrap();
         s.write_all(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n").await.unwrap();
         slow.push(s);
     }

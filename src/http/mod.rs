@@ -52,9 +52,7 @@ pub struct AppState {
     pub tokenizer: Arc<TextTokenizer>,
     pub limits: Arc<Limits>,
     pub info: Arc<WorkerInfo>,
-    /// Threads of the blocking pool that tokenizes (TGI's `validation_workers`).
-    pub tokenizer_threads: usize,
-    /// How many of them are at work.
+    /// The tokenizer threads (TGI's `validation_workers`) and how many of them are at work.
     pub tokenizing: Arc<tokenize::Load>,
 }
 

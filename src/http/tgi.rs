@@ -195,7 +195,7 @@ pub async fn info(State(app): State<AppState>) -> Json<serde_json::Value> {
         "max_stop_sequences": l.max_stop_sequences,
         "max_input_tokens": l.max_input_tokens,
         "max_total_tokens": l.max_input_tokens + l.max_new_tokens_limit,
-        "validation_workers": app.tokenizer_threads,
+        "validation_workers": app.tokenizing.threads(),
         "max_client_batch_size": l.max_client_batch_size,
         "router": "t5serve",
         "version": env!("CARGO_PKG_VERSION"),

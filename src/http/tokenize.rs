@@ -37,6 +37,11 @@ impl Load {
         Self { busy: AtomicUsize::new(0), threads }
     }
 
+    /// Threads of the blocking pool that tokenizes.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// Whether every tokenizer thread is at work.
     pub fn saturated(&self) -> bool {
         self.busy.load(Ordering::Relaxed) >= self.threads.max(1)

@@ -257,6 +257,11 @@ pub fn spawn_binary_env(model: &std::path::Path, extra: &[&str], env: &[(&str, &
 }
 
 impl ServerProcess {
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().unwrap()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap()
     }
