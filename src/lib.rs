@@ -109,9 +109,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         scheduler: scheduler.clone(),
         admission: admission.clone(),
         metrics,
-        tasks: Arc::new(http::TaskSettings::resolve(&config, &info.tasks)),
+        tasks: Arc::new(
+            http::TaskSettings::resolve(&config, &info.tasks)
+                .map_err(|e| anyhow::anyhow!("model {}: t5serve.json: {e}", config.model.display()))?,
+        ),
         tokenizer: dir.tokenizer.clone(),
-        limits: Arc::new((&config).into()),
+        limits: Arc::new(api::Limits::new(&config, dir.dims.vocab_size)),
         info: Arc::new(info),
         tokenizing: Arc::new(http::tokenize::Load::new(config.tokenizer_threads)),
     };

@@ -49,7 +49,7 @@ static PROFILES: LazyLock<[(Limits, TaskSettings); 3]> = LazyLock::new(|| {
     };
     [Config::default(), smallest, largest].map(|c| {
         c.validate().expect("a config the server accepts");
-        (Limits::from(&c), TaskSettings::resolve(&c, &ModelTasks::default()))
+        (Limits::new(&c, 32128), TaskSettings::resolve(&c, &ModelTasks::default()).expect("no chat template"))
     })
 });
 

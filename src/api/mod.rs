@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::generation::FinishReason;
 
 pub use validate::{
-    Decoding, LongTexts, MAX_STOP_BYTES, MIN_DIVISOR, Request, Task, Validated, check_cost, check_labels,
-    check_token_count, validate,
+    Decoding, LongTexts, MAX_STOP_BYTES, MAX_TOP_TOKENS, MIN_DIVISOR, Request, Task, Validated, check_cost,
+    check_labels, check_token_count, validate,
 };
 
 /// Limits that requests are validated against (from the config).
@@ -33,10 +33,13 @@ pub struct Limits {
     pub max_translate_chunks: usize,
     /// Most token-steps one request may ask for (`Request::cost`); 0: no limit.
     pub max_request_cost: usize,
+    /// The model's vocabulary: token ids a request names (`logit_bias`, token prompts) are below it.
+    pub vocab_size: usize,
 }
 
-impl From<&Config> for Limits {
-    fn from(c: &Config) -> Self {
+impl Limits {
+    /// The config's limits for a model with `vocab_size` token ids.
+    pub fn new(c: &Config, vocab_size: usize) -> Self {
         Self {
             max_labels: c.max_labels,
             max_num_beams: c.max_num_beams,
@@ -50,6 +53,7 @@ impl From<&Config> for Limits {
             max_client_batch_size: c.max_client_batch_size,
             max_translate_chunks: c.max_translate_chunks,
             max_request_cost: c.max_request_cost,
+            vocab_size,
         }
     }
 }
@@ -172,6 +176,14 @@ pub struct GenerateParameters {
     pub stop: Option<Vec<String>>,
     /// Per-token ids, texts and log-probabilities in the response.
     pub details: Option<bool>,
+    /// [-2, 2]: OpenAI's presence penalty, subtracted from every id already generated.
+    pub presence_penalty: Option<f64>,
+    /// [-2, 2]: OpenAI's frequency penalty, subtracted once per time an id was generated.
+    pub frequency_penalty: Option<f64>,
+    /// Token id (as a string) -> [-100, 100], added to that id's logit at every step.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+    /// 0..=MAX_TOP_TOKENS: each token's most likely alternatives in `details` (TGI's name).
+    pub top_n_tokens: Option<i64>,
     /// Beam search with this many beams, 1..=max_num_beams (1 = off).
     pub num_beams: Option<i64>,
     /// Beam scores are `sum_logprobs / length ** length_penalty`; any finite value, default 1.
@@ -253,6 +265,19 @@ pub struct TokenInfo {
     /// Log-probability under the distribution the token was chosen from; with details only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprob: Option<f32>,
+    pub special: bool,
+    /// The most likely tokens at this step, most likely first (with `top_n_tokens`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_tokens: Vec<TopToken>,
+}
+
+/// An alternative token at one step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopToken {
+    pub id: u32,
+    /// The token's piece, with SentencePiece's word marker as a space.
+    pub text: String,
+    pub logprob: f32,
     pub special: bool,
 }
 

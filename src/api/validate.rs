@@ -14,6 +14,9 @@ use crate::generation::beam::{BeamParams, EarlyStopping};
 /// Longest accepted stop sequence, in bytes.
 pub const MAX_STOP_BYTES: usize = 256;
 
+/// Most alternatives a request may ask for at each step (`top_n_tokens`).
+pub const MAX_TOP_TOKENS: usize = 20;
+
 /// Smallest temperature and repetition penalty accepted.
 pub const MIN_DIVISOR: f64 = 0.01;
 
@@ -36,17 +39,32 @@ pub struct Request {
     pub parameters: GenerateParameters,
     /// Score these candidate labels instead of generating.
     pub labels: Option<Vec<String>>,
+    /// Embed the texts (the encoder alone) instead of generating.
+    pub embed: Option<crate::tasks::embed::EmbedSettings>,
     /// Report each token's log-probability even without `parameters.details` (TGI always does).
     pub logprobs: bool,
     /// Stream the tokens (one text only, not with beam search).
     pub stream: bool,
     pub long_texts: LongTexts,
+    /// Rows per text (OpenAI's `n`): copy `j` of text `i` is row `i * copies + j`, sampled
+    /// with the seed plus `j`.
+    pub copies: usize,
 }
 
 impl Request {
     /// A generation request for `inputs` with `parameters`, each text refused when too long.
     pub fn generate(field: &'static str, inputs: Inputs, parameters: GenerateParameters) -> Self {
-        Self { field, inputs, parameters, labels: None, logprobs: false, stream: false, long_texts: LongTexts::Refuse }
+        Self {
+            field,
+            inputs,
+            parameters,
+            labels: None,
+            embed: None,
+            logprobs: false,
+            stream: false,
+            long_texts: LongTexts::Refuse,
+            copies: 1,
+        }
     }
 
     /// A request that scores `labels` for each text.
@@ -62,6 +80,10 @@ pub struct Decoding {
     pub beam: Option<BeamParams>,
     pub stop: Vec<String>,
     pub logprobs: bool,
+    /// Alternatives reported at each step (0: none).
+    pub top: usize,
+    /// Added to the logits at every step.
+    pub logit_bias: std::sync::Arc<[(u32, f32)]>,
 }
 
 /// What the rows of a request do.
@@ -70,6 +92,8 @@ pub enum Task {
     Generate(Decoding),
     /// Score each of these labels (checked: 2..=max_labels, distinct, non-empty).
     Score(Vec<String>),
+    /// Pool the encoder's states of each text.
+    Embed(crate::tasks::embed::EmbedSettings),
 }
 
 /// A request checked against the limits.
@@ -86,6 +110,8 @@ pub struct Validated {
     pub queue_deadline: Duration,
     pub task: Task,
     pub stream: bool,
+    /// Rows per text (see `Request::copies`).
+    pub copies: usize,
 }
 
 /// Checks a request against the limits.
@@ -102,15 +128,28 @@ pub fn validate(r: Request, limits: &Limits) -> Result<Validated, ValidationErro
     };
     let single = r.inputs.is_single();
     let texts = check_texts(r.field, r.inputs, limits, byte_limit)?;
-    let task = match r.labels {
-        Some(labels) => {
+    let copies = r.copies.max(1);
+    if texts.len().saturating_mul(copies) > limits.max_client_batch_size {
+        return Err(invalid(format!(
+            "{} texts times {copies} copies each is {} rows; the limit is {} (max_client_batch_size)",
+            texts.len(),
+            texts.len().saturating_mul(copies),
+            limits.max_client_batch_size
+        )));
+    }
+    let task = match (r.labels, r.embed) {
+        (Some(labels), _) => {
             check_labels(&labels, limits)?;
             Task::Score(labels)
         }
-        None => {
+        (None, Some(settings)) => Task::Embed(settings),
+        (None, None) => {
             let beam = p.beam(limits)?;
             if r.stream && !single {
                 return Err(invalid("stream supports a single string input, not a list"));
+            }
+            if r.stream && copies > 1 {
+                return Err(invalid("stream supports one sequence per request (n = 1)"));
             }
             if r.stream && beam.is_some() {
                 return Err(invalid("stream is not available with beam search (num_beams > 1)"));
@@ -120,6 +159,8 @@ pub fn validate(r: Request, limits: &Limits) -> Result<Validated, ValidationErro
                 beam,
                 stop: p.stop_sequences(limits)?,
                 logprobs: r.logprobs || p.details == Some(true),
+                top: p.top_tokens()?,
+                logit_bias: p.logit_bias(limits)?,
             })
         }
     };
@@ -131,6 +172,7 @@ pub fn validate(r: Request, limits: &Limits) -> Result<Validated, ValidationErro
         queue_deadline: p.queue_deadline(limits)?,
         task,
         stream: r.stream,
+        copies,
     })
 }
 
@@ -238,6 +280,9 @@ impl GenerateParameters {
         let divisor = |name: &str, v: Option<f64>| {
             v.map_or(Ok(1.0), |v| check_range(name, v, MIN_DIVISOR, false, 100.0)).map(|v| v as f32)
         };
+        let penalty = |name: &str, v: Option<f64>| {
+            v.map_or(Ok(0.0), |v| check_range(name, v, -2.0, false, 2.0)).map(|v| v as f32)
+        };
         Ok(GenerationParams {
             max_new_tokens: max as usize,
             min_new_tokens: min as usize,
@@ -248,6 +293,8 @@ impl GenerateParameters {
             typical_p: opt("typical_p", self.typical_p, 0.0, 1.0, 1.0)?,
             repetition_penalty: divisor("repetition_penalty", self.repetition_penalty)?,
             no_repeat_ngram_size,
+            presence_penalty: penalty("presence_penalty", self.presence_penalty)?,
+            frequency_penalty: penalty("frequency_penalty", self.frequency_penalty)?,
             seed: self.seed.unwrap_or_else(fresh_seed),
         })
     }
@@ -268,6 +315,36 @@ impl GenerateParameters {
             }
         }
         Ok(stop)
+    }
+
+    /// Alternatives to report at each step.
+    fn top_tokens(&self) -> Result<usize, ValidationError> {
+        match self.top_n_tokens {
+            None => Ok(0),
+            Some(n) if (0..=MAX_TOP_TOKENS as i64).contains(&n) => Ok(n as usize),
+            Some(n) => Err(invalid(format!("parameters.top_n_tokens must be in [0, {MAX_TOP_TOKENS}], got {n}"))),
+        }
+    }
+
+    /// The logit bias as `(id, bias)` pairs: ids below the vocabulary size, biases in [-100, 100].
+    fn logit_bias(&self, limits: &Limits) -> Result<std::sync::Arc<[(u32, f32)]>, ValidationError> {
+        let Some(map) = &self.logit_bias else { return Ok(std::sync::Arc::from([])) };
+        let mut out = Vec::with_capacity(map.len());
+        for (key, &bias) in map {
+            let id =
+                key.trim().parse::<u32>().ok().filter(|&id| (id as usize) < limits.vocab_size).ok_or_else(|| {
+                    invalid(format!(
+                        "parameters.logit_bias keys must be token ids below the vocabulary size ({}), got {}",
+                        limits.vocab_size,
+                        super::echo(&format!("{key:?}"))
+                    ))
+                })?;
+            if !(bias.is_finite() && (-100.0..=100.0).contains(&bias)) {
+                return Err(invalid(format!("parameters.logit_bias[{id}] must be in [-100, 100], got {bias}")));
+            }
+            out.push((id, bias as f32));
+        }
+        Ok(std::sync::Arc::from(out))
     }
 
     /// Beam search settings, or `None` for token-by-token decoding.
@@ -307,6 +384,12 @@ impl GenerateParameters {
             "sampling",
         )?;
         only(self.stop.as_ref().is_some_and(|s| !s.is_empty()), "parameters.stop")?;
+        only(
+            self.presence_penalty.is_some_and(|v| v != 0.0) || self.frequency_penalty.is_some_and(|v| v != 0.0),
+            "presence_penalty and frequency_penalty",
+        )?;
+        only(self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()), "parameters.logit_bias")?;
+        only(self.top_n_tokens.is_some_and(|n| n > 0), "parameters.top_n_tokens")?;
         only(self.details == Some(true), "parameters.details")?;
         let length_penalty = self.length_penalty.unwrap_or(1.0);
         if !length_penalty.is_finite() || length_penalty.abs() > 100.0 {
@@ -431,7 +514,55 @@ mod tests {
             max_client_batch_size: 2,
             max_translate_chunks: 4,
             max_request_cost: 0,
+            vocab_size: 100,
         }
+    }
+
+    #[test]
+    fn penalties_bias_and_top_tokens_are_checked() {
+        let run = |p: GenerateParameters| {
+            validate(Request::generate("inputs", Inputs::One("x".into()), p), &limits()).map(|v| match v.task {
+                Task::Generate(d) => (d.params.presence_penalty, d.params.frequency_penalty, d.top, d.logit_bias),
+                Task::Score(_) | Task::Embed(_) => unreachable!(),
+            })
+        };
+        let bias = |pairs: &[(&str, f64)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+        let ok = run(GenerateParameters {
+            presence_penalty: Some(-2.0),
+            frequency_penalty: Some(1.5),
+            top_n_tokens: Some(5),
+            logit_bias: bias(&[("7", -100.0), ("99", 3.0)]),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((ok.0, ok.1, ok.2), (-2.0, 1.5, 5));
+        assert_eq!(&ok.3[..], &[(7, -100.0), (99, 3.0)]);
+        for (p, msg) in [
+            (GenerateParameters { presence_penalty: Some(2.5), ..Default::default() }, "presence_penalty must be in"),
+            (GenerateParameters { top_n_tokens: Some(21), ..Default::default() }, "top_n_tokens must be in [0, 20]"),
+            (GenerateParameters { logit_bias: bias(&[("100", 1.0)]), ..Default::default() }, "below the vocabulary"),
+            (GenerateParameters { logit_bias: bias(&[("x", 1.0)]), ..Default::default() }, "below the vocabulary"),
+            (GenerateParameters { logit_bias: bias(&[("1", 101.0)]), ..Default::default() }, "[-100, 100]"),
+            (
+                GenerateParameters { num_beams: Some(2), logit_bias: bias(&[("1", 1.0)]), ..Default::default() },
+                "cannot be combined with beam search",
+            ),
+        ] {
+            let e = run(p).unwrap_err().0;
+            assert!(e.contains(msg), "{e}");
+        }
+    }
+
+    #[test]
+    fn copies_count_against_the_batch_limit_and_streams() {
+        let r = |copies, stream| Request {
+            copies,
+            stream,
+            ..Request::generate("inputs", Inputs::One("x".into()), GenerateParameters::default())
+        };
+        assert_eq!(validate(r(2, false), &limits()).unwrap().copies, 2);
+        assert!(validate(r(3, false), &limits()).unwrap_err().0.contains("3 rows; the limit is 2"));
+        assert!(validate(r(2, true), &limits()).unwrap_err().0.contains("n = 1"));
     }
 
     /// The texts and `single` of a generation request with these inputs, validated.

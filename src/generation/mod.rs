@@ -25,6 +25,9 @@ pub struct GenerationParams {
     pub repetition_penalty: f32,
     /// 0 = off.
     pub no_repeat_ngram_size: usize,
+    /// OpenAI's additive penalties over the generated ids; 0 = off.
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
     /// Seed of the row's sampler; the same seed gives the same tokens, alone or in any batch.
     pub seed: u64,
 }
@@ -47,6 +50,8 @@ impl GenerationParams {
         typical_p: 1.0,
         repetition_penalty: 1.0,
         no_repeat_ngram_size: 0,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
         seed: 0,
     };
 
@@ -56,8 +61,30 @@ impl GenerationParams {
     }
 
     fn needs_processing(&self) -> bool {
-        self.do_sample || self.repetition_penalty != 1.0 || self.no_repeat_ngram_size > 0
+        self.do_sample
+            || self.repetition_penalty != 1.0
+            || self.no_repeat_ngram_size > 0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
     }
+}
+
+/// What a row reports about each token it chooses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The chosen token's log-probability.
+    pub logprob: bool,
+    /// The log-probabilities of this many most likely tokens (0: none).
+    pub top: usize,
+}
+
+/// One chosen token, with what was asked about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chosen {
+    pub token: u32,
+    pub logprob: Option<f32>,
+    /// The most likely tokens and their log-probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
 }
 
 /// Chooses one row's tokens step by step: logits processors, then the argmax or a seeded draw.
@@ -65,6 +92,8 @@ impl GenerationParams {
 #[derive(Debug, Clone)]
 pub struct TokenChooser {
     params: GenerationParams,
+    /// Added to the logits before anything else (OpenAI's `logit_bias`).
+    bias: std::sync::Arc<[(u32, f32)]>,
     eos: u32,
     history: Vec<u32>,
     rng: processors::Rng,
@@ -73,7 +102,20 @@ pub struct TokenChooser {
 
 impl TokenChooser {
     pub fn new(params: GenerationParams, decoder_start: u32, eos: u32) -> Self {
-        Self { params, eos, history: vec![decoder_start], rng: processors::Rng::new(params.seed), scratch: Vec::new() }
+        Self {
+            params,
+            bias: std::sync::Arc::from([]),
+            eos,
+            history: vec![decoder_start],
+            rng: processors::Rng::new(params.seed),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Adds these `(id, bias)` pairs to every step's logits.
+    pub fn with_logit_bias(mut self, bias: std::sync::Arc<[(u32, f32)]>) -> Self {
+        self.bias = bias;
+        self
     }
 
     /// Tokens generated so far.
@@ -89,36 +131,50 @@ impl TokenChooser {
     /// The next token and, if asked, its log-probability under the processed distribution it
     /// was chosen from (what TGI reports in `details`).
     pub fn next_with_logprob(&mut self, logits: &[f32], want_logprob: bool) -> (u32, Option<f32>) {
+        let c = self.choose(logits, Report { logprob: want_logprob, top: 0 });
+        (c.token, c.logprob)
+    }
+
+    /// The next token, and what `report` asks about it: log-probabilities under the processed
+    /// distribution it was chosen from (after the bias, penalties and warpers), the most likely
+    /// alternatives under the same distribution.
+    pub fn choose(&mut self, logits: &[f32], report: Report) -> Chosen {
         let p = self.params;
         let generated = self.generated();
-        let token = if !p.needs_processing() && !want_logprob {
-            greedy_next(logits, generated, &p, self.eos)
+        let plain = !p.needs_processing() && self.bias.is_empty();
+        if plain && !report.logprob && report.top == 0 {
+            let token = greedy_next(logits, generated, &p, self.eos);
+            self.history.push(token);
+            return Chosen { token, logprob: None, top: Vec::new() };
+        }
+        let l = &mut self.scratch;
+        l.clear();
+        l.extend_from_slice(logits);
+        processors::logit_bias(l, &self.bias);
+        processors::repetition_penalty(l, &self.history, p.repetition_penalty);
+        processors::presence_frequency(l, &self.history[1..], p.presence_penalty, p.frequency_penalty);
+        processors::no_repeat_ngram(l, &self.history, p.no_repeat_ngram_size);
+        if generated < p.min_new_tokens
+            && let Some(v) = l.get_mut(self.eos as usize)
+        {
+            *v = f32::NEG_INFINITY;
+        }
+        let token = if p.do_sample {
+            processors::temperature(l, p.temperature);
+            if p.top_k > 0 {
+                processors::top_k(l, p.top_k, 1);
+            }
+            processors::top_p(l, p.top_p, 1);
+            processors::typical_p(l, p.typical_p, 1);
+            processors::sample(l, &mut self.rng) as u32
         } else {
-            let l = &mut self.scratch;
-            l.clear();
-            l.extend_from_slice(logits);
-            processors::repetition_penalty(l, &self.history, p.repetition_penalty);
-            processors::no_repeat_ngram(l, &self.history, p.no_repeat_ngram_size);
-            if generated < p.min_new_tokens
-                && let Some(v) = l.get_mut(self.eos as usize)
-            {
-                *v = f32::NEG_INFINITY;
-            }
-            if p.do_sample {
-                processors::temperature(l, p.temperature);
-                if p.top_k > 0 {
-                    processors::top_k(l, p.top_k, 1);
-                }
-                processors::top_p(l, p.top_p, 1);
-                processors::typical_p(l, p.typical_p, 1);
-                processors::sample(l, &mut self.rng) as u32
-            } else {
-                argmax(l, None) as u32
-            }
+            argmax(l, None) as u32
         };
-        let logprob = want_logprob.then(|| self.scratch[token as usize] - processors::log_sum_exp(&self.scratch));
+        let log_z = if report.logprob || report.top > 0 { processors::log_sum_exp(l) } else { 0.0 };
+        let logprob = report.logprob.then(|| l[token as usize] - log_z);
+        let top = processors::top_logprobs(l, report.top, log_z);
         self.history.push(token);
-        (token, logprob)
+        Chosen { token, logprob, top }
     }
 
     /// Why the row stops after the token just chosen, if it does.
@@ -261,6 +317,21 @@ mod tests {
         assert!((lp.unwrap() - 0.5f32.ln()).abs() < 1e-6, "{lp:?}");
         let (t, lp) = c.next_with_logprob(&[0.0, 5.0, 0.0], false);
         assert_eq!((t, lp), (1, None));
+    }
+
+    #[test]
+    fn bias_and_penalties_steer_the_choice_and_top_reports_alternatives() {
+        let params = GenerationParams { frequency_penalty: 2.5, ..GenerationParams::greedy(5, 0) };
+        let bias: std::sync::Arc<[(u32, f32)]> = std::sync::Arc::from([(3u32, 1.5f32)]);
+        let mut c = TokenChooser::new(params, 0, 1).with_logit_bias(bias);
+        let logits = [0.0, -9.0, 2.0, 1.0];
+        // Id 3 is biased to 2.5 and beats id 2 (2.0); once chosen, it pays 2.5 per use.
+        let first = c.choose(&logits, Report { logprob: true, top: 2 });
+        assert_eq!(first.token, 3);
+        assert_eq!(first.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![3, 2]);
+        assert_eq!(first.logprob, Some(first.top[0].1));
+        let second = c.choose(&logits, Report::default());
+        assert_eq!((second.token, second.logprob, second.top.len()), (2, None, 0));
     }
 
     #[test]

@@ -36,6 +36,47 @@ pub fn no_repeat_ngram(logits: &mut [f32], history: &[u32], n: usize) {
     }
 }
 
+/// OpenAI's presence and frequency penalties: each id generated `c` times so far is lowered by
+/// `c * frequency + presence` (additive, over the generated ids only, the start token excluded).
+pub fn presence_frequency(logits: &mut [f32], generated: &[u32], presence: f32, frequency: f32) {
+    if (presence == 0.0 && frequency == 0.0) || generated.is_empty() {
+        return;
+    }
+    let mut seen = generated.to_vec();
+    seen.sort_unstable();
+    for run in seen.chunk_by(|a, b| a == b) {
+        if let Some(v) = logits.get_mut(run[0] as usize) {
+            *v -= run.len() as f32 * frequency + presence;
+        }
+    }
+}
+
+/// Adds each `(id, bias)` to that id's logit (OpenAI's `logit_bias`; ids outside the row are
+/// skipped, the API refuses them first).
+pub fn logit_bias(logits: &mut [f32], bias: &[(u32, f32)]) {
+    for &(id, b) in bias {
+        if let Some(v) = logits.get_mut(id as usize) {
+            *v += b;
+        }
+    }
+}
+
+/// The `k` most likely ids of a row with their log-probabilities (`log_z`: the row's
+/// log-sum-exp), most likely first, ties by lower id; ids at -inf are left out.
+pub fn top_logprobs(logits: &[f32], k: usize, log_z: f32) -> Vec<(u32, f32)> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut ids: Vec<u32> = (0..logits.len() as u32).filter(|&i| logits[i as usize].is_finite()).collect();
+    let by_rank = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+    if ids.len() > k {
+        ids.select_nth_unstable_by(k - 1, by_rank);
+        ids.truncate(k);
+    }
+    ids.sort_by(by_rank);
+    ids.into_iter().map(|i| (i, logits[i as usize] - log_z)).collect()
+}
+
 /// `TemperatureLogitsWarper`.
 pub fn temperature(logits: &mut [f32], t: f32) {
     if t != 1.0 {
@@ -179,6 +220,36 @@ mod tests {
     use super::*;
 
     const NEG: f32 = f32::NEG_INFINITY;
+
+    #[test]
+    fn presence_and_frequency_penalties_are_additive_per_count() {
+        let mut l = vec![1.0, 1.0, 1.0, 1.0];
+        // Id 2 twice, id 0 once: 1 - (2 * 0.5 + 0.25) and 1 - (0.5 + 0.25).
+        presence_frequency(&mut l, &[2, 0, 2], 0.25, 0.5);
+        assert_eq!(l, vec![0.25, 1.0, -0.25, 1.0]);
+        let mut l = vec![1.0, 1.0];
+        presence_frequency(&mut l, &[1], -1.0, 0.0);
+        assert_eq!(l, vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn logit_bias_adds_to_the_named_ids() {
+        let mut l = vec![0.0, 1.0, 2.0];
+        logit_bias(&mut l, &[(0, 5.0), (2, -100.0), (9, 1.0)]);
+        assert_eq!(l, vec![5.0, 1.0, -98.0]);
+    }
+
+    #[test]
+    fn top_logprobs_are_the_best_ids_best_first() {
+        let l = [0.0, 3.0, NEG, 3.0, 1.0];
+        let z = log_sum_exp(&l);
+        let top = top_logprobs(&l, 3, z);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3, 4]);
+        assert!((top[2].1 - (1.0 - z)).abs() < 1e-6);
+        // Never an id at -inf, even when fewer are left than asked for.
+        assert_eq!(top_logprobs(&l, 9, z).len(), 4);
+        assert!(top_logprobs(&l, 0, z).is_empty());
+    }
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative() {

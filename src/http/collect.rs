@@ -9,7 +9,7 @@ use std::time::Instant;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::api::{TokenInfo, Usage};
+use crate::api::{TokenInfo, TopToken, Usage};
 use crate::generation::FinishReason;
 use crate::scheduler::score::LabelScore;
 use crate::scheduler::{Event, RowError, Sequence};
@@ -32,21 +32,39 @@ pub struct Collected {
 pub enum Output {
     Generated(Collected),
     Scored(Vec<LabelScore>),
+    /// An embedding and the input tokens it pooled.
+    Embedded(Vec<f32>, usize),
 }
 
 impl Output {
     pub fn generated(self) -> Result<Collected, ApiError> {
         match self {
             Output::Generated(c) => Ok(c),
-            Output::Scored(_) => Err(ApiError::Internal("a generation row was scored".into())),
+            other => Err(other.mismatch("a generation row")),
         }
     }
 
     pub fn scores(self) -> Result<Vec<LabelScore>, ApiError> {
         match self {
             Output::Scored(s) => Ok(s),
-            Output::Generated(_) => Err(ApiError::Internal("a scoring row generated text".into())),
+            other => Err(other.mismatch("a scoring row")),
         }
+    }
+
+    pub fn embedding(self) -> Result<(Vec<f32>, usize), ApiError> {
+        match self {
+            Output::Embedded(v, tokens) => Ok((v, tokens)),
+            other => Err(other.mismatch("an embedding row")),
+        }
+    }
+
+    fn mismatch(&self, row: &str) -> ApiError {
+        let gave = match self {
+            Output::Generated(_) => "generated text",
+            Output::Scored(_) => "label scores",
+            Output::Embedded(..) => "an embedding",
+        };
+        ApiError::Internal(format!("{row} gave {gave}"))
     }
 }
 
@@ -101,18 +119,19 @@ async fn gather(app: &AppState, mut rx: UnboundedReceiver<Event>, arrived: Insta
     while let Some(event) = rx.recv().await {
         match event {
             Event::Scores(s) => return Ok(Output::Scored(s)),
+            Event::Embedding { vector, input_tokens } => return Ok(Output::Embedded(vector, input_tokens)),
             Event::Sequences(s) => {
                 app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
                 text = s.first().map(|s| s.text.clone()).unwrap_or_default();
                 sequences = s;
             }
-            Event::Token { id, text: piece, logprob } => {
+            Event::Token { id, text: piece, logprob, top } => {
                 if first_at.is_none() {
                     app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
                     first_at = Some(Instant::now());
                 }
                 text.push_str(&piece);
-                tokens.push(TokenInfo { id, text: piece, logprob, special: app.tokenizer.is_special(id) });
+                tokens.push(token_info(app, id, piece, logprob, top));
             }
             Event::Finished { reason, input_tokens, generated_tokens } => {
                 if let Some(first) = first_at.filter(|_| generated_tokens > 1) {
@@ -126,6 +145,16 @@ async fn gather(app: &AppState, mut rx: UnboundedReceiver<Event>, arrived: Insta
         }
     }
     Err(ApiError::Internal("the decode thread dropped a row without finishing it".into()))
+}
+
+/// A generated token as the API reports it.
+fn token_info(app: &AppState, id: u32, text: String, logprob: Option<f32>, top: Vec<(u32, f32)>) -> TokenInfo {
+    let t = &app.tokenizer;
+    let top_tokens = top
+        .into_iter()
+        .map(|(id, logprob)| TopToken { id, text: t.piece(id), logprob, special: t.is_special(id) })
+        .collect();
+    TokenInfo { id, text, logprob, special: t.is_special(id), top_tokens }
 }
 
 /// A route's streaming format: which SSE events a token, the end, or an error become.
@@ -173,12 +202,12 @@ async fn forward(
             return fail(&mut format, app.timed_out(&format!("{index} tokens had been streamed")));
         };
         match event {
-            Some(Event::Token { id, text: piece, logprob }) => {
+            Some(Event::Token { id, text: piece, logprob, top }) => {
                 if index == 0 {
                     app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
                 }
                 text.push_str(&piece);
-                let token = TokenInfo { id, text: piece, logprob, special: app.tokenizer.is_special(id) };
+                let token = token_info(app, id, piece, logprob, top);
                 if !send(format.token(index, token)) {
                     return;
                 }
@@ -190,9 +219,9 @@ async fn forward(
                 return;
             }
             Some(Event::Error(e)) => return fail(&mut format, row_error(e)),
-            // Streams are refused for beam search before decoding starts; scoring rows never
-            // stream.
-            Some(Event::Sequences(_) | Event::Scores(_)) => {}
+            // Streams are refused for beam search before decoding starts; scoring and embedding
+            // rows never stream.
+            Some(Event::Sequences(_) | Event::Scores(_) | Event::Embedding { .. }) => {}
             None => return fail(&mut format, ApiError::Internal("the decode thread dropped a row".into())),
         }
     }

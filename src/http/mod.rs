@@ -11,11 +11,13 @@ pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod models;
+pub mod openai;
 pub mod openapi;
 pub mod pipeline;
 pub mod serve;
 pub mod tgi;
 pub mod tokenize;
+pub mod tokens;
 pub mod translate;
 
 use std::sync::Arc;
@@ -62,10 +64,14 @@ pub struct TaskSettings {
     pub classify_labels: Vec<String>,
     pub classify_template: String,
     pub translate_pairs: Vec<crate::tasks::translate::LanguagePair>,
+    pub embedding: crate::tasks::embed::EmbedSettings,
+    /// The model's chat template, compiled; `None`: the plain prompt (`tasks::chat`).
+    pub chat_template: Option<Arc<crate::tasks::chat::ChatTemplate>>,
 }
 
 impl TaskSettings {
-    pub fn resolve(config: &crate::config::Config, model: &crate::model::ModelTasks) -> Self {
+    /// Fails on a chat template that does not compile.
+    pub fn resolve(config: &crate::config::Config, model: &crate::model::ModelTasks) -> Result<Self, String> {
         use crate::tasks::translate::LanguagePair;
         let pick = |a: &Vec<String>, b: &Vec<String>| if a.is_empty() { b.clone() } else { a.clone() };
         let translate_pairs = if !config.translate_pairs.is_empty() {
@@ -79,7 +85,11 @@ impl TaskSettings {
                 LanguagePair::t5("English", "Romanian"),
             ]
         };
-        Self {
+        let chat_template = match &model.chat_template {
+            Some(source) => Some(Arc::new(crate::tasks::chat::ChatTemplate::new(source)?)),
+            None => None,
+        };
+        Ok(Self {
             classify_labels: pick(&config.classify_labels, &model.classify.labels),
             classify_template: config
                 .classify_template
@@ -87,7 +97,9 @@ impl TaskSettings {
                 .or_else(|| model.classify.template.clone())
                 .unwrap_or_else(|| crate::tasks::classify::TEXT_SLOT.to_string()),
             translate_pairs,
-        }
+            embedding: model.embedding,
+            chat_template,
+        })
     }
 }
 
@@ -182,7 +194,11 @@ async fn authorize(
         None => "this route needs `Authorization: Bearer <api key>`",
     };
     access.refusals.note(refusal);
-    ApiError::Unauthorized(refusal.into()).into_response()
+    let error = ApiError::Unauthorized(refusal.into());
+    if openai::PATHS.contains(&path) {
+        return openai::OpenAiError::from(error).into_response();
+    }
+    error.into_response()
 }
 
 /// Refused authentications, logged at most once per `EVERY` with the count since the last line,
@@ -225,6 +241,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/classify"),
     ("post", "/v1/translate"),
     ("get", "/v1/translate/languages"),
+    ("post", "/v1/completions"),
+    ("post", "/v1/chat/completions"),
+    ("post", "/v1/embeddings"),
+    ("post", "/tokenize"),
+    ("post", "/detokenize"),
     ("post", "/generate"),
     ("post", "/generate_stream"),
     ("post", "/"),
@@ -277,6 +298,11 @@ pub fn router(state: AppState, body: BodyLimits, access: Access) -> Router {
         .route("/v1/classify", post(classify::classify))
         .route("/v1/translate", post(translate::translate))
         .route("/v1/translate/languages", get(translate::languages))
+        .route("/v1/completions", post(openai::completions::completions))
+        .route("/v1/chat/completions", post(openai::chat::chat))
+        .route("/v1/embeddings", post(openai::embeddings::embeddings))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize))
         .route("/health", get(health::ready))
         .route("/health/ready", get(health::ready))
         .route("/health/live", get(health::live))

@@ -47,7 +47,7 @@ impl Submitted {
     pub fn decoding(&self) -> Option<&Decoding> {
         match &self.task {
             Task::Generate(d) => Some(d),
-            Task::Score(_) => None,
+            Task::Score(_) | Task::Embed(_) => None,
         }
     }
 }
@@ -141,20 +141,29 @@ impl AppState {
                 let limit = self.limits.max_new_tokens_limit;
                 Some(tokenize::labels(self.tokenizing.clone(), self.tokenizer.clone(), limit, labels.clone()).await?)
             }
-            Task::Generate(_) => None,
+            Task::Generate(_) | Task::Embed(_) => None,
         };
         let inputs =
             tokenize::texts(self.tokenizing.clone(), self.tokenizer.clone(), self.limits.clone(), &v, prompt).await?;
         let deadline = Some(arrived + v.queue_deadline);
-        let (rows, receivers): (Vec<_>, Vec<_>) = inputs
+        let copies = v.copies;
+        // Copy `j` of text `i` is row `i * copies + j`, sampled with the seed plus `j`.
+        let inputs = inputs
             .into_iter()
-            .map(|(owner, ids)| {
+            .flat_map(|(owner, ids)| (0..copies).map(move |j| (owner * copies + j, j as u64, ids.clone())));
+        let (rows, receivers): (Vec<_>, Vec<_>) = inputs
+            .map(|(owner, copy, ids)| {
                 let (row, rx) = match (&v.task, &labels) {
                     (Task::Generate(d), _) => {
-                        let (row, rx) = RowRequest::new(ids, d.params);
-                        (row.with_stop(d.stop.clone()).with_logprobs(d.logprobs).with_beam(d.beam), rx)
+                        let params =
+                            crate::generation::GenerationParams { seed: d.params.seed.wrapping_add(copy), ..d.params };
+                        let (row, rx) = RowRequest::new(ids, params);
+                        let report = crate::generation::Report { logprob: d.logprobs, top: d.top };
+                        let row = row.with_stop(d.stop.clone()).with_report(report).with_beam(d.beam);
+                        (row.with_logit_bias(d.logit_bias.clone()), rx)
                     }
                     (Task::Score(_), labels) => RowRequest::scoring(ids, labels.clone().unwrap_or_default()),
+                    (Task::Embed(settings), _) => RowRequest::embedding(ids, *settings),
                 };
                 (row.with_deadline(deadline), (owner, rx))
             })

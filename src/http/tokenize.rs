@@ -20,6 +20,9 @@ pub enum Prompt {
     Text,
     /// The text in a template, at `{text}`.
     Template(String),
+    /// Token ids the client sent, one list per text (the texts are only their names): used as
+    /// they are, each id checked against the vocabulary.
+    Ids(Arc<Vec<Vec<u32>>>),
 }
 
 /// Each row's text index and input ids.
@@ -56,8 +59,11 @@ pub async fn texts(
     v: &Validated,
     prompt: Prompt,
 ) -> Result<Rows, ApiError> {
-    let texts = v.texts.clone();
     let (truncate, long_texts, many) = (v.truncate, v.long_texts, !v.single);
+    if let Prompt::Ids(lists) = &prompt {
+        return given_ids(lists, truncate, many, &limits);
+    }
+    let texts = v.texts.clone();
     blocking(load, move |cancel| {
         let t = Texts { tokenizer: &tokenizer, limits: &limits, prompt: &prompt, cancel };
         let mut rows = Vec::with_capacity(texts.len());
@@ -78,6 +84,39 @@ pub async fn texts(
         Ok(rows)
     })
     .await
+}
+
+/// The ids of `text` with each one's span in characters, on the blocking pool (`/tokenize`).
+pub async fn offsets(
+    load: Arc<Load>,
+    tokenizer: Arc<TextTokenizer>,
+    text: String,
+) -> Result<Vec<(u32, usize, usize)>, ApiError> {
+    blocking(load, move |_| tokenizer.encode_with_offsets(&text).map_err(|e| ApiError::Internal(e.to_string()))).await
+}
+
+/// Rows of token ids a client sent: each list non-empty, each id in the vocabulary.
+fn given_ids(lists: &[Vec<u32>], truncate: Option<usize>, many: bool, limits: &Limits) -> Result<Rows, ApiError> {
+    let mut rows = Vec::with_capacity(lists.len());
+    for (i, ids) in lists.iter().enumerate() {
+        let name = if many { format!("inputs[{i}]") } else { "inputs".to_string() };
+        if ids.is_empty() {
+            return Err(ApiError::Validation(format!("{name} must not be an empty list of token ids")));
+        }
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= limits.vocab_size) {
+            return Err(ApiError::Validation(format!(
+                "{name} holds token id {bad}; ids are below the vocabulary size ({})",
+                limits.vocab_size
+            )));
+        }
+        let mut ids = ids.clone();
+        if let Some(n) = truncate {
+            ids.drain(..ids.len().saturating_sub(n));
+        }
+        api::check_token_count(many.then_some(i), ids.len(), limits)?;
+        rows.push((i, ids));
+    }
+    Ok(rows)
 }
 
 /// Tokenizes candidate labels (each ends with EOS) and checks their length.
@@ -116,7 +155,7 @@ struct Texts<'a> {
 impl Texts<'_> {
     fn fill(&self, text: &str) -> String {
         match self.prompt {
-            Prompt::Text => text.to_string(),
+            Prompt::Text | Prompt::Ids(_) => text.to_string(),
             Prompt::Template(t) => classify::fill(t, text),
         }
     }

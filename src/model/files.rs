@@ -109,6 +109,10 @@ fn required(dir: &Path, name: &str) -> Result<PathBuf, ModelError> {
 pub struct ModelTasks {
     pub classify: ClassifyDefaults,
     pub translate: TranslateDefaults,
+    /// How `/v1/embeddings` pools and normalizes the encoder's states.
+    pub embedding: crate::tasks::embed::EmbedSettings,
+    /// A Jinja template that turns chat messages into the encoder's input.
+    pub chat_template: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

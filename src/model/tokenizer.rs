@@ -35,6 +35,18 @@ impl TextTokenizer {
         self.inner.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 
+    /// The piece of one id as text: SentencePiece's word marker as a space (`▁Haus` is
+    /// ` Haus`), a special token as its name (`</s>`); empty for an unknown id.
+    pub fn piece(&self, id: u32) -> String {
+        self.inner.id_to_token(id).map(|p| p.replace('\u{2581}', " ")).unwrap_or_default()
+    }
+
+    /// The ids of `text` (EOS appended) with each one's span in `text`, in characters.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<Vec<(u32, usize, usize)>, ModelError> {
+        let enc = self.inner.encode_char_offsets(text, true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().iter().zip(enc.get_offsets()).map(|(&id, &(start, end))| (id, start, end)).collect())
+    }
+
     /// Whether `id` is a special token (EOS, padding, unknown, sentinels).
     pub fn is_special(&self, id: u32) -> bool {
         self.special.contains(&id)

@@ -75,7 +75,7 @@ impl Tokens {
         report: &mut EmitReport,
     ) -> bool {
         observer.logits(index, self.chooser.generated(), logits);
-        let (token, logprob) = self.chooser.next_with_logprob(logits, request.logprobs);
+        let crate::generation::Chosen { token, logprob, top } = self.chooser.choose(logits, request.report);
         self.last = token;
         report.tokens += 1;
         let mut text = self.detokenizer.push(token, decode);
@@ -86,7 +86,7 @@ impl Tokens {
         } else if reason.is_some() {
             text.push_str(&self.detokenizer.flush(decode));
         }
-        let delivered = request.events.send(Event::Token { id: token, text, logprob }).is_ok();
+        let delivered = request.events.send(Event::Token { id: token, text, logprob, top }).is_ok();
         match reason {
             Some(reason) => {
                 let _ = request.events.send(finished(request, reason, self.chooser.generated()));
@@ -244,7 +244,8 @@ impl Cohort {
                         last: Vec::new(),
                     }),
                     None => Mode::Tokens(Tokens {
-                        chooser: TokenChooser::new(request.params, start, eos),
+                        chooser: TokenChooser::new(request.params, start, eos)
+                            .with_logit_bias(request.logit_bias.clone()),
                         detokenizer: Detokenizer::new(),
                         stop: StopMatcher::new(request.stop.clone()),
                         last: 0,

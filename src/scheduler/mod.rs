@@ -5,6 +5,7 @@
 
 pub mod batch;
 mod decode;
+mod embed;
 mod lanes;
 mod prefill;
 pub mod queue;
@@ -26,12 +27,14 @@ pub use settings::{SchedulerSettings, WorkerInfo};
 /// What the decode loop reports for one row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// A generated token, the text it completes (may be empty, or cut at a stop sequence), and
-    /// its log-probability when the request asked for details.
+    /// A generated token, the text it completes (may be empty, or cut at a stop sequence), its
+    /// log-probability when the request asked for it, and the most likely alternatives (with
+    /// their log-probabilities) when it asked for those.
     Token {
         id: u32,
         text: String,
         logprob: Option<f32>,
+        top: Vec<(u32, f32)>,
     },
     Finished {
         reason: FinishReason,
@@ -42,6 +45,11 @@ pub enum Event {
     Sequences(Vec<Sequence>),
     /// The log-likelihood of each label of a scoring row, in label order; the row's only event.
     Scores(Vec<score::LabelScore>),
+    /// The pooled encoder states of an embedding row and its input tokens; its only event.
+    Embedding {
+        vector: Vec<f32>,
+        input_tokens: usize,
+    },
     Error(RowError),
 }
 
@@ -74,12 +82,16 @@ pub struct RowRequest {
     pub deadline: Option<Instant>,
     /// The row finishes as soon as its text contains one of these.
     pub stop: Vec<String>,
-    /// Report each token's log-probability.
-    pub logprobs: bool,
+    /// What to report about each token (its log-probability, the alternatives).
+    pub report: crate::generation::Report,
+    /// Added to the logits at every step (OpenAI's `logit_bias`).
+    pub logit_bias: Arc<[(u32, f32)]>,
     /// Decode with beam search instead of token by token.
     pub beam: Option<crate::generation::beam::BeamParams>,
     /// Score these label token sequences (each ending in EOS) instead of generating.
     pub labels: Option<Vec<Vec<u32>>>,
+    /// Only run the encoder, and pool its states so (an embedding row; no decoder step).
+    pub embed: Option<crate::tasks::embed::EmbedSettings>,
 }
 
 impl RowRequest {
@@ -95,9 +107,11 @@ impl RowRequest {
                 events: tx,
                 deadline: None,
                 stop: Vec::new(),
-                logprobs: false,
+                report: Default::default(),
+                logit_bias: Arc::from([]),
                 beam: None,
                 labels: None,
+                embed: None,
             },
             rx,
         )
@@ -122,6 +136,17 @@ impl RowRequest {
         (row, rx)
     }
 
+    /// A row that only runs the encoder and answers its pooled states: while queued it counts
+    /// as its input alone (no new tokens).
+    pub fn embedding(
+        input_ids: Vec<u32>,
+        settings: crate::tasks::embed::EmbedSettings,
+    ) -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let (mut row, rx) = Self::new(input_ids, GenerationParams::greedy(0, 0));
+        row.embed = Some(settings);
+        (row, rx)
+    }
+
     /// Batch rows this request occupies while decoding (its beams, or its labels).
     pub fn width(&self) -> usize {
         match (&self.labels, self.beam) {
@@ -131,8 +156,13 @@ impl RowRequest {
         }
     }
 
-    pub fn with_logprobs(mut self, logprobs: bool) -> Self {
-        self.logprobs = logprobs;
+    pub fn with_report(mut self, report: crate::generation::Report) -> Self {
+        self.report = report;
+        self
+    }
+
+    pub fn with_logit_bias(mut self, bias: Arc<[(u32, f32)]>) -> Self {
+        self.logit_bias = bias;
         self
     }
 
@@ -183,10 +213,12 @@ pub enum FailReason {
     Scoring,
     /// New rows joining the running batch.
     Join,
+    /// Encoder-only embedding rows.
+    Embedding,
 }
 
 impl FailReason {
-    pub const ALL: [Self; 4] = [Self::Prefill, Self::Step, Self::Scoring, Self::Join];
+    pub const ALL: [Self; 5] = [Self::Prefill, Self::Step, Self::Scoring, Self::Join, Self::Embedding];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -194,6 +226,7 @@ impl FailReason {
             Self::Step => "step",
             Self::Scoring => "scoring",
             Self::Join => "join",
+            Self::Embedding => "embedding",
         }
     }
 }
@@ -210,7 +243,7 @@ pub struct SchedulerStats {
     pub cancelled_rows: AtomicU64,
     pub expired_rows: AtomicU64,
     /// Rows failed, by `FailReason` (in the order of `FailReason::ALL`).
-    failed_rows: [AtomicU64; 4],
+    failed_rows: [AtomicU64; FailReason::ALL.len()],
     /// Decoder runs on the solo sessions (all cores), taken while the other lanes were idle.
     pub solo_runs: AtomicU64,
 }

@@ -1,5 +1,5 @@
 //! Prefill: the encoder run and first decoder step of new rows (label scoring rows are scored
-//! outright). Runs inline on a lane's decode thread, or on the lane's own prefill thread,
+//! outright, embedding rows only run the encoder). Runs inline on a lane's decode thread, or on the lane's own prefill thread,
 //! overlapped with the running rows' decoder steps.
 
 use std::sync::Arc;
@@ -48,6 +48,17 @@ impl PrefillThread {
 /// Returns the started cohort, if any row is still running. Runs on the prefill thread, or
 /// inline on the decode thread.
 pub(super) fn start_rows(model: &Seq2SeqModel, batch: Vec<RowRequest>, stats: &SchedulerStats) -> Option<Cohort> {
+    let (embedding, batch): (Vec<RowRequest>, Vec<RowRequest>) = batch.into_iter().partition(|r| r.embed.is_some());
+    if !embedding.is_empty() {
+        let n = embedding.len();
+        let t = Instant::now();
+        let result = super::embed::embed_rows(model, embedding);
+        stats.observer().encoded(t.elapsed().as_secs_f64(), n);
+        match result {
+            Ok((real, padded)) => stats.observer().padding(real, padded),
+            Err(_) => stats.fail(FailReason::Embedding, n as u64),
+        }
+    }
     let (scoring, rows): (Vec<RowRequest>, Vec<RowRequest>) = batch.into_iter().partition(|r| r.labels.is_some());
     if !scoring.is_empty() {
         let n = scoring.len() as u64;

@@ -1,5 +1,8 @@
-//! Tasks built on text-to-text generation: classification by label likelihood, and translation
-//! prompts. Pure logic; the HTTP handlers call it, the scheduler runs the model.
+//! Tasks built on the model: classification by label likelihood, translation prompts, chat
+//! prompts, and sentence embeddings. Pure logic; the HTTP handlers call it, the scheduler runs
+//! the model.
 
+pub mod chat;
 pub mod classify;
+pub mod embed;
 pub mod translate;

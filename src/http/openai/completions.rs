@@ -1,0 +1,233 @@
+//! `POST /v1/completions`: OpenAI's (legacy) completions. Every prompt of a list is a text of
+//! the request, and `best_of` (or `n`) copies of it are rows, sampled with seeds `seed + j`; the
+//! `n` best by total log-probability are returned, prompt-major (`prompt_index * n + j`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::api::{self, Inputs, TokenInfo};
+use crate::generation::FinishReason;
+
+use super::super::AppState;
+use super::super::collect::{Collected, StreamFormat};
+use super::super::error::ErrorBody;
+use super::super::pipeline::Caller;
+use super::logprobs::Legacy;
+use super::{OaiJson, OpenAiError, PromptInput, Sampling, StreamOptions, Usage, invalid};
+
+/// Most alternatives per token in the legacy `logprobs` object, as OpenAI.
+pub const MAX_LOGPROBS: i64 = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    pub prompt: Value,
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub n: Option<i64>,
+    pub best_of: Option<i64>,
+    pub stop: Option<Value>,
+    pub seed: Option<i64>,
+    pub logprobs: Option<i64>,
+    pub echo: Option<bool>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+    pub user: Option<String>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    /// Refused: T5 continues a prompt; it does not fill a gap before a suffix.
+    pub suffix: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct Choice {
+    text: String,
+    index: usize,
+    logprobs: Option<Legacy>,
+    finish_reason: &'static str,
+}
+
+pub async fn completions(
+    State(app): State<AppState>,
+    OaiJson(req): OaiJson<CompletionRequest>,
+) -> Result<Response, OpenAiError> {
+    let model = super::check_model(&app, req.model.as_deref())?;
+    super::refuse("suffix", &req.suffix, "T5 continues a prompt and cannot insert text before a suffix")?;
+    let (n, best_of) = super::choices(req.n, req.best_of)?;
+    let logprobs = match req.logprobs {
+        Some(k) if !(0..=MAX_LOGPROBS).contains(&k) => {
+            return Err(invalid("logprobs", format!("logprobs must be between 0 and {MAX_LOGPROBS}, got {k}")));
+        }
+        k => k.map(|k| k as usize),
+    };
+    let stream = req.stream.unwrap_or(false);
+    let include_usage = super::include_usage(stream, req.stream_options)?;
+    let prompt = PromptInput::parse("prompt", req.prompt)?;
+    if stream && (best_of > 1 || prompt.count() > 1) {
+        return Err(invalid("stream", "stream supports one prompt and one choice (n and best_of 1)"));
+    }
+    let echo = req.echo.unwrap_or(false);
+    let sampling = Sampling {
+        max_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        seed: req.seed,
+        stop: req.stop,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        logit_bias: req.logit_bias,
+    };
+    let mut parameters = sampling.parameters(&app)?;
+    parameters.top_n_tokens = logprobs.map(|k| k as i64);
+    let (inputs, prompt, texts) = prompt.into_request(&app)?;
+    // One prompt streams as a single input, whichever form it came in.
+    let inputs = match inputs {
+        Inputs::Many(mut v) if stream => Inputs::One(v.remove(0)),
+        other => other,
+    };
+    let request = api::Request {
+        stream,
+        // Ranking `best_of` rows needs each token's log-probability.
+        logprobs: logprobs.is_some() || best_of > n,
+        copies: best_of,
+        ..api::Request::generate("prompt", inputs, parameters)
+    };
+    tracing::debug!(user = req.user.as_deref().unwrap_or(""), prompts = texts.len(), n, best_of, "completion");
+    let submitted = app.submit(Caller::Client, request, prompt).await?;
+    let id = super::response_id("cmpl");
+    if stream {
+        let format = CompletionStream {
+            head: json!({"id": id, "object": "text_completion", "created": super::now(), "model": model}),
+            echo: echo.then(|| texts[0].clone()),
+            logprobs,
+            include_usage,
+            tokenizer: app.tokenizer.clone(),
+            chars: 0,
+        };
+        return Ok(submitted.stream(format).into_response());
+    }
+    let rows = submitted.collect().await?;
+    let mut by_prompt: Vec<Vec<Collected>> = texts.iter().map(|_| Vec::with_capacity(best_of)).collect();
+    for (owner, output) in rows {
+        by_prompt[owner / best_of].push(output.generated()?);
+    }
+    let mut choices = Vec::with_capacity(texts.len() * n);
+    let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+    for (p, rows) in by_prompt.into_iter().enumerate() {
+        prompt_tokens += rows.first().map_or(0, |c| c.usage.input_tokens);
+        completion_tokens += rows.iter().map(|c| c.usage.generated_tokens).sum::<usize>();
+        for (j, c) in best(rows, n).into_iter().enumerate() {
+            let legacy = logprobs.map(|k| {
+                let mut l = Legacy::default();
+                if echo {
+                    l.push_prompt(&texts[p], &app.tokenizer);
+                }
+                for t in &c.tokens {
+                    l.push(t, k, &app.tokenizer);
+                }
+                l
+            });
+            let text = if echo { format!("{}{}", texts[p], c.text) } else { c.text };
+            let finish_reason = super::finish_reason(c.reason);
+            choices.push(Choice { text, index: p * n + j, logprobs: legacy, finish_reason });
+        }
+    }
+    Ok(Json(json!({
+        "id": id,
+        "object": "text_completion",
+        "created": super::now(),
+        "model": model,
+        "choices": choices,
+        "usage": Usage::new(prompt_tokens, completion_tokens),
+        "system_fingerprint": null,
+    }))
+    .into_response())
+}
+
+/// The `n` rows with the highest total log-probability, best first (all rows, in order, when
+/// there are no more than `n`).
+pub fn best(mut rows: Vec<Collected>, n: usize) -> Vec<Collected> {
+    if rows.len() > n {
+        let score = |c: &Collected| c.tokens.iter().filter_map(|t| t.logprob).map(f64::from).sum::<f64>();
+        let mut scored: Vec<(f64, usize)> = rows.iter().enumerate().map(|(i, c)| (score(c), i)).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let keep: Vec<usize> = scored.into_iter().take(n).map(|(_, i)| i).collect();
+        let mut taken: Vec<Option<Collected>> = rows.into_iter().map(Some).collect();
+        rows = keep.into_iter().filter_map(|i| taken[i].take()).collect();
+    }
+    rows
+}
+
+/// `data: {chunk}` lines (`text_completion` objects), then usage when asked, then `[DONE]`.
+struct CompletionStream {
+    /// `id`, `object`, `created`, `model`.
+    head: Value,
+    /// The prompt, sent before the first token (`echo`).
+    echo: Option<String>,
+    logprobs: Option<usize>,
+    include_usage: bool,
+    tokenizer: std::sync::Arc<crate::model::TextTokenizer>,
+    /// Characters streamed so far (`text_offset`).
+    chars: usize,
+}
+
+impl CompletionStream {
+    fn chunk(&self, text: &str, logprobs: Option<Legacy>, finish: Option<FinishReason>) -> SseEvent {
+        let mut chunk = self.head.clone();
+        chunk["choices"] = json!([{
+            "index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish.map(super::finish_reason),
+        }]);
+        if self.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        super::data(&chunk)
+    }
+}
+
+impl StreamFormat for CompletionStream {
+    fn token(&mut self, _index: usize, token: TokenInfo) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        if let Some(prompt) = self.echo.take() {
+            let legacy = self.logprobs.map(|_| {
+                let mut l = Legacy::starting_at(self.chars);
+                l.push_prompt(&prompt, &self.tokenizer);
+                l
+            });
+            self.chars += prompt.chars().count();
+            events.push(self.chunk(&prompt, legacy, None));
+        }
+        let legacy = self.logprobs.map(|k| {
+            let mut l = Legacy::starting_at(self.chars);
+            l.push(&token, k, &self.tokenizer);
+            l
+        });
+        self.chars += token.text.chars().count();
+        if !token.text.is_empty() || legacy.is_some() {
+            events.push(self.chunk(&token.text, legacy, None));
+        }
+        events
+    }
+
+    fn finish(&mut self, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
+        let mut events = vec![self.chunk("", None, Some(reason))];
+        if self.include_usage {
+            let mut last = self.head.clone();
+            last["choices"] = json!([]);
+            last["usage"] = json!(Usage::new(usage.input_tokens, usage.generated_tokens));
+            events.push(super::data(&last));
+        }
+        events.push(super::done());
+        events
+    }
+
+    fn error(&mut self, e: ErrorBody) -> SseEvent {
+        super::stream_error(e)
+    }
+}
