@@ -80,6 +80,54 @@ impl StopMatcher {
     }
 }
 
+/// OpenAI's stop semantics over text that the decode loop cuts just after a stop sequence:
+/// the stop sequence itself is not returned. Holds back the end of the text that could still
+/// become a stop sequence (so a stream never sends what it would have to take back), and drops
+/// the stop sequence when the row finishes on one.
+#[derive(Debug, Clone, Default)]
+pub struct StopHold {
+    stops: Vec<String>,
+    held: String,
+}
+
+impl StopHold {
+    pub fn new(stops: Vec<String>) -> Self {
+        Self { stops, held: String::new() }
+    }
+
+    /// Adds a text increment; returns what can be sent now.
+    pub fn push(&mut self, increment: &str) -> String {
+        self.held.push_str(increment);
+        // The longest end of the held text that begins some stop sequence stays held.
+        let keep = self
+            .held
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|&i| self.stops.iter().any(|s| s.starts_with(&self.held[i..])))
+            .unwrap_or(self.held.len());
+        let rest = self.held.split_off(keep);
+        std::mem::replace(&mut self.held, rest)
+    }
+
+    /// The rest of the text when the row finishes; without the stop sequence it ends with, when
+    /// it `stopped` on one (the longest, if several end there).
+    pub fn finish(&mut self, stopped: bool) -> String {
+        let mut rest = std::mem::take(&mut self.held);
+        if stopped && let Some(s) = self.stops.iter().filter(|s| rest.ends_with(s.as_str())).max_by_key(|s| s.len()) {
+            rest.truncate(rest.len() - s.len());
+        }
+        rest
+    }
+
+    /// A whole text, as `push` then `finish`.
+    pub fn trim(stops: &[String], text: &str, stopped: bool) -> String {
+        let mut hold = Self::new(stops.to_vec());
+        let mut out = hold.push(text);
+        out.push_str(&hold.finish(stopped));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +182,23 @@ mod tests {
         assert_eq!(m.push("ab"), None);
         assert_eq!(m.push("c"), None);
         assert_eq!(m.push("defg"), Some("d".into()));
+    }
+
+    #[test]
+    fn stop_hold_sends_what_cannot_start_a_stop_and_drops_the_stop() {
+        let mut h = StopHold::new(vec!["END".into(), "xé".into()]);
+        assert_eq!(h.push("abc E"), "abc ");
+        assert_eq!(h.push("N"), "");
+        assert_eq!(h.push("o x"), "ENo ");
+        assert_eq!(h.push("é"), "");
+        assert_eq!(h.finish(true), "");
+        let mut h = StopHold::new(vec!["END".into()]);
+        assert_eq!(h.push("wE"), "w");
+        // Not stopped (length): what was held is sent as it is.
+        assert_eq!(h.finish(false), "E");
+        assert_eq!(StopHold::trim(&["ei".into()], "zwei", true), "zw");
+        assert_eq!(StopHold::trim(&["d".into(), "cd".into()], "abcd", true), "ab");
+        assert_eq!(StopHold::trim(&[], "abc", false), "abc");
     }
 
     #[test]

@@ -10,14 +10,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self, binary: Path, model: str = "tests/data/tiny-t5"):
+    def __init__(self, binary: Path, model: str = "tests/data/tiny-t5", args: tuple = ()):
         env = dict(os.environ, NO_COLOR="1", RUST_LOG="info")
         env.setdefault("ORT_DYLIB_PATH", str(ROOT / ".ort/libonnxruntime.so.1.31.1"))
         # The log goes to a file: a pipe nobody reads would fill up and block the server.
         self.log_path = ROOT / "target" / f"python-test-server-{os.getpid()}-{id(self)}.log"
         self.log = open(self.log_path, "w+")
         self.process = subprocess.Popen(
-            [str(binary), "serve", "--model", str(ROOT / model), "--port", "0"],
+            [str(binary), "serve", "--model", str(ROOT / model), "--port", "0", *args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=env,

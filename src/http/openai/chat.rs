@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::api::{self, Inputs, TokenInfo};
 use crate::generation::FinishReason;
+use crate::generation::detokenize::StopHold;
 use crate::tasks::chat::{self as chat_task, Message, Role};
 
 use super::super::AppState;
@@ -194,11 +195,13 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
     };
     tracing::debug!(user = req.user.as_deref().unwrap_or(""), n, "chat completion");
     let submitted = app.submit(Caller::Client, request, Prompt::Text).await?;
+    let stops = submitted.decoding().map(|d| d.stop.clone()).unwrap_or_default();
     let head = json!({
         "id": super::response_id("chatcmpl"), "created": super::now(), "model": model, "system_fingerprint": null,
     });
     if stream {
-        return Ok(submitted.stream(ChatStream { head, top, include_usage, started: false }).into_response());
+        let format = ChatStream { head, top, include_usage, started: false, hold: StopHold::new(stops) };
+        return Ok(submitted.stream(format).into_response());
     }
     let rows = submitted.collect().await?;
     let prompt_tokens = rows.first().map_or(0, |(_, o)| match o {
@@ -213,7 +216,11 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
         let logprobs = top.map(|k| json!({"content": c.tokens.iter().map(|t| chat_token(t, k)).collect::<Vec<ChatToken>>(), "refusal": null}));
         choices.push(json!({
             "index": index,
-            "message": {"role": "assistant", "content": c.text, "refusal": null},
+            "message": {
+                "role": "assistant",
+                "content": StopHold::trim(&stops, &c.text, c.reason == FinishReason::Stop),
+                "refusal": null,
+            },
             "logprobs": logprobs,
             "finish_reason": super::finish_reason(c.reason),
         }));
@@ -234,6 +241,8 @@ struct ChatStream {
     include_usage: bool,
     /// The role has been sent.
     started: bool,
+    /// Keeps the stop sequence out of the content.
+    hold: StopHold,
 }
 
 impl ChatStream {
@@ -258,14 +267,20 @@ impl StreamFormat for ChatStream {
             events.push(self.chunk(json!({"role": "assistant", "content": ""}), None, None));
         }
         let logprobs = self.top.map(|k| json!({"content": [chat_token(&token, k)], "refusal": null}));
-        if !token.text.is_empty() || logprobs.is_some() {
-            events.push(self.chunk(json!({"content": token.text}), logprobs, None));
+        let text = self.hold.push(&token.text);
+        if !text.is_empty() || logprobs.is_some() {
+            events.push(self.chunk(json!({"content": text}), logprobs, None));
         }
         events
     }
 
     fn finish(&mut self, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
-        let mut events = vec![self.chunk(json!({}), None, Some(reason))];
+        let rest = self.hold.finish(reason == FinishReason::Stop);
+        let mut events = Vec::new();
+        if !rest.is_empty() {
+            events.push(self.chunk(json!({"content": rest}), None, None));
+        }
+        events.push(self.chunk(json!({}), None, Some(reason)));
         if self.include_usage {
             let mut last = self.head.clone();
             last["object"] = json!("chat.completion.chunk");

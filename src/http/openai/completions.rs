@@ -1,6 +1,8 @@
 //! `POST /v1/completions`: OpenAI's (legacy) completions. Every prompt of a list is a text of
 //! the request, and `best_of` (or `n`) copies of it are rows, sampled with seeds `seed + j`; the
-//! `n` best by total log-probability are returned, prompt-major (`prompt_index * n + j`).
+//! `n` best by total log-probability are returned, prompt-major (`prompt_index * n + j`). As in
+//! OpenAI's API, a stop sequence ends the text but is not part of it (the `logprobs` list every
+//! generated token, the stop sequence's included).
 
 use axum::Json;
 use axum::extract::State;
@@ -11,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::{self, Inputs, TokenInfo};
 use crate::generation::FinishReason;
+use crate::generation::detokenize::StopHold;
 
 use super::super::AppState;
 use super::super::collect::{Collected, StreamFormat};
@@ -101,6 +104,7 @@ pub async fn completions(
     };
     tracing::debug!(user = req.user.as_deref().unwrap_or(""), prompts = texts.len(), n, best_of, "completion");
     let submitted = app.submit(Caller::Client, request, prompt).await?;
+    let stops = submitted.decoding().map(|d| d.stop.clone()).unwrap_or_default();
     let id = super::response_id("cmpl");
     if stream {
         let format = CompletionStream {
@@ -110,6 +114,7 @@ pub async fn completions(
             include_usage,
             tokenizer: app.tokenizer.clone(),
             chars: 0,
+            hold: StopHold::new(stops),
         };
         return Ok(submitted.stream(format).into_response());
     }
@@ -134,7 +139,8 @@ pub async fn completions(
                 }
                 l
             });
-            let text = if echo { format!("{}{}", texts[p], c.text) } else { c.text };
+            let generated = StopHold::trim(&stops, &c.text, c.reason == FinishReason::Stop);
+            let text = if echo { format!("{}{}", texts[p], generated) } else { generated };
             let finish_reason = super::finish_reason(c.reason);
             choices.push(Choice { text, index: p * n + j, logprobs: legacy, finish_reason });
         }
@@ -176,6 +182,8 @@ struct CompletionStream {
     tokenizer: std::sync::Arc<crate::model::TextTokenizer>,
     /// Characters streamed so far (`text_offset`).
     chars: usize,
+    /// Keeps the stop sequence out of the text.
+    hold: StopHold,
 }
 
 impl CompletionStream {
@@ -209,14 +217,16 @@ impl StreamFormat for CompletionStream {
             l
         });
         self.chars += token.text.chars().count();
-        if !token.text.is_empty() || legacy.is_some() {
-            events.push(self.chunk(&token.text, legacy, None));
+        let text = self.hold.push(&token.text);
+        if !text.is_empty() || legacy.is_some() {
+            events.push(self.chunk(&text, legacy, None));
         }
         events
     }
 
     fn finish(&mut self, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
-        let mut events = vec![self.chunk("", None, Some(reason))];
+        let rest = self.hold.finish(reason == FinishReason::Stop);
+        let mut events = vec![self.chunk(&rest, None, Some(reason))];
         if self.include_usage {
             let mut last = self.head.clone();
             last["choices"] = json!([]);
