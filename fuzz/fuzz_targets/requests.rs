@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use t5serve::api::{self, ClassifyRequest, GenerateRequest, Limits, LongTexts, Task, TranslateRequest, Validated};
 use t5serve::config::Config;
-use t5serve::generation::{GenerationParams, TokenChooser};
+use t5serve::generation::{Chosen, GenerationParams, Report, TokenChooser};
 use t5serve::http::TaskSettings;
 use t5serve::http::tgi::TgiRequest;
 use t5serve::model::ModelTasks;
@@ -188,6 +188,11 @@ fn check(v: &Validated, p: &api::GenerateParameters, limits: &Limits) {
         assert!(d.stop.is_empty(), "beam search accepted with stop sequences: {p:?}");
         assert!(!v.stream, "beam search accepted with a stream");
     }
+    assert!(v.texts.len() * v.copies <= limits.max_client_batch_size);
+    assert!(d.top <= api::MAX_TOP_TOKENS);
+    for &(id, bias) in d.logit_bias.iter() {
+        assert!((id as usize) < limits.vocab_size && bias.is_finite() && bias.abs() <= 100.0, "{id} {bias}");
+    }
     assert!(d.stop.len() <= limits.max_stop_sequences);
     for s in &d.stop {
         assert!(!s.is_empty() && s.len() <= api::MAX_STOP_BYTES);
@@ -203,6 +208,7 @@ fn check_params(g: &GenerationParams, p: &api::GenerateParameters, limits: &Limi
     assert!(g.top_p.is_finite() && g.top_p >= 0.0 && g.top_p <= 1.0, "{g:?}");
     assert!(g.typical_p.is_finite() && g.typical_p >= 0.0 && g.typical_p <= 1.0, "{g:?}");
     assert!(g.no_repeat_ngram_size <= 64, "{g:?}");
+    assert!(g.presence_penalty.abs() <= 2.0 && g.frequency_penalty.abs() <= 2.0, "{g:?}");
     if !g.do_sample {
         assert!(p.temperature.is_none() && p.top_k.is_none() && p.top_p.is_none() && p.typical_p.is_none());
     }
@@ -213,8 +219,10 @@ fn check_params(g: &GenerationParams, p: &api::GenerateParameters, limits: &Limi
     let mut chooser = TokenChooser::new(g, 0, 1);
     for step in 0..4u32 {
         let logits: Vec<f32> = (0..vocab as u32).map(|i| ((i * 7 + step * 3) % 11) as f32 * 4.5 - 20.0).collect();
-        let (token, logprob) = chooser.next_with_logprob(&logits, step % 2 == 0);
+        let report = Report { logprob: step % 2 == 0, top: step as usize };
+        let Chosen { token, logprob, top } = chooser.choose(&logits, report);
         assert!((token as usize) < vocab, "token {token} with {g:?}");
+        assert!(top.len() <= step as usize && top.iter().all(|t| t.1 <= 1e-4), "{top:?}");
         if let Some(lp) = logprob {
             assert!(lp <= 1e-4 && !lp.is_nan(), "logprob {lp} with {g:?}");
         }

@@ -279,6 +279,22 @@ class Routes:
         expected = ref[0][:8] / np.linalg.norm(ref[0][:8])
         np.testing.assert_allclose(short, expected, atol=EMBED_ATOL * 10)
 
+    def metric(self, name):
+        with urllib.request.urlopen(self.server.base + "/metrics", timeout=30) as r:
+            lines = r.read().decode().splitlines()
+        values = [float(l.split()[-1]) for l in lines if l.startswith(name + " ") or l.startswith(name + "{")]
+        self.assertTrue(values, f"{name} is not in /metrics")
+        return sum(values)
+
+    def test_embedding_rows_run_the_encoder_only(self):
+        steps = self.metric("t5serve_decode_step_duration_seconds_count")
+        encoder_runs = self.metric("t5serve_encoder_duration_seconds_count")
+        generated = self.metric("t5serve_generated_tokens_total")
+        self.client.embeddings.create(model=self.model, input=self.PROMPTS)
+        self.assertEqual(self.metric("t5serve_decode_step_duration_seconds_count"), steps)
+        self.assertEqual(self.metric("t5serve_generated_tokens_total"), generated)
+        self.assertGreater(self.metric("t5serve_encoder_duration_seconds_count"), encoder_runs)
+
     def test_errors_raise_the_matching_exceptions(self):
         with self.assertRaises(openai.NotFoundError) as e:
             self.client.completions.create(model="gpt-nope", prompt="x")
