@@ -145,12 +145,6 @@ pub fn validate(r: Request, limits: &Limits) -> Result<Validated, ValidationErro
         (None, Some(settings)) => Task::Embed(settings),
         (None, None) => {
             let beam = p.beam(limits)?;
-            if r.stream && !single {
-                return Err(invalid("stream supports a single string input, not a list"));
-            }
-            if r.stream && copies > 1 {
-                return Err(invalid("stream supports one sequence per request (n = 1)"));
-            }
             if r.stream && beam.is_some() {
                 return Err(invalid("stream is not available with beam search (num_beams > 1)"));
             }

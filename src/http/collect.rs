@@ -100,12 +100,13 @@ impl Submitted {
         })?
     }
 
-    /// Forwards the one row's events as SSE in `format`. Dropping the stream (the client went
-    /// away) ends the forwarding task, which drops the row's receiver.
+    /// Forwards the rows' events as SSE in `format`, as they come (rows interleaved). Dropping
+    /// the stream (the client went away) ends the forwarding task, which drops the rows'
+    /// receivers.
     pub fn stream(mut self, format: impl StreamFormat) -> Sse<axum::response::sse::KeepAliveStream<ForwardStream>> {
         let (tx, out) = tokio::sync::mpsc::unbounded_channel();
-        let rx = self.rows.pop().map(|(_, rx)| rx);
-        let task = tokio::spawn(forward(self, rx, format, tx));
+        let rows = std::mem::take(&mut self.rows);
+        let task = tokio::spawn(forward(self, rows, format, tx));
         Sse::new(ForwardStream { rx: out, task }).keep_alive(KeepAlive::default())
     }
 }
@@ -157,18 +158,50 @@ fn token_info(app: &AppState, id: u32, text: String, logprob: Option<f32>, top: 
     TokenInfo { id, text, logprob, special: t.is_special(id), top_tokens }
 }
 
-/// A route's streaming format: which SSE events a token, the end, or an error become.
+/// A route's streaming format: which SSE events a token, a row's end, the stream's end, or an
+/// error become. `row` is the row's index in the request (its text, or its copy of a text).
 pub trait StreamFormat: Send + 'static {
-    fn token(&mut self, index: usize, token: TokenInfo) -> Vec<SseEvent>;
-    fn finish(&mut self, text: String, reason: FinishReason, usage: Usage) -> Vec<SseEvent>;
+    /// The `index`-th token of row `row`.
+    fn token(&mut self, row: usize, index: usize, token: TokenInfo) -> Vec<SseEvent>;
+    /// Row `row` finished.
+    fn finish(&mut self, row: usize, text: String, reason: FinishReason, usage: Usage) -> Vec<SseEvent>;
+    /// Every row finished.
+    fn end(&mut self) -> Vec<SseEvent> {
+        Vec::new()
+    }
     fn error(&mut self, e: ErrorBody) -> SseEvent;
 }
 
-/// The forwarding task of a stream: the row's events, in `format`, until the end, an error, the
-/// request timeout, or the client leaving (a failed send).
+/// A streamed row: its index in the request, its events, and its tokens and text so far.
+struct Streamed {
+    row: usize,
+    rx: UnboundedReceiver<Event>,
+    index: usize,
+    text: String,
+}
+
+/// The next event of any row (rows that have one are taken in turn), with the row's position in
+/// `rows`; `None` for a row whose channel closed.
+async fn next_event(rows: &mut [Streamed], turn: &mut usize) -> (usize, Option<Event>) {
+    std::future::poll_fn(|cx| {
+        let n = rows.len();
+        for k in 0..n {
+            let i = (*turn + k) % n;
+            if let std::task::Poll::Ready(event) = rows[i].rx.poll_recv(cx) {
+                *turn = i + 1;
+                return std::task::Poll::Ready((i, event));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// The forwarding task of a stream: the rows' events, in `format`, until every row has
+/// finished, an error, the request timeout, or the client leaving (a failed send).
 async fn forward(
     s: Submitted,
-    rx: Option<UnboundedReceiver<Event>>,
+    rows: Vec<(usize, UnboundedReceiver<Event>)>,
     mut format: impl StreamFormat,
     tx: UnboundedSender<Result<SseEvent, Infallible>>,
 ) {
@@ -176,18 +209,19 @@ async fn forward(
     let fail = |format: &mut dyn StreamFormat, e: ApiError| {
         let _ = tx.send(Ok(format.error(e.into_body())));
     };
-    let Some(mut rx) = rx else {
+    if rows.is_empty() {
         return fail(&mut format, ApiError::Internal("a stream without a row".into()));
-    };
+    }
+    let mut rows: Vec<Streamed> =
+        rows.into_iter().map(|(row, rx)| Streamed { row, rx, index: 0, text: String::new() }).collect();
     let (app, arrived) = (&s.app, s.arrived);
     let mut stop = app.health.stop.subscribe();
-    let mut text = String::new();
-    let mut index = 0usize;
-    loop {
+    let (mut turn, mut first) = (0, true);
+    while !rows.is_empty() {
         let next = async {
             match s.deadline {
-                Some(at) => tokio::time::timeout_at(at, rx.recv()).await,
-                None => Ok(rx.recv().await),
+                Some(at) => tokio::time::timeout_at(at, next_event(&mut rows, &mut turn)).await,
+                None => Ok(next_event(&mut rows, &mut turn).await),
             }
         };
         let next = tokio::select! {
@@ -198,25 +232,30 @@ async fn forward(
                 return fail(&mut format, e);
             }
         };
-        let Ok(event) = next else {
-            return fail(&mut format, app.timed_out(&format!("{index} tokens had been streamed")));
+        let Ok((i, event)) = next else {
+            let streamed: usize = rows.iter().map(|r| r.index).sum();
+            return fail(&mut format, app.timed_out(&format!("{streamed} tokens had been streamed")));
         };
+        let r = &mut rows[i];
         match event {
             Some(Event::Token { id, text: piece, logprob, top }) => {
-                if index == 0 {
+                if first {
                     app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                    first = false;
                 }
-                text.push_str(&piece);
+                r.text.push_str(&piece);
                 let token = token_info(app, id, piece, logprob, top);
-                if !send(format.token(index, token)) {
+                if !send(format.token(r.row, r.index, token)) {
                     return;
                 }
-                index += 1;
+                r.index += 1;
             }
             Some(Event::Finished { reason, input_tokens, generated_tokens }) => {
                 let usage = Usage { input_tokens, generated_tokens };
-                send(format.finish(std::mem::take(&mut text), reason, usage));
-                return;
+                let done = rows.swap_remove(i);
+                if !send(format.finish(done.row, done.text, reason, usage)) {
+                    return;
+                }
             }
             Some(Event::Error(e)) => return fail(&mut format, row_error(e)),
             // Streams are refused for beam search before decoding starts; scoring and embedding
@@ -225,6 +264,7 @@ async fn forward(
             None => return fail(&mut format, ApiError::Internal("the decode thread dropped a row".into())),
         }
     }
+    send(format.end());
 }
 
 /// SSE events forwarded from a task; dropping it aborts the task.

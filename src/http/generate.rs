@@ -23,6 +23,10 @@ pub async fn generate(
     crate::faults::handler(req.parameters.seed);
     let details = req.parameters.details.unwrap_or(false);
     let stream = req.stream.unwrap_or(false);
+    // Its events name no input: a stream is of one.
+    if stream && !req.inputs.is_single() {
+        return Err(ApiError::Validation("stream supports a single string input, not a list".into()));
+    }
     let request = api::Request { stream, ..api::Request::generate("inputs", req.inputs, req.parameters) };
     let submitted = app.submit(Caller::Client, request, Prompt::Text).await?;
     if stream {
@@ -60,11 +64,11 @@ pub async fn generate(
 struct V1Stream;
 
 impl StreamFormat for V1Stream {
-    fn token(&mut self, index: usize, token: TokenInfo) -> Vec<SseEvent> {
+    fn token(&mut self, _row: usize, index: usize, token: TokenInfo) -> Vec<SseEvent> {
         vec![json_event(Some("token"), &serde_json::json!({"index": index, "token": token}))]
     }
 
-    fn finish(&mut self, text: String, reason: FinishReason, usage: Usage) -> Vec<SseEvent> {
+    fn finish(&mut self, _row: usize, text: String, reason: FinishReason, usage: Usage) -> Vec<SseEvent> {
         let done = Generation { generated_text: text, finish_reason: reason, usage, details: None, sequences: None };
         vec![json_event(Some("done"), &done)]
     }

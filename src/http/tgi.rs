@@ -242,7 +242,7 @@ struct TgiStream {
 }
 
 impl StreamFormat for TgiStream {
-    fn token(&mut self, index: usize, token: TokenInfo) -> Vec<SseEvent> {
+    fn token(&mut self, _row: usize, index: usize, token: TokenInfo) -> Vec<SseEvent> {
         let previous = self.held.replace((index, token));
         previous
             .map(|(index, token)| {
@@ -252,7 +252,7 @@ impl StreamFormat for TgiStream {
             .collect()
     }
 
-    fn finish(&mut self, text: String, reason: FinishReason, usage: Usage) -> Vec<SseEvent> {
+    fn finish(&mut self, _row: usize, text: String, reason: FinishReason, usage: Usage) -> Vec<SseEvent> {
         let Some((index, token)) = self.held.take() else { return Vec::new() };
         let details = TgiStreamDetails {
             finish_reason: tgi_reason(reason),

@@ -33,6 +33,18 @@ struct Lane {
     load: Arc<LaneLoad>,
 }
 
+impl Lane {
+    /// Hands rows to the lane's decode thread.
+    fn send(&self, rows: Vec<RowRequest>) -> Result<(), SchedulerError> {
+        let n = rows.len();
+        self.load.sent.fetch_add(n, Ordering::Relaxed);
+        self.jobs.send(rows).map_err(|_| {
+            self.load.sent.fetch_sub(n, Ordering::Relaxed);
+            SchedulerError::WorkerGone
+        })
+    }
+}
+
 impl SchedulerHandle {
     /// Opens the model's sessions in every lane (each on its own OS thread, in parallel) and
     /// returns once all are ready, or the first error. The model directory has been read once;
@@ -103,17 +115,30 @@ impl SchedulerHandle {
     }
 
     /// Queues rows in the least loaded lane; they keep their order there.
-    pub fn submit(&self, rows: Vec<RowRequest>) -> Result<(), SchedulerError> {
+    pub fn submit(&self, mut rows: Vec<RowRequest>) -> Result<(), SchedulerError> {
         for r in &rows {
             self.check_fits(r.input_ids.len(), r.params.max_new_tokens, r.width())?;
         }
-        let lane = self.lanes.iter().min_by_key(|l| l.load.rows()).ok_or(SchedulerError::WorkerGone)?;
-        let n = rows.len();
-        lane.load.sent.fetch_add(n, Ordering::Relaxed);
-        lane.jobs.send(rows).map_err(|_| {
-            lane.load.sent.fetch_sub(n, Ordering::Relaxed);
-            SchedulerError::WorkerGone
-        })
+        // Embedding rows are independent encoder runs: a request's rows are spread over the
+        // lanes (each its share of the lengths, shortest first), so that one large request uses
+        // every lane. A generation request stays in one lane, decoded as one batch.
+        let spread = self.lanes.len() > 1 && rows.len() > 1 && rows.iter().all(|r| r.embed.is_some());
+        if !spread {
+            let lane = self.lanes.iter().min_by_key(|l| l.load.rows()).ok_or(SchedulerError::WorkerGone)?;
+            return lane.send(rows);
+        }
+        let mut lanes: Vec<&Lane> = self.lanes.iter().collect();
+        lanes.sort_by_key(|l| l.load.rows());
+        let per = rows.len().div_ceil(lanes.len());
+        rows.sort_by_key(|r| r.input_ids.len());
+        for lane in lanes {
+            let rest = rows.split_off(per.min(rows.len()));
+            let share = std::mem::replace(&mut rows, rest);
+            if !share.is_empty() {
+                lane.send(share)?;
+            }
+        }
+        Ok(())
     }
 
     /// Decode lanes.

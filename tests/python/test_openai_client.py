@@ -216,6 +216,37 @@ class Routes:
         self.assertEqual(chunks[-1].choices, [])
         self.assertEqual(chunks[-1].usage, plain.usage)
 
+    def test_streams_of_several_prompts_and_choices_join_to_the_plain_answer(self):
+        kw = dict(model=self.model, prompt=self.PROMPTS[:2], n=2, max_tokens=8, temperature=1.0, seed=77)
+        plain = self.client.completions.create(**kw)
+        chunks = list(self.client.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+        texts, finishes = {}, {}
+        for ch in chunks[:-1]:
+            (c,) = ch.choices
+            texts[c.index] = texts.get(c.index, "") + c.text
+            if c.finish_reason:
+                finishes[c.index] = c.finish_reason
+        self.assertEqual([texts[i] for i in range(4)], [c.text for c in plain.choices])
+        self.assertEqual([finishes[i] for i in range(4)], [c.finish_reason for c in plain.choices])
+        self.assertEqual(chunks[-1].usage, plain.usage)
+        messages = [{"role": "user", "content": self.PROMPTS[1]}]
+        chat = self.client.chat.completions.create(model=self.model, messages=messages, n=3, temperature=1.0, seed=5, max_tokens=8)
+        stream = self.client.chat.completions.create(
+            model=self.model, messages=messages, n=3, temperature=1.0, seed=5, max_tokens=8, stream=True,
+            stream_options={"include_usage": True},
+        )
+        content, roles = {}, {}
+        chunks = list(stream)
+        for ch in chunks[:-1]:
+            (c,) = ch.choices
+            if c.delta.role:
+                self.assertNotIn(c.index, content, "the role comes first")
+                roles[c.index] = c.delta.role
+            content[c.index] = content.get(c.index, "") + (c.delta.content or "")
+        self.assertEqual(roles, {0: "assistant", 1: "assistant", 2: "assistant"})
+        self.assertEqual([content[i] for i in range(3)], [c.message.content for c in chat.choices])
+        self.assertEqual(chunks[-1].usage, chat.usage)
+
     def test_chat_plain_and_streamed(self):
         messages = [{"role": "system", "content": "Answer."}, {"role": "user", "content": self.PROMPTS[2]}]
         ref = self.generate("Answer.\n" + self.PROMPTS[2], max_new_tokens=12)
@@ -307,6 +338,7 @@ class Routes:
             dict(logprobs=6),
             dict(stop=["a", "b", "c", "d", "e"]),
             dict(n=2, best_of=1),
+            dict(n=1, best_of=2, stream=True),
             dict(logit_bias={"99999999": 1}),
             dict(extra_body={"no_such_field": 1}),
         ]

@@ -168,9 +168,6 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
     };
     let stream = req.stream.unwrap_or(false);
     let include_usage = super::include_usage(stream, req.stream_options)?;
-    if stream && n > 1 {
-        return Err(invalid("n", "stream supports one choice (n = 1)"));
-    }
     if req.max_tokens.is_some() && req.max_completion_tokens.is_some() {
         return Err(invalid("max_completion_tokens", "set max_completion_tokens or max_tokens, not both"));
     }
@@ -200,7 +197,8 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
         "id": super::response_id("chatcmpl"), "created": super::now(), "model": model, "system_fingerprint": null,
     });
     if stream {
-        let format = ChatStream { head, top, include_usage, started: false, hold: StopHold::new(stops) };
+        let rows = (0..n).map(|_| (false, StopHold::new(stops.clone()))).collect();
+        let format = ChatStream { head, top, include_usage, rows, usage: Usage::default() };
         return Ok(submitted.stream(format).into_response());
     }
     let rows = submitted.collect().await?;
@@ -232,25 +230,26 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
     Ok(Json(body).into_response())
 }
 
-/// `chat.completion.chunk` lines: the role first, then content deltas, then the finish reason,
-/// then usage when asked, then `[DONE]`.
+/// `chat.completion.chunk` lines, for each choice (their chunks interleave): the role first,
+/// then content deltas, then the finish reason; at the end, usage when asked, then `[DONE]`.
 struct ChatStream {
     /// `id`, `created`, `model`, `system_fingerprint`.
     head: Value,
     top: Option<usize>,
     include_usage: bool,
-    /// The role has been sent.
-    started: bool,
-    /// Keeps the stop sequence out of the content.
-    hold: StopHold,
+    /// Each choice's state: whether its role has been sent, and what keeps the stop sequence
+    /// out of its content.
+    rows: Vec<(bool, StopHold)>,
+    /// Summed as choices finish.
+    usage: Usage,
 }
 
 impl ChatStream {
-    fn chunk(&self, delta: Value, logprobs: Option<Value>, finish: Option<FinishReason>) -> SseEvent {
+    fn chunk(&self, index: usize, delta: Value, logprobs: Option<Value>, finish: Option<FinishReason>) -> SseEvent {
         let mut chunk = self.head.clone();
         chunk["object"] = json!("chat.completion.chunk");
         chunk["choices"] = json!([{
-            "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish.map(super::finish_reason),
+            "index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish.map(super::finish_reason),
         }]);
         if self.include_usage {
             chunk["usage"] = Value::Null;
@@ -260,32 +259,44 @@ impl ChatStream {
 }
 
 impl StreamFormat for ChatStream {
-    fn token(&mut self, _index: usize, token: TokenInfo) -> Vec<SseEvent> {
+    fn token(&mut self, row: usize, _index: usize, token: TokenInfo) -> Vec<SseEvent> {
         let mut events = Vec::new();
-        if !self.started {
-            self.started = true;
-            events.push(self.chunk(json!({"role": "assistant", "content": ""}), None, None));
+        let Some((started, hold)) = self.rows.get_mut(row) else { return events };
+        let first = !std::mem::replace(started, true);
+        let text = hold.push(&token.text);
+        if first {
+            events.push(self.chunk(row, json!({"role": "assistant", "content": ""}), None, None));
         }
         let logprobs = self.top.map(|k| json!({"content": [chat_token(&token, k)], "refusal": null}));
-        let text = self.hold.push(&token.text);
         if !text.is_empty() || logprobs.is_some() {
-            events.push(self.chunk(json!({"content": text}), logprobs, None));
+            events.push(self.chunk(row, json!({"content": text}), logprobs, None));
         }
         events
     }
 
-    fn finish(&mut self, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
-        let rest = self.hold.finish(reason == FinishReason::Stop);
+    fn finish(&mut self, row: usize, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
+        // The choices share one prompt: its tokens count once.
+        let prompt_tokens = if row == 0 { usage.input_tokens } else { 0 };
+        self.usage = Usage::new(
+            self.usage.prompt_tokens + prompt_tokens,
+            self.usage.completion_tokens + usage.generated_tokens,
+        );
+        let rest = self.rows.get_mut(row).map(|(_, h)| h.finish(reason == FinishReason::Stop)).unwrap_or_default();
         let mut events = Vec::new();
         if !rest.is_empty() {
-            events.push(self.chunk(json!({"content": rest}), None, None));
+            events.push(self.chunk(row, json!({"content": rest}), None, None));
         }
-        events.push(self.chunk(json!({}), None, Some(reason)));
+        events.push(self.chunk(row, json!({}), None, Some(reason)));
+        events
+    }
+
+    fn end(&mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
         if self.include_usage {
             let mut last = self.head.clone();
             last["object"] = json!("chat.completion.chunk");
             last["choices"] = json!([]);
-            last["usage"] = json!(Usage::new(usage.input_tokens, usage.generated_tokens));
+            last["usage"] = json!(self.usage);
             events.push(super::data(&last));
         }
         events.push(super::done());

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::api::{self, Inputs, TokenInfo};
+use crate::api::{self, TokenInfo};
 use crate::generation::FinishReason;
 use crate::generation::detokenize::StopHold;
 
@@ -73,8 +73,8 @@ pub async fn completions(
     let stream = req.stream.unwrap_or(false);
     let include_usage = super::include_usage(stream, req.stream_options)?;
     let prompt = PromptInput::parse("prompt", req.prompt)?;
-    if stream && (best_of > 1 || prompt.count() > 1) {
-        return Err(invalid("stream", "stream supports one prompt and one choice (n and best_of 1)"));
+    if stream && best_of > n {
+        return Err(invalid("best_of", "best_of cannot be used with stream: the best are known only at the end"));
     }
     let echo = req.echo.unwrap_or(false);
     let sampling = Sampling {
@@ -90,11 +90,6 @@ pub async fn completions(
     let mut parameters = sampling.parameters(&app)?;
     parameters.top_n_tokens = logprobs.map(|k| k as i64);
     let (inputs, prompt, texts) = prompt.into_request(&app)?;
-    // One prompt streams as a single input, whichever form it came in.
-    let inputs = match inputs {
-        Inputs::Many(mut v) if stream => Inputs::One(v.remove(0)),
-        other => other,
-    };
     let request = api::Request {
         stream,
         // Ranking `best_of` rows needs each token's log-probability.
@@ -107,14 +102,16 @@ pub async fn completions(
     let stops = submitted.decoding().map(|d| d.stop.clone()).unwrap_or_default();
     let id = super::response_id("cmpl");
     if stream {
+        let rows = (0..texts.len() * n).map(|_| RowState { echoed: !echo, chars: 0, hold: StopHold::new(stops.clone()) });
         let format = CompletionStream {
             head: json!({"id": id, "object": "text_completion", "created": super::now(), "model": model}),
-            echo: echo.then(|| texts[0].clone()),
+            prompts: texts,
+            n,
             logprobs,
             include_usage,
             tokenizer: app.tokenizer.clone(),
-            chars: 0,
-            hold: StopHold::new(stops),
+            rows: rows.collect(),
+            usage: Usage::default(),
         };
         return Ok(submitted.stream(format).into_response());
     }
@@ -171,15 +168,28 @@ pub fn best(mut rows: Vec<Collected>, n: usize) -> Vec<Collected> {
     rows
 }
 
-/// `data: {chunk}` lines (`text_completion` objects), then usage when asked, then `[DONE]`.
+/// `data: {chunk}` lines (`text_completion` objects, each with the choice it belongs to; the
+/// choices' chunks interleave), then usage when asked, then `[DONE]`.
 struct CompletionStream {
     /// `id`, `object`, `created`, `model`.
     head: Value,
-    /// The prompt, sent before the first token (`echo`).
-    echo: Option<String>,
+    /// The prompts' texts (sent before a choice's first token with `echo`).
+    prompts: Vec<String>,
+    /// Choices per prompt.
+    n: usize,
     logprobs: Option<usize>,
     include_usage: bool,
     tokenizer: std::sync::Arc<crate::model::TextTokenizer>,
+    /// Each choice's state, by index.
+    rows: Vec<RowState>,
+    /// Summed as choices finish.
+    usage: Usage,
+}
+
+/// A streamed choice.
+struct RowState {
+    /// Its prompt has been sent (or is not to be: no `echo`).
+    echoed: bool,
     /// Characters streamed so far (`text_offset`).
     chars: usize,
     /// Keeps the stop sequence out of the text.
@@ -187,10 +197,10 @@ struct CompletionStream {
 }
 
 impl CompletionStream {
-    fn chunk(&self, text: &str, logprobs: Option<Legacy>, finish: Option<FinishReason>) -> SseEvent {
+    fn chunk(&self, index: usize, text: &str, logprobs: Option<Legacy>, finish: Option<FinishReason>) -> SseEvent {
         let mut chunk = self.head.clone();
         chunk["choices"] = json!([{
-            "index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish.map(super::finish_reason),
+            "index": index, "text": text, "logprobs": logprobs, "finish_reason": finish.map(super::finish_reason),
         }]);
         if self.include_usage {
             chunk["usage"] = Value::Null;
@@ -200,37 +210,52 @@ impl CompletionStream {
 }
 
 impl StreamFormat for CompletionStream {
-    fn token(&mut self, _index: usize, token: TokenInfo) -> Vec<SseEvent> {
+    fn token(&mut self, row: usize, _index: usize, token: TokenInfo) -> Vec<SseEvent> {
         let mut events = Vec::new();
-        if let Some(prompt) = self.echo.take() {
+        let Some(r) = self.rows.get_mut(row) else { return events };
+        if !r.echoed {
+            r.echoed = true;
+            let prompt = &self.prompts[row / self.n];
             let legacy = self.logprobs.map(|_| {
-                let mut l = Legacy::starting_at(self.chars);
-                l.push_prompt(&prompt, &self.tokenizer);
+                let mut l = Legacy::starting_at(r.chars);
+                l.push_prompt(prompt, &self.tokenizer);
                 l
             });
-            self.chars += prompt.chars().count();
-            events.push(self.chunk(&prompt, legacy, None));
+            r.chars += prompt.chars().count();
+            let prompt = prompt.clone();
+            events.push(self.chunk(row, &prompt, legacy, None));
         }
+        let r = &mut self.rows[row];
         let legacy = self.logprobs.map(|k| {
-            let mut l = Legacy::starting_at(self.chars);
+            let mut l = Legacy::starting_at(r.chars);
             l.push(&token, k, &self.tokenizer);
             l
         });
-        self.chars += token.text.chars().count();
-        let text = self.hold.push(&token.text);
+        r.chars += token.text.chars().count();
+        let text = r.hold.push(&token.text);
         if !text.is_empty() || legacy.is_some() {
-            events.push(self.chunk(&text, legacy, None));
+            events.push(self.chunk(row, &text, legacy, None));
         }
         events
     }
 
-    fn finish(&mut self, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
-        let rest = self.hold.finish(reason == FinishReason::Stop);
-        let mut events = vec![self.chunk(&rest, None, Some(reason))];
+    fn finish(&mut self, row: usize, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
+        // A prompt's tokens count once, however many choices it has.
+        let prompt_tokens = if row.is_multiple_of(self.n) { usage.input_tokens } else { 0 };
+        self.usage = Usage::new(
+            self.usage.prompt_tokens + prompt_tokens,
+            self.usage.completion_tokens + usage.generated_tokens,
+        );
+        let rest = self.rows.get_mut(row).map(|r| r.hold.finish(reason == FinishReason::Stop)).unwrap_or_default();
+        vec![self.chunk(row, &rest, None, Some(reason))]
+    }
+
+    fn end(&mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
         if self.include_usage {
             let mut last = self.head.clone();
             last["choices"] = json!([]);
-            last["usage"] = json!(Usage::new(usage.input_tokens, usage.generated_tokens));
+            last["usage"] = json!(self.usage);
             events.push(super::data(&last));
         }
         events.push(super::done());
