@@ -119,9 +119,10 @@ impl SchedulerHandle {
         for r in &rows {
             self.check_fits(r.input_ids.len(), r.params.max_new_tokens, r.width())?;
         }
-        // Embedding rows are independent encoder runs: a request's rows are spread over the
-        // lanes (each its share of the lengths, shortest first), so that one large request uses
-        // every lane. A generation request stays in one lane, decoded as one batch.
+        // Embedding rows are independent encoder runs: a request's rows are dealt over the
+        // lanes in turn by length (each lane gets the same mix of lengths, so they finish
+        // together), and one large request uses every lane. A generation request stays in one
+        // lane, decoded as one batch.
         let spread = self.lanes.len() > 1 && rows.len() > 1 && rows.iter().all(|r| r.embed.is_some());
         if !spread {
             let lane = self.lanes.iter().min_by_key(|l| l.load.rows()).ok_or(SchedulerError::WorkerGone)?;
@@ -129,11 +130,12 @@ impl SchedulerHandle {
         }
         let mut lanes: Vec<&Lane> = self.lanes.iter().collect();
         lanes.sort_by_key(|l| l.load.rows());
-        let per = rows.len().div_ceil(lanes.len());
         rows.sort_by_key(|r| r.input_ids.len());
-        for lane in lanes {
-            let rest = rows.split_off(per.min(rows.len()));
-            let share = std::mem::replace(&mut rows, rest);
+        let mut shares: Vec<Vec<RowRequest>> = lanes.iter().map(|_| Vec::new()).collect();
+        for (i, row) in rows.into_iter().enumerate() {
+            shares[i % lanes.len()].push(row);
+        }
+        for (lane, share) in lanes.into_iter().zip(shares) {
             if !share.is_empty() {
                 lane.send(share)?;
             }

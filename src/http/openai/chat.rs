@@ -275,12 +275,8 @@ impl StreamFormat for ChatStream {
     }
 
     fn finish(&mut self, row: usize, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
-        // The choices share one prompt: its tokens count once.
-        let prompt_tokens = if row == 0 { usage.input_tokens } else { 0 };
-        self.usage = Usage::new(
-            self.usage.prompt_tokens + prompt_tokens,
-            self.usage.completion_tokens + usage.generated_tokens,
-        );
+        // The choices share one prompt.
+        self.usage.add(row == 0, usage);
         let rest = self.rows.get_mut(row).map(|(_, h)| h.finish(reason == FinishReason::Stop)).unwrap_or_default();
         let mut events = Vec::new();
         if !rest.is_empty() {

@@ -102,7 +102,8 @@ pub async fn completions(
     let stops = submitted.decoding().map(|d| d.stop.clone()).unwrap_or_default();
     let id = super::response_id("cmpl");
     if stream {
-        let rows = (0..texts.len() * n).map(|_| RowState { echoed: !echo, chars: 0, hold: StopHold::new(stops.clone()) });
+        let rows =
+            (0..texts.len() * n).map(|_| RowState { echoed: !echo, chars: 0, hold: StopHold::new(stops.clone()) });
         let format = CompletionStream {
             head: json!({"id": id, "object": "text_completion", "created": super::now(), "model": model}),
             prompts: texts,
@@ -240,12 +241,7 @@ impl StreamFormat for CompletionStream {
     }
 
     fn finish(&mut self, row: usize, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
-        // A prompt's tokens count once, however many choices it has.
-        let prompt_tokens = if row.is_multiple_of(self.n) { usage.input_tokens } else { 0 };
-        self.usage = Usage::new(
-            self.usage.prompt_tokens + prompt_tokens,
-            self.usage.completion_tokens + usage.generated_tokens,
-        );
+        self.usage.add(row.is_multiple_of(self.n), usage);
         let rest = self.rows.get_mut(row).map(|r| r.hold.finish(reason == FinishReason::Stop)).unwrap_or_default();
         vec![self.chunk(row, &rest, None, Some(reason))]
     }

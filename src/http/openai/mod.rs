@@ -371,6 +371,13 @@ impl Usage {
     pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
         Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
     }
+
+    /// Counts a finished choice of a stream: its tokens, and its prompt's when `first` of the
+    /// prompt's choices (a prompt counts once, however many choices it has).
+    pub fn add(&mut self, first: bool, usage: crate::api::Usage) {
+        let prompt = if first { usage.input_tokens } else { 0 };
+        *self = Self::new(self.prompt_tokens + prompt, self.completion_tokens + usage.generated_tokens);
+    }
 }
 
 /// OpenAI's `finish_reason`: `stop` (the model's end, or a stop sequence) or `length`.
