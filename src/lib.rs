@@ -104,11 +104,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     log_loaded(&info, &plan, &config);
     let health = http::Health::default();
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
-    let state = http::AppState {
-        health: health.clone(),
+    let served = http::served::Served {
+        id: info.dims.name.clone(),
         scheduler: scheduler.clone(),
-        admission: admission.clone(),
-        metrics,
         tasks: Arc::new(
             http::TaskSettings::resolve(&config, &info.tasks)
                 .map_err(|e| anyhow::anyhow!("model {}: t5serve.json: {e}", config.model.display()))?,
@@ -116,6 +114,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         tokenizer: dir.tokenizer.clone(),
         limits: Arc::new(api::Limits::new(&config, dir.dims.vocab_size)),
         info: Arc::new(info),
+    };
+    let state = http::AppState {
+        health: health.clone(),
+        models: Arc::new(http::served::ModelSet::new(vec![served])),
+        admission: admission.clone(),
+        metrics,
+        limits: Arc::new(api::Limits::new(&config, dir.dims.vocab_size)),
         tokenizing: Arc::new(http::tokenize::Load::new(config.tokenizer_threads)),
     };
     let access = http::Access {

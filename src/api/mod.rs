@@ -137,6 +137,8 @@ impl<'de> Deserialize<'de> for Inputs {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
+    /// The served model's id; absent: the default model.
+    pub model: Option<String>,
     /// A string, or a list of strings decoded together.
     pub inputs: Inputs,
     #[serde(default)]
@@ -198,6 +200,8 @@ pub struct GenerateParameters {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest {
+    /// The served model's id; absent: the default model.
+    pub model: Option<String>,
     /// A string, or a list of strings (at most max_client_batch_size).
     pub inputs: Inputs,
     /// 2..=max_labels distinct candidate labels; default: the configured label set.
@@ -214,6 +218,8 @@ pub struct ClassifyRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TranslateRequest {
+    /// The served model's id; absent: the default model.
+    pub model: Option<String>,
     /// A string, or a list of strings (at most max_client_batch_size).
     pub text: Inputs,
     pub source_lang: String,

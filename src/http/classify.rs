@@ -18,17 +18,18 @@ pub async fn classify(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<ClassifyRequest>,
 ) -> Result<Response, ApiError> {
+    let model = app.models.get(req.model.as_deref())?;
     let labels = match req.labels {
         Some(l) => l,
-        None if app.tasks.classify_labels.is_empty() => {
+        None if model.tasks.classify_labels.is_empty() => {
             return Err(ApiError::Validation("labels are required: no default label set is configured".into()));
         }
-        None => app.tasks.classify_labels.clone(),
+        None => model.tasks.classify_labels.clone(),
     };
-    let template = req.template.unwrap_or_else(|| app.tasks.classify_template.clone());
+    let template = req.template.unwrap_or_else(|| model.tasks.classify_template.clone());
     classify::check_template(&template).map_err(ApiError::Validation)?;
-    let submitted =
-        app.submit(Caller::Client, api::Request::score(req.inputs, labels.clone()), Prompt::Template(template)).await?;
+    let request = api::Request::score(req.inputs, labels.clone());
+    let submitted = app.submit(Caller::Client, &model, request, Prompt::Template(template)).await?;
     let single = submitted.single;
     let normalize = req.length_normalize.unwrap_or(false);
     let multi = req.multi_label.unwrap_or(false);

@@ -11,6 +11,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::api::{TokenInfo, TopToken, Usage};
 use crate::generation::FinishReason;
+use crate::model::TextTokenizer;
 use crate::scheduler::score::LabelScore;
 use crate::scheduler::{Event, RowError, Sequence};
 
@@ -87,7 +88,7 @@ impl Submitted {
         let gather = async {
             let mut out = Vec::with_capacity(rows.len());
             for (owner, rx) in rows {
-                out.push((owner, gather(&self.app, rx, self.arrived).await?));
+                out.push((owner, gather(&self.app, &self.model.tokenizer, rx, self.arrived).await?));
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(out)
@@ -112,7 +113,12 @@ impl Submitted {
 }
 
 /// Gathers one row's events until it finishes.
-async fn gather(app: &AppState, mut rx: UnboundedReceiver<Event>, arrived: Instant) -> Result<Output, ApiError> {
+async fn gather(
+    app: &AppState,
+    tokenizer: &TextTokenizer,
+    mut rx: UnboundedReceiver<Event>,
+    arrived: Instant,
+) -> Result<Output, ApiError> {
     let mut text = String::new();
     let mut tokens = Vec::new();
     let mut sequences = Vec::new();
@@ -132,7 +138,7 @@ async fn gather(app: &AppState, mut rx: UnboundedReceiver<Event>, arrived: Insta
                     first_at = Some(Instant::now());
                 }
                 text.push_str(&piece);
-                tokens.push(token_info(app, id, piece, logprob, top));
+                tokens.push(token_info(tokenizer, id, piece, logprob, top));
             }
             Event::Finished { reason, input_tokens, generated_tokens } => {
                 if let Some(first) = first_at.filter(|_| generated_tokens > 1) {
@@ -149,8 +155,7 @@ async fn gather(app: &AppState, mut rx: UnboundedReceiver<Event>, arrived: Insta
 }
 
 /// A generated token as the API reports it.
-fn token_info(app: &AppState, id: u32, text: String, logprob: Option<f32>, top: Vec<(u32, f32)>) -> TokenInfo {
-    let t = &app.tokenizer;
+fn token_info(t: &TextTokenizer, id: u32, text: String, logprob: Option<f32>, top: Vec<(u32, f32)>) -> TokenInfo {
     let top_tokens = top
         .into_iter()
         .map(|(id, logprob)| TopToken { id, text: t.piece(id), logprob, special: t.is_special(id) })
@@ -244,7 +249,7 @@ async fn forward(
                     first = false;
                 }
                 r.text.push_str(&piece);
-                let token = token_info(app, id, piece, logprob, top);
+                let token = token_info(&s.model.tokenizer, id, piece, logprob, top);
                 if !send(format.token(r.row, r.index, token)) {
                     return;
                 }

@@ -28,7 +28,8 @@ pub async fn generate(
         return Err(ApiError::Validation("stream supports a single string input, not a list".into()));
     }
     let request = api::Request { stream, ..api::Request::generate("inputs", req.inputs, req.parameters) };
-    let submitted = app.submit(Caller::Client, request, Prompt::Text).await?;
+    let model = app.models.get(req.model.as_deref())?;
+    let submitted = app.submit(Caller::Client, &model, request, Prompt::Text).await?;
     if stream {
         return Ok(submitted.stream(V1Stream).into_response());
     }

@@ -49,7 +49,8 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<Value>, ApiError>
     if app.health.is_draining() {
         return Err(ApiError::Unavailable("the server is shutting down".into()));
     }
-    if !app.scheduler.is_alive() {
+    let model = app.models.default_model();
+    if !model.scheduler.is_alive() {
         return Err(ApiError::Unavailable("the decode thread has stopped".into()));
     }
     if !app.health.ready.load(Ordering::SeqCst) {
@@ -66,5 +67,5 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<Value>, ApiError>
     if app.tokenizing.saturated() {
         return Err(ApiError::Unavailable("every tokenizer thread is busy".into()));
     }
-    Ok(Json(json!({ "status": "ok", "model": app.info.dims.name })))
+    Ok(Json(json!({ "status": "ok", "model": model.id })))
 }

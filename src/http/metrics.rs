@@ -7,5 +7,8 @@ use axum::response::IntoResponse;
 use super::AppState;
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render(&app.scheduler.stats))
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        app.metrics.render(&app.models.default_model().scheduler.stats),
+    )
 }

@@ -15,6 +15,7 @@ pub mod openai;
 pub mod openapi;
 pub mod pipeline;
 pub mod serve;
+pub mod served;
 pub mod tgi;
 pub mod tokenize;
 pub mod tokens;
@@ -33,8 +34,6 @@ use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, 
 use tower_http::trace::TraceLayer;
 
 use crate::api::Limits;
-use crate::model::TextTokenizer;
-use crate::scheduler::{SchedulerHandle, WorkerInfo};
 
 use error::ApiError;
 pub use health::Health;
@@ -45,15 +44,14 @@ const REQUEST_ID: &str = "x-request-id";
 #[derive(Clone)]
 pub struct AppState {
     pub health: Health,
-    pub scheduler: SchedulerHandle,
+    /// The served models; a request names one, or gets the default.
+    pub models: Arc<served::ModelSet>,
     /// One permit per request in flight (`max_concurrent_requests`).
     pub admission: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Task defaults resolved from the config and the model directory.
-    pub tasks: Arc<TaskSettings>,
-    pub tokenizer: Arc<TextTokenizer>,
+    /// The request limits of the config (each model's own, with its vocabulary, are in its
+    /// `Served`).
     pub limits: Arc<Limits>,
-    pub info: Arc<WorkerInfo>,
     /// The tokenizer threads (TGI's `validation_workers`) and how many of them are at work.
     pub tokenizing: Arc<tokenize::Load>,
 }

@@ -3,6 +3,7 @@
 //! `Prompt`, and the results back; nothing else. The warm-up takes the same path as an
 //! internal caller, without the client limits (admission, draining, the request timeout).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -13,6 +14,7 @@ use crate::scheduler::{Event, RowRequest};
 
 use super::AppState;
 use super::error::ApiError;
+use super::served::Served;
 use super::tokenize;
 pub use super::tokenize::Prompt;
 
@@ -28,6 +30,8 @@ pub enum Caller {
 /// A request whose rows are queued: collect their results, or stream the one row's tokens.
 pub struct Submitted {
     pub(super) app: AppState,
+    /// The model the request runs on.
+    pub model: Arc<Served>,
     /// Each row's events, and the index of the text it belongs to (a long translated text is
     /// several rows).
     pub(super) rows: Vec<(usize, UnboundedReceiver<Event>)>,
@@ -58,6 +62,14 @@ impl AppState {
     /// decode lanes it runs alone first (on the solo sessions), then once in every lane at once
     /// (each on its lane's own sessions). An internal request: no client limit applies.
     pub async fn warm_up(&self) -> Result<(), ApiError> {
+        for model in self.models.all() {
+            self.warm_up_model(model).await?;
+        }
+        Ok(())
+    }
+
+    /// The warm-up of one model.
+    async fn warm_up_model(&self, model: &Arc<Served>) -> Result<(), ApiError> {
         #[cfg(feature = "fault-injection")]
         let seed = crate::faults::warm_up_seed();
         #[cfg(not(feature = "fault-injection"))]
@@ -71,13 +83,13 @@ impl AppState {
             };
             api::Request::generate("inputs", api::Inputs::One("warm up".into()), parameters)
         };
-        self.submit(Caller::Internal, request(), Prompt::Text).await?.collect().await?;
-        let lanes = self.scheduler.lanes();
+        self.submit(Caller::Internal, model, request(), Prompt::Text).await?.collect().await?;
+        let lanes = model.scheduler.lanes();
         if lanes > 1 {
             // Submitted one by one, the rows go to the least loaded lanes: one each.
             let mut each = Vec::with_capacity(lanes);
             for _ in 0..lanes {
-                each.push(self.submit(Caller::Internal, request(), Prompt::Text).await?);
+                each.push(self.submit(Caller::Internal, model, request(), Prompt::Text).await?);
             }
             for submitted in each {
                 submitted.collect().await?;
@@ -108,8 +120,15 @@ impl AppState {
         ))
     }
 
-    /// Admits, validates, tokenizes and queues a request; returns once its rows are queued.
-    pub async fn submit(&self, caller: Caller, req: api::Request, prompt: Prompt) -> Result<Submitted, ApiError> {
+    /// Admits, validates, tokenizes and queues a request on `model`; returns once its rows are
+    /// queued.
+    pub async fn submit(
+        &self,
+        caller: Caller,
+        model: &Arc<Served>,
+        req: api::Request,
+        prompt: Prompt,
+    ) -> Result<Submitted, ApiError> {
         let arrived = Instant::now();
         let (permit, deadline) = match caller {
             Caller::Client => {
@@ -118,33 +137,35 @@ impl AppState {
             }
             Caller::Internal => (None, None),
         };
-        let v = api::validate(req, &self.limits)?;
+        let v = api::validate(req, &model.limits)?;
         let (single, task) = (v.single, v.task.clone());
         let rows = match deadline {
-            Some(at) => tokio::time::timeout_at(at, self.queue(v, prompt, arrived))
+            Some(at) => tokio::time::timeout_at(at, self.queue(model, v, prompt, arrived))
                 .await
                 .map_err(|_| self.timed_out("its texts were still being tokenized"))?,
-            None => self.queue(v, prompt, arrived).await,
+            None => self.queue(model, v, prompt, arrived).await,
         }?;
-        Ok(Submitted { app: self.clone(), rows, single, task, arrived, deadline, _permit: permit })
+        let model = model.clone();
+        Ok(Submitted { app: self.clone(), model, rows, single, task, arrived, deadline, _permit: permit })
     }
 
     /// Tokenizes a validated request and queues its rows.
     async fn queue(
         &self,
+        model: &Served,
         v: Validated,
         prompt: Prompt,
         arrived: Instant,
     ) -> Result<Vec<(usize, UnboundedReceiver<Event>)>, ApiError> {
         let labels = match &v.task {
             Task::Score(labels) => {
-                let limit = self.limits.max_new_tokens_limit;
-                Some(tokenize::labels(self.tokenizing.clone(), self.tokenizer.clone(), limit, labels.clone()).await?)
+                let limit = model.limits.max_new_tokens_limit;
+                Some(tokenize::labels(self.tokenizing.clone(), model.tokenizer.clone(), limit, labels.clone()).await?)
             }
             Task::Generate(_) | Task::Embed(_) => None,
         };
         let inputs =
-            tokenize::texts(self.tokenizing.clone(), self.tokenizer.clone(), self.limits.clone(), &v, prompt).await?;
+            tokenize::texts(self.tokenizing.clone(), model.tokenizer.clone(), model.limits.clone(), &v, prompt).await?;
         let deadline = Some(arrived + v.queue_deadline);
         let copies = v.copies;
         // Copy `j` of text `i` is row `i * copies + j`, sampled with the seed plus `j`.
@@ -168,9 +189,9 @@ impl AppState {
                 (row.with_deadline(deadline), (owner, rx))
             })
             .unzip();
-        api::check_cost(rows.iter().map(|r| (r.input_ids.len(), r.width(), r.params.max_new_tokens)), &self.limits)?;
+        api::check_cost(rows.iter().map(|r| (r.input_ids.len(), r.width(), r.params.max_new_tokens)), &model.limits)?;
         self.metrics.input_tokens_total.inc_by(rows.iter().map(|r| r.input_ids.len() as u64).sum());
-        self.scheduler.submit(rows)?;
+        model.scheduler.submit(rows)?;
         Ok(receivers)
     }
 }

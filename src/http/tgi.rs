@@ -184,11 +184,12 @@ pub async fn compat(State(app): State<AppState>, ApiJson(req): ApiJson<TgiReques
 /// `GET /info`: TGI's server information, with t5serve's limits.
 pub async fn info(State(app): State<AppState>) -> Json<serde_json::Value> {
     let l = &app.limits;
+    let model = app.models.default_model();
     Json(serde_json::json!({
-        "model_id": app.info.dims.name,
+        "model_id": model.id,
         "model_sha": null,
-        "model_dtype": app.info.weights(),
-        "model_device_type": if app.info.cuda_device.is_some() { "cuda" } else { "cpu" },
+        "model_dtype": model.info.weights(),
+        "model_device_type": if model.info.cuda_device.is_some() { "cuda" } else { "cpu" },
         "model_pipeline_tag": "text2text-generation",
         "max_concurrent_requests": l.max_concurrent_requests,
         "max_best_of": 1,
@@ -216,7 +217,8 @@ async fn run(app: &AppState, req: TgiRequest, stream: bool) -> Result<Answer, Ap
     let prefix = if req.parameters.return_full_text == Some(true) { req.inputs.clone() } else { String::new() };
     // TGI always reports log-probabilities in details and streams.
     let request = api::Request { logprobs: true, stream, ..api::Request::generate("inputs", req.inputs.into(), p) };
-    let submitted = app.submit(Caller::Client, request, Prompt::Text).await?;
+    // TGI's routes serve the default model.
+    let submitted = app.submit(Caller::Client, &app.models.default_model(), request, Prompt::Text).await?;
     let seed = submitted.decoding().map(|d| d.params.seed).filter(|_| sampled);
     if stream {
         return Ok(Answer::Stream(submitted.stream(TgiStream { held: None, seed, prefix }).into_response()));

@@ -32,14 +32,16 @@ pub async fn tokenize(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Result<Json<Vec<SimpleToken>>, ApiError> {
+    // The default model's tokenizer (TGI's request names no model).
+    let tokenizer = app.models.default_model().tokenizer.clone();
     let chars: Vec<char> = req.inputs.chars().collect();
-    let pieces = super::tokenize::offsets(app.tokenizing.clone(), app.tokenizer.clone(), req.inputs).await?;
+    let pieces = super::tokenize::offsets(app.tokenizing.clone(), tokenizer.clone(), req.inputs).await?;
     let tokens = pieces
         .into_iter()
         .map(|(id, start, stop)| {
             let (start, stop) = (start.min(chars.len()), stop.min(chars.len()));
             let (start, stop) =
-                if app.tokenizer.is_special(id) { (chars.len(), chars.len()) } else { (start, stop.max(start)) };
+                if tokenizer.is_special(id) { (chars.len(), chars.len()) } else { (start, stop.max(start)) };
             SimpleToken { id, text: chars[start..stop].iter().collect(), start, stop }
         })
         .collect();
@@ -64,15 +66,13 @@ pub async fn detokenize(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<DetokenizeRequest>,
 ) -> Result<Json<DetokenizeResponse>, ApiError> {
-    if let Some(m) = req.model.as_deref().filter(|m| *m != app.info.dims.name) {
-        return Err(ApiError::NotFound(format!("the model `{}` is not served here", crate::api::echo(m))));
-    }
-    let vocab = app.limits.vocab_size;
+    let model = app.models.get(req.model.as_deref())?;
+    let vocab = model.limits.vocab_size;
     if let Some(bad) = req.tokens.iter().find(|&&id| id as usize >= vocab) {
         return Err(ApiError::Validation(format!(
             "tokens holds id {bad}; ids are below the vocabulary size ({vocab})"
         )));
     }
-    let prompt = app.tokenizer.decode(&req.tokens).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let prompt = model.tokenizer.decode(&req.tokens).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(DetokenizeResponse { prompt }))
 }

@@ -14,9 +14,11 @@ use super::error::ApiError;
 use super::json::ApiJson;
 use super::pipeline::{Caller, Prompt};
 
+/// The default model's pairs.
 pub async fn languages(State(app): State<AppState>) -> Json<Value> {
+    let model = app.models.default_model();
     let pairs: Vec<Value> =
-        app.tasks.translate_pairs.iter().map(|p| json!({"source": p.source, "target": p.target})).collect();
+        model.tasks.translate_pairs.iter().map(|p| json!({"source": p.source, "target": p.target})).collect();
     Json(json!({ "pairs": pairs }))
 }
 
@@ -24,17 +26,17 @@ pub async fn translate(
     State(app): State<AppState>,
     ApiJson(req): ApiJson<TranslateRequest>,
 ) -> Result<Json<TranslateResponse>, ApiError> {
-    let pair =
-        app.tasks.translate_pairs.iter().find(|p| p.matches(&req.source_lang, &req.target_lang)).ok_or_else(|| {
-            let supported: Vec<String> =
-                app.tasks.translate_pairs.iter().map(|p| format!("{} -> {}", p.source, p.target)).collect();
-            ApiError::Validation(format!(
-                "{} -> {} is not a supported language pair; supported: {}",
-                api::echo(&req.source_lang),
-                api::echo(&req.target_lang),
-                supported.join(", ")
-            ))
-        })?;
+    let model = app.models.get(req.model.as_deref())?;
+    let pairs = &model.tasks.translate_pairs;
+    let pair = pairs.iter().find(|p| p.matches(&req.source_lang, &req.target_lang)).ok_or_else(|| {
+        let supported: Vec<String> = pairs.iter().map(|p| format!("{} -> {}", p.source, p.target)).collect();
+        ApiError::Validation(format!(
+            "{} -> {} is not a supported language pair; supported: {}",
+            api::echo(&req.source_lang),
+            api::echo(&req.target_lang),
+            supported.join(", ")
+        ))
+    })?;
     let p = &req.parameters;
     if p.stop.is_some() || p.details.is_some() {
         return Err(ApiError::Validation(
@@ -44,7 +46,7 @@ pub async fn translate(
     // Long texts are split, not refused: the body limit bounds them.
     let request =
         api::Request { long_texts: LongTexts::Split, ..api::Request::generate("text", req.text, req.parameters) };
-    let submitted = app.submit(Caller::Client, request, Prompt::Template(pair.template.clone())).await?;
+    let submitted = app.submit(Caller::Client, &model, request, Prompt::Template(pair.template.clone())).await?;
     let mut translations: Vec<String> = Vec::new();
     let mut details: Vec<TranslationDetails> = Vec::new();
     for (owner, output) in submitted.collect().await? {

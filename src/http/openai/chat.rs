@@ -19,6 +19,7 @@ use super::super::AppState;
 use super::super::collect::StreamFormat;
 use super::super::error::ErrorBody;
 use super::super::pipeline::{Caller, Prompt};
+use super::super::served::Served;
 use super::logprobs::{ChatToken, chat_token};
 use super::{OaiJson, OpenAiError, Sampling, StreamOptions, Usage, invalid};
 
@@ -136,10 +137,10 @@ fn refuse_unsupported(req: &ChatRequest) -> Result<(), OpenAiError> {
 }
 
 /// The encoder's input for the messages: the model's template, or the plain prompt.
-fn prompt(app: &AppState, messages: &[Message]) -> Result<String, OpenAiError> {
-    let text = match &app.tasks.chat_template {
+fn prompt(model: &Served, messages: &[Message]) -> Result<String, OpenAiError> {
+    let text = match &model.tasks.chat_template {
         Some(t) => {
-            let eos = app.tokenizer.piece(app.info.dims.eos_token_id);
+            let eos = model.tokenizer.piece(model.info.dims.eos_token_id);
             t.render(messages, &eos).map_err(|e| invalid("messages", e))?
         }
         None => chat_task::plain_prompt(messages)
@@ -171,7 +172,7 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
     if req.max_tokens.is_some() && req.max_completion_tokens.is_some() {
         return Err(invalid("max_completion_tokens", "set max_completion_tokens or max_tokens, not both"));
     }
-    let text = prompt(&app, &messages(req.messages)?)?;
+    let text = prompt(&model, &messages(req.messages)?)?;
     let sampling = Sampling {
         max_tokens: req.max_completion_tokens.or(req.max_tokens),
         temperature: req.temperature,
@@ -182,7 +183,7 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
         frequency_penalty: req.frequency_penalty,
         logit_bias: req.logit_bias,
     };
-    let mut parameters = sampling.parameters(&app)?;
+    let mut parameters = sampling.parameters(&model)?;
     parameters.top_n_tokens = top.map(|k| k as i64);
     let request = api::Request {
         stream,
@@ -191,10 +192,10 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
         ..api::Request::generate("messages", Inputs::One(text), parameters)
     };
     tracing::debug!(user = req.user.as_deref().unwrap_or(""), n, "chat completion");
-    let submitted = app.submit(Caller::Client, request, Prompt::Text).await?;
+    let submitted = app.submit(Caller::Client, &model, request, Prompt::Text).await?;
     let stops = submitted.decoding().map(|d| d.stop.clone()).unwrap_or_default();
     let head = json!({
-        "id": super::response_id("chatcmpl"), "created": super::now(), "model": model, "system_fingerprint": null,
+        "id": super::response_id("chatcmpl"), "created": super::now(), "model": model.id, "system_fingerprint": null,
     });
     if stream {
         let rows = (0..n).map(|_| (false, StopHold::new(stops.clone()))).collect();

@@ -87,9 +87,9 @@ pub async fn completions(
         frequency_penalty: req.frequency_penalty,
         logit_bias: req.logit_bias,
     };
-    let mut parameters = sampling.parameters(&app)?;
+    let mut parameters = sampling.parameters(&model)?;
     parameters.top_n_tokens = logprobs.map(|k| k as i64);
-    let (inputs, prompt, texts) = prompt.into_request(&app)?;
+    let (inputs, prompt, texts) = prompt.into_request(&model)?;
     let request = api::Request {
         stream,
         // Ranking `best_of` rows needs each token's log-probability.
@@ -98,19 +98,19 @@ pub async fn completions(
         ..api::Request::generate("prompt", inputs, parameters)
     };
     tracing::debug!(user = req.user.as_deref().unwrap_or(""), prompts = texts.len(), n, best_of, "completion");
-    let submitted = app.submit(Caller::Client, request, prompt).await?;
+    let submitted = app.submit(Caller::Client, &model, request, prompt).await?;
     let stops = submitted.decoding().map(|d| d.stop.clone()).unwrap_or_default();
     let id = super::response_id("cmpl");
     if stream {
         let rows =
             (0..texts.len() * n).map(|_| RowState { echoed: !echo, chars: 0, hold: StopHold::new(stops.clone()) });
         let format = CompletionStream {
-            head: json!({"id": id, "object": "text_completion", "created": super::now(), "model": model}),
+            head: json!({"id": id, "object": "text_completion", "created": super::now(), "model": model.id}),
             prompts: texts,
             n,
             logprobs,
             include_usage,
-            tokenizer: app.tokenizer.clone(),
+            tokenizer: model.tokenizer.clone(),
             rows: rows.collect(),
             usage: Usage::default(),
         };
@@ -130,10 +130,10 @@ pub async fn completions(
             let legacy = logprobs.map(|k| {
                 let mut l = Legacy::default();
                 if echo {
-                    l.push_prompt(&texts[p], &app.tokenizer);
+                    l.push_prompt(&texts[p], &model.tokenizer);
                 }
                 for t in &c.tokens {
-                    l.push(t, k, &app.tokenizer);
+                    l.push(t, k, &model.tokenizer);
                 }
                 l
             });
@@ -147,7 +147,7 @@ pub async fn completions(
         "id": id,
         "object": "text_completion",
         "created": super::now(),
-        "model": model,
+        "model": model.id,
         "choices": choices,
         "usage": Usage::new(prompt_tokens, completion_tokens),
         "system_fingerprint": null,

@@ -42,7 +42,7 @@ pub async fn embeddings(
             ));
         }
     };
-    let d = app.info.dims.d_model;
+    let d = model.info.dims.d_model;
     let dimensions = match req.dimensions {
         None => d,
         Some(k) if k >= 1 && k as u64 <= d as u64 => k as usize,
@@ -51,11 +51,11 @@ pub async fn embeddings(
         }
     };
     let input = PromptInput::parse("input", req.input)?;
-    let (inputs, prompt, _) = input.into_request(&app)?;
-    let settings = app.tasks.embedding;
+    let (inputs, prompt, _) = input.into_request(&model)?;
+    let settings = model.tasks.embedding;
     let request = api::Request { embed: Some(settings), ..api::Request::generate("input", inputs, Default::default()) };
     tracing::debug!(user = req.user.as_deref().unwrap_or(""), "embeddings");
-    let rows = app.submit(Caller::Client, request, prompt).await?.collect().await?;
+    let rows = app.submit(Caller::Client, &model, request, prompt).await?.collect().await?;
     let mut tokens = 0;
     let mut data = Vec::with_capacity(rows.len());
     for (index, (_, output)) in rows.into_iter().enumerate() {
@@ -65,7 +65,7 @@ pub async fn embeddings(
         let embedding = if base64 { json!(encode_base64(&vector)) } else { json!(vector) };
         data.push(json!({"object": "embedding", "index": index, "embedding": embedding}));
     }
-    Ok(Json(json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})).into_response())
+    Ok(Json(json!({"object": "list", "data": data, "model": model.id, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})).into_response())
 }
 
 /// The vector's little-endian f32 bytes in standard base64 (what OpenAI's `base64` format holds).

@@ -30,6 +30,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::pipeline::Prompt;
+use super::served::Served;
 
 /// Paths whose errors (authentication included) are in OpenAI's shape.
 pub const PATHS: &[&str] = &["/v1/completions", "/v1/chat/completions", "/v1/embeddings"];
@@ -111,20 +112,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OaiJson<T> {
     }
 }
 
-/// The `model` a request names must be the one served (absent: the one served).
-pub fn check_model(app: &AppState, model: Option<&str>) -> Result<String, OpenAiError> {
-    let served = &app.info.dims.name;
-    match model {
-        None => Ok(served.clone()),
-        Some(m) if m == served => Ok(served.clone()),
-        Some(m) => Err(OpenAiError {
-            error: ApiError::NotFound(format!(
-                "the model `{}` does not exist; this server serves `{served}` (GET /v1/models)",
-                api::echo(m)
-            )),
-            param: Some("model"),
-        }),
-    }
+/// The served model a request names (absent: the default one); another is a 404.
+pub fn check_model(app: &AppState, model: Option<&str>) -> Result<Arc<Served>, OpenAiError> {
+    app.models.get(model).map_err(|error| OpenAiError { error, param: Some("model") })
 }
 
 /// A response id: the prefix and a process-unique number.
@@ -196,7 +186,7 @@ impl PromptInput {
 
     /// The request's inputs and prompt for the pipeline, and each input's text as a client
     /// would read it (token ids decoded, for `echo`).
-    pub fn into_request(self, app: &AppState) -> Result<(Inputs, Prompt, Vec<String>), OpenAiError> {
+    pub fn into_request(self, model: &Served) -> Result<(Inputs, Prompt, Vec<String>), OpenAiError> {
         match self {
             Self::Texts(inputs) => {
                 let texts = match &inputs {
@@ -209,7 +199,7 @@ impl PromptInput {
                 // The pipeline's texts only name the lists (its checks need non-blank text);
                 // the ids themselves are the rows.
                 let names: Vec<String> = lists.iter().map(|l| format!("{} token ids", l.len())).collect();
-                let texts = lists.iter().map(|l| app.tokenizer.decode(l).unwrap_or_default()).collect();
+                let texts = lists.iter().map(|l| model.tokenizer.decode(l).unwrap_or_default()).collect();
                 let inputs = if single { Inputs::One(names[0].clone()) } else { Inputs::Many(names) };
                 Ok((inputs, Prompt::Ids(Arc::new(lists)), texts))
             }
@@ -276,8 +266,8 @@ impl Sampling {
     /// /v1/generate's parameters for these. `temperature` 0 (or absent, without `top_p`) is
     /// greedy decoding, the model's own default; otherwise tokens are sampled (a temperature
     /// below 0.01 samples at 0.01), seeded by `seed` when given.
-    pub fn parameters(self, app: &AppState) -> Result<GenerateParameters, OpenAiError> {
-        let limit = app.limits.max_new_tokens_limit as i64;
+    pub fn parameters(self, model: &Served) -> Result<GenerateParameters, OpenAiError> {
+        let limit = model.limits.max_new_tokens_limit as i64;
         if let Some(m) = self.max_tokens
             && !(1..=limit).contains(&m)
         {
@@ -294,13 +284,13 @@ impl Sampling {
             return Err(invalid("top_p", "top_p must be above 0"));
         }
         for (key, &bias) in self.logit_bias.iter().flatten() {
-            let known = key.parse::<u32>().is_ok_and(|id| (id as usize) < app.limits.vocab_size);
+            let known = key.parse::<u32>().is_ok_and(|id| (id as usize) < model.limits.vocab_size);
             if !known {
                 return Err(invalid(
                     "logit_bias",
                     format!(
                         "logit_bias keys must be token ids below {} (the vocabulary size), got {}",
-                        app.limits.vocab_size,
+                        model.limits.vocab_size,
                         api::echo(key)
                     ),
                 ));
