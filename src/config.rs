@@ -12,6 +12,90 @@ use serde::{Deserialize, Serialize};
 /// (`scripts/train_default_model.py`; its card is `models/t5-numbers/README.md`).
 pub const DEFAULT_MODEL: &str = "models/t5-numbers";
 
+/// A served model, as the config names it: `[ID=]DIR`, the id defaulting to the directory's
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub id: Option<String>,
+    pub path: PathBuf,
+}
+
+impl ModelSpec {
+    /// Whether `id` may name a model: letters, digits, `.`, `_`, `-`.
+    pub fn valid_id(id: &str) -> bool {
+        !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    }
+
+    /// The id requests use: the given one, else the directory's name.
+    pub fn id(&self) -> String {
+        self.id.clone().unwrap_or_else(|| {
+            self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
+        })
+    }
+}
+
+impl std::str::FromStr for ModelSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((id, path)) if ModelSpec::valid_id(id) => Ok(Self { id: Some(id.into()), path: path.into() }),
+            _ => Ok(Self { id: None, path: s.into() }),
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "{id}={}", self.path.display()),
+            None => write!(f, "{}", self.path.display()),
+        }
+    }
+}
+
+/// The served models, the first being the default: in the file one string or a list of them,
+/// as a flag `--model` given once or several times (or comma-separated in `T5SERVE_MODEL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelList(pub Vec<ModelSpec>);
+
+impl From<PathBuf> for ModelList {
+    fn from(path: PathBuf) -> Self {
+        Self(vec![ModelSpec { id: None, path }])
+    }
+}
+
+impl FromFlag<Vec<ModelSpec>> for ModelList {
+    fn from_flag(f: Vec<ModelSpec>) -> Self {
+        Self(f)
+    }
+}
+
+impl Serialize for ModelList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let texts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        match texts.as_slice() {
+            [one] => s.serialize_str(one),
+            _ => texts.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Many(Vec<String>),
+        }
+        let texts = match Form::deserialize(d)? {
+            Form::One(s) => vec![s],
+            Form::Many(v) => v,
+        };
+        texts.iter().map(|t| t.parse().map_err(serde::de::Error::custom)).collect::<Result<_, _>>().map(Self)
+    }
+}
+
 /// The file read when neither `--config` nor `T5SERVE_CONFIG` names one, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
 
@@ -152,9 +236,10 @@ pub struct Config {
     /// Browser origins allowed by CORS (e.g. "https://app.example"); none by default.
     #[flag(Vec<String>; long, env = "T5SERVE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String> = Vec::new(),
-    /// Model directory in optimum's seq2seq-with-past layout.
-    #[flag(PathBuf; long, env = "T5SERVE_MODEL")]
-    pub model: PathBuf = PathBuf::from(DEFAULT_MODEL),
+    /// Model directories in optimum's seq2seq-with-past layout, each `[ID=]DIR` (the id defaults
+    /// to the directory's name); the first is the default model. Repeat the flag to serve several.
+    #[flag(Vec<ModelSpec>; long, env = "T5SERVE_MODEL", value_delimiter = ',')]
+    pub model: ModelList = ModelList::from(PathBuf::from(DEFAULT_MODEL)),
     /// Address to listen on.
     #[flag(String; long, env = "T5SERVE_HOST")]
     pub host: String = "127.0.0.1".into(),
@@ -327,8 +412,23 @@ impl Config {
         if self.api_key.as_ref().is_some_and(|k| k.0.len() < 16) {
             return Err(ConfigError("api_key must be at least 16 characters".into()));
         }
-        if self.model.as_os_str().is_empty() {
-            return Err(ConfigError("model must name a model directory".into()));
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, m) in self.model.0.iter().enumerate() {
+            if m.path.as_os_str().is_empty() {
+                return Err(ConfigError(format!("model[{i}] must name a model directory")));
+            }
+            if !ModelSpec::valid_id(&m.id()) {
+                return Err(ConfigError(format!(
+                    "model[{i}]: the id {:?} may hold only letters, digits, ., _ and -",
+                    m.id()
+                )));
+            }
+            if !ids.insert(m.id()) {
+                return Err(ConfigError(format!("model[{i}]: the id {:?} is served twice", m.id())));
+            }
+        }
+        if self.model.0.is_empty() {
+            return Err(ConfigError("model must name at least one model directory".into()));
         }
         if self.host.parse::<std::net::IpAddr>().is_err() && self.host != "localhost" {
             return Err(ConfigError(format!("host = {:?} is not an IP address", self.host)));

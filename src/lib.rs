@@ -29,11 +29,46 @@ pub use config::Config;
 
 use crate::scheduler::SchedulerHandle;
 
+/// Reads one model's directory, plans its threads and starts its scheduler (its sessions and
+/// decode lanes).
+async fn load_model(
+    config: &Config,
+    spec: &config::ModelSpec,
+    observer: Arc<dyn scheduler::LoopObserver>,
+) -> anyhow::Result<http::served::Served> {
+    let path = spec.path.clone();
+    let failed = || format!("cannot start on model {}", spec.path.display());
+    let dir = tokio::task::spawn_blocking(move || model::ModelDir::read(&path))
+        .await
+        .context("model reading task")?
+        .with_context(failed)?;
+    let plan = plan::ThreadPlan::for_host(config, dir.quantization.is_some());
+    let (scheduler, info) = {
+        let (dir, sessions, solo) = (dir.clone(), plan.sessions.clone(), plan.solo.clone());
+        let scheduling = plan.scheduler_settings(config);
+        tokio::task::spawn_blocking(move || SchedulerHandle::start(dir, sessions, scheduling, solo, observer))
+            .await
+            .context("model loading task")?
+            .with_context(failed)?
+    };
+    log_loaded(&spec.id(), &info, &plan, config);
+    let tasks = http::TaskSettings::resolve(config, &info.tasks)
+        .map_err(|e| anyhow::anyhow!("model {}: t5serve.json: {e}", spec.path.display()))?;
+    Ok(http::served::Served {
+        id: spec.id(),
+        scheduler,
+        tasks: Arc::new(tasks),
+        tokenizer: dir.tokenizer.clone(),
+        limits: Arc::new(api::Limits::new(config, dir.dims.vocab_size)),
+        info: Arc::new(info),
+    })
+}
+
 /// A server listening on a socket; dropping it does not stop it, `shutdown` does.
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub health: http::Health,
-    scheduler: SchedulerHandle,
+    models: Arc<http::served::ModelSet>,
     admission: Arc<tokio::sync::Semaphore>,
     max_in_flight: usize,
     grace: std::time::Duration,
@@ -83,44 +118,33 @@ pub const WARM_UP_ATTEMPTS: usize = 3;
 /// once the server accepts requests; it turns ready once a warm-up request has gone through.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
-    let path = config.model.clone();
-    let dir = tokio::task::spawn_blocking(move || model::ModelDir::read(&path))
-        .await
-        .context("model reading task")?
-        .with_context(|| format!("cannot start on model {}", config.model.display()))?;
-    let plan = plan::ThreadPlan::for_host(&config, dir.quantization.is_some());
     let cpu = model::cpu::host();
-    let provider = plan.sessions.provider_name();
-    let metrics = Arc::new(metrics::Metrics::new(&dir.dims.name, provider, cpu));
+    let provider = plan::ThreadPlan::for_host(&config, false).sessions.provider_name();
+    let specs = &config.model.0;
+    let metrics = Arc::new(metrics::Metrics::new(&specs[0].id(), provider, cpu));
     let observer: Arc<dyn scheduler::LoopObserver> = metrics.clone();
-    let (scheduler, info) = {
-        let (dir, sessions, solo) = (dir.clone(), plan.sessions.clone(), plan.solo.clone());
-        let scheduling = plan.scheduler_settings(&config);
-        tokio::task::spawn_blocking(move || SchedulerHandle::start(dir, sessions, scheduling, solo, observer))
-            .await
-            .context("model loading task")?
-            .with_context(|| format!("cannot start on model {}", config.model.display()))?
-    };
-    log_loaded(&info, &plan, &config);
+    // The default model must load; another that fails is reported and the rest are served.
+    let mut served = Vec::with_capacity(specs.len());
+    let mut failed = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        match load_model(&config, spec, observer.clone()).await {
+            Ok(m) => served.push(m),
+            Err(e) if i == 0 => return Err(e),
+            Err(e) => {
+                tracing::error!(model = %spec.id(), dir = %spec.path.display(), error = format!("{e:#}"), "model failed to load; serving the others");
+                failed.push((spec.id(), format!("{e:#}")));
+            }
+        }
+    }
+    let models = Arc::new(http::served::ModelSet::new(served, failed));
     let health = http::Health::default();
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
-    let served = http::served::Served {
-        id: info.dims.name.clone(),
-        scheduler: scheduler.clone(),
-        tasks: Arc::new(
-            http::TaskSettings::resolve(&config, &info.tasks)
-                .map_err(|e| anyhow::anyhow!("model {}: t5serve.json: {e}", config.model.display()))?,
-        ),
-        tokenizer: dir.tokenizer.clone(),
-        limits: Arc::new(api::Limits::new(&config, dir.dims.vocab_size)),
-        info: Arc::new(info),
-    };
     let state = http::AppState {
         health: health.clone(),
-        models: Arc::new(http::served::ModelSet::new(vec![served])),
+        models: models.clone(),
         admission: admission.clone(),
         metrics,
-        limits: Arc::new(api::Limits::new(&config, dir.dims.vocab_size)),
+        limits: Arc::new(api::Limits::new(&config, 0)),
         tokenizing: Arc::new(http::tokenize::Load::new(config.tokenizer_threads)),
     };
     let access = http::Access {
@@ -146,7 +170,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         addr,
         health,
-        scheduler,
+        models,
         admission,
         max_in_flight: config.max_concurrent_requests,
         grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
@@ -181,11 +205,11 @@ async fn warm_up(state: http::AppState) -> bool {
 }
 
 /// The start-up log line: what was loaded and the thread plan it runs with.
-fn log_loaded(info: &scheduler::WorkerInfo, plan: &plan::ThreadPlan, config: &Config) {
+fn log_loaded(id: &str, info: &scheduler::WorkerInfo, plan: &plan::ThreadPlan, config: &Config) {
     let cpu = model::cpu::host();
     let s = &plan.sessions;
     tracing::info!(
-        model = %info.dims.name,
+        model = %id,
         dir = %info.model_dir.display(),
         files = %info.files.join(", "),
         decoder = info.layout,
@@ -230,9 +254,9 @@ fn log_loaded(info: &scheduler::WorkerInfo, plan: &plan::ThreadPlan, config: &Co
 /// attempt stops it the same way.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut server = start(config).await?;
-    let decode = server.scheduler.clone();
+    let models = server.models.clone();
     let decode_died = async move {
-        while decode.is_alive() {
+        while models.all().all(|m| m.scheduler.is_alive()) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };

@@ -154,17 +154,19 @@ impl Metrics {
     }
 
     /// Text exposition of every metric, with the scheduler's values read now.
-    pub fn render(&self, s: &SchedulerStats) -> String {
+    /// The text exposition, the schedulers' gauges and counters summed over the served models.
+    pub fn render(&self, models: &[&SchedulerStats]) -> String {
+        let sum = |f: &dyn Fn(&SchedulerStats) -> u64| models.iter().map(|s| f(s)).sum::<u64>();
         let get = SchedulerStats::get;
-        self.active_rows.set(get(&s.active_rows) as i64);
-        self.queue_size.set(get(&s.queued_rows) as i64);
-        self.kv_cache_bytes.set(get(&s.kv_cache_bytes) as i64);
-        catch_up(&self.generated_tokens_total, get(&s.generated_tokens));
-        catch_up(&self.requests_cancelled_total, get(&s.cancelled_rows));
-        catch_up(&self.requests_expired_total, get(&s.expired_rows));
-        catch_up(&self.solo_runs_total, get(&s.solo_runs));
+        self.active_rows.set(sum(&|s| get(&s.active_rows)) as i64);
+        self.queue_size.set(sum(&|s| get(&s.queued_rows)) as i64);
+        self.kv_cache_bytes.set(sum(&|s| get(&s.kv_cache_bytes)) as i64);
+        catch_up(&self.generated_tokens_total, sum(&|s| get(&s.generated_tokens)));
+        catch_up(&self.requests_cancelled_total, sum(&|s| get(&s.cancelled_rows)));
+        catch_up(&self.requests_expired_total, sum(&|s| get(&s.expired_rows)));
+        catch_up(&self.solo_runs_total, sum(&|s| get(&s.solo_runs)));
         for reason in FailReason::ALL {
-            catch_up(&self.rows_failed_total.with_label_values(&[reason.name()]), s.failed(reason));
+            catch_up(&self.rows_failed_total.with_label_values(&[reason.name()]), sum(&|s| s.failed(reason)));
         }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");

@@ -9,6 +9,6 @@ use super::AppState;
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        app.metrics.render(&app.models.default_model().scheduler.stats),
+        app.metrics.render(&app.models.all().map(|m| m.scheduler.stats.as_ref()).collect::<Vec<_>>()),
     )
 }

@@ -21,7 +21,11 @@ pub async fn models(State(app): State<AppState>) -> Json<Value> {
         "execution_provider": info.execution_provider,
         "device_id": info.cuda_device,
         "cpu": crate::model::cpu::host().report(),
-        "models": all.iter().map(|m| describe(m)).collect::<Vec<_>>(),
+        "models": all
+            .iter()
+            .map(|m| describe(m))
+            .chain(app.models.failed().iter().map(|(id, why)| json!({"id": id, "state": "failed", "reason": why})))
+            .collect::<Vec<_>>(),
     }))
 }
 
@@ -30,6 +34,7 @@ fn describe(m: &Served) -> Value {
     let (d, l, info) = (&m.info.dims, &m.limits, &m.info);
     json!({
         "id": m.id,
+        "state": "ready",
         "model_type": d.model_type,
         "decoder": info.layout,
         "joins_running_batch": info.can_join,

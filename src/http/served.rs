@@ -29,21 +29,34 @@ pub struct Served {
 pub struct ModelSet {
     default: String,
     models: BTreeMap<String, Arc<Served>>,
+    /// Models that failed to load, and why.
+    failed: BTreeMap<String, String>,
 }
 
 impl ModelSet {
-    /// The set of `models`, the first being the default. Ids are distinct (the config checks).
-    pub fn new(models: Vec<Served>) -> Self {
+    /// The set of `models`, the first being the default, beside those that `failed` to load
+    /// (id and reason). Ids are distinct (the config checks).
+    pub fn new(models: Vec<Served>, failed: Vec<(String, String)>) -> Self {
         let default = models.first().map(|m| m.id.clone()).unwrap_or_default();
-        Self { default, models: models.into_iter().map(|m| (m.id.clone(), Arc::new(m))).collect() }
+        let models = models.into_iter().map(|m| (m.id.clone(), Arc::new(m))).collect();
+        Self { default, models, failed: failed.into_iter().collect() }
+    }
+
+    /// The models that failed to load, and why.
+    pub fn failed(&self) -> &BTreeMap<String, String> {
+        &self.failed
     }
 
     /// The model a request names, or the default one.
     pub fn get(&self, id: Option<&str>) -> Result<Arc<Served>, ApiError> {
         let id = id.unwrap_or(&self.default);
         self.models.get(id).cloned().ok_or_else(|| {
+            let why = match self.failed.get(id) {
+                Some(_) => "failed to load (GET /v1/models says why)",
+                None => "is not served here",
+            };
             ApiError::NotFound(format!(
-                "model {} is not served here; the served models are: {}",
+                "model {} {why}; the served models are: {}",
                 api::echo(&format!("{id:?}")),
                 self.ids().join(", ")
             ))

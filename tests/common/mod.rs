@@ -173,7 +173,7 @@ async fn wait_ready(server: &t5serve::RunningServer) {
 
 /// Starts the real server on 127.0.0.1:0 with a changed config.
 pub async fn start_server_with(model: PathBuf, change: impl FnOnce(&mut t5serve::Config)) -> t5serve::RunningServer {
-    let mut config = t5serve::Config { model, host: "127.0.0.1".into(), port: 0, ..Default::default() };
+    let mut config = t5serve::Config { model: model.into(), host: "127.0.0.1".into(), port: 0, ..Default::default() };
     change(&mut config);
     let server = t5serve::start(config).await.expect("server starts");
     wait_ready(&server).await;

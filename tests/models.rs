@@ -1,0 +1,165 @@
+//! Several models in one process (issue 21): the committed tiny model and the bundled model side
+//! by side, each answering exactly what its independent reference says (the tiny model's golden
+//! outputs from transformers; the bundled model's optimum outputs computed on this CPU), one by
+//! one and in a mixed concurrent load across both; requests route by `model`, an unknown id is a
+//! 404 naming the served ones; a model that fails to load is reported while the others serve.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::{golden, post, tiny_model};
+use serde_json::{Value, json};
+use t5serve::config::{ModelList, ModelSpec};
+
+fn bundled() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/t5-numbers")
+}
+
+fn spec(id: &str, path: PathBuf) -> ModelSpec {
+    ModelSpec { id: Some(id.into()), path }
+}
+
+/// A request and the answer its reference gives.
+struct Case {
+    model: &'static str,
+    body: Value,
+    text: String,
+}
+
+/// The tiny model's golden cases and the bundled model's optimum cases (those without a near tie).
+fn cases() -> Vec<Case> {
+    let g = golden();
+    let params = json!({"max_new_tokens": g.steps, "min_new_tokens": g.min_new_tokens});
+    let mut out: Vec<Case> = g
+        .cases
+        .iter()
+        .filter(|c| !c.prompt.is_empty())
+        .map(|c| Case {
+            model: "tiny",
+            body: json!({"model": "tiny", "inputs": c.prompt, "parameters": params}),
+            text: c.text.clone(),
+        })
+        .collect();
+    let fx: Value = serde_json::from_str(&common::cpu_fixture("numbers_heldout.json")).unwrap();
+    let max = fx["max_new_tokens"].clone();
+    for c in fx["cases"].as_array().unwrap().iter().filter(|c| c["near_tie"] == false).take(120) {
+        out.push(Case {
+            model: "numbers",
+            body: json!({"model": "numbers", "inputs": c["prompt"], "parameters": {"max_new_tokens": max}}),
+            text: c["optimum"].as_str().unwrap().to_string(),
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_models_in_one_process_each_answer_as_their_reference() {
+    let models = ModelList(vec![spec("tiny", tiny_model()), spec("numbers", bundled())]);
+    let server = common::start_server_with(tiny_model(), |c| c.model = models).await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+
+    let listed: Value = client.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["numbers", "tiny"]);
+    assert_eq!(listed["default"], "tiny");
+    assert!(listed["models"].as_array().unwrap().iter().all(|m| m["state"] == "ready"), "{listed}");
+
+    // One by one.
+    let cases = cases();
+    assert!(cases.iter().filter(|c| c.model == "tiny").count() >= 3);
+    assert!(cases.iter().filter(|c| c.model == "numbers").count() >= 100);
+    for c in &cases {
+        let (status, body) = post(&client, &format!("{base}/v1/generate"), c.body.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["generated_text"], c.text.as_str(), "{} {}", c.model, c.body["inputs"]);
+    }
+    // No model: the default (the first configured).
+    let first = cases.iter().find(|c| c.model == "tiny").unwrap();
+    let mut unnamed = first.body.clone();
+    unnamed.as_object_mut().unwrap().remove("model");
+    let (_, body) = post(&client, &format!("{base}/v1/generate"), unnamed).await;
+    assert_eq!(body["generated_text"], first.text.as_str());
+
+    // A mixed concurrent load across both: several hundred requests, 32 at a time, interleaved.
+    let cases = Arc::new(cases);
+    let gate = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for i in 0..cases.len() {
+            let (cases, client, base, gate) = (cases.clone(), client.clone(), base.clone(), gate.clone());
+            // Alternate the models: tiny cases are few, so they recur.
+            let k = if (i + round) % 2 == 0 { i % 5 } else { i };
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                let c = &cases[k.min(cases.len() - 1)];
+                let (status, body) = post(&client, &format!("{base}/v1/generate"), c.body.clone()).await;
+                (status, body["generated_text"] == c.text.as_str(), c.model, c.body["inputs"].clone())
+            }));
+        }
+    }
+    assert!(tasks.len() >= 300, "{}", tasks.len());
+    for t in tasks {
+        let (status, same, model, inputs) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(same, "{model} {inputs} under a mixed load");
+    }
+
+    // An unknown id: 404 naming the id and the served models.
+    let (status, body) = post(&client, &format!("{base}/v1/generate"), json!({"model": "nope", "inputs": "x"})).await;
+    assert_eq!(status, 404, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("\"nope\"") && message.contains("numbers, tiny"), "{message}");
+    // The task routes route too: the bundled model's own label set and language pairs.
+    let (status, body) =
+        post(&client, &format!("{base}/v1/classify"), json!({"model": "numbers", "inputs": "vierhundert"})).await;
+    assert_eq!((status, body["label"].as_str()), (200, Some("German")), "{body}");
+    let (status, body) = post(
+        &client,
+        &format!("{base}/v1/translate"),
+        json!({"model": "numbers", "text": "forty-two", "source_lang": "English", "target_lang": "German"}),
+    )
+    .await;
+    assert_eq!((status, body["translations"][0].as_str()), (200, Some("zweiundvierzig")), "{body}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_fails_to_load_is_reported_and_the_others_serve() {
+    let broken = std::env::temp_dir().join(format!("t5serve-broken-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&broken);
+    std::fs::create_dir_all(&broken).unwrap();
+    for f in std::fs::read_dir(tiny_model()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, broken.join(f.file_name().unwrap())).unwrap();
+    }
+    // A corrupt graph.
+    std::fs::write(broken.join("decoder_with_past_model.onnx"), b"not an onnx graph").unwrap();
+    let models = ModelList(vec![spec("tiny", tiny_model()), spec("broken", broken.clone())]);
+    let server = common::start_server_with(tiny_model(), |c| c.model = models).await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+
+    let listed: Value = client.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+    let entries = listed["models"].as_array().unwrap();
+    let failed = entries.iter().find(|m| m["id"] == "broken").expect("the failed model is listed");
+    assert_eq!(failed["state"], "failed");
+    assert!(failed["reason"].as_str().unwrap().contains("decoder_with_past_model.onnx"), "{failed}");
+    assert_eq!(entries.iter().find(|m| m["id"] == "tiny").unwrap()["state"], "ready");
+
+    let g = golden();
+    let case = g.cases.iter().find(|c| !c.prompt.is_empty()).unwrap();
+    let params = json!({"max_new_tokens": g.steps, "min_new_tokens": g.min_new_tokens});
+    let (status, body) =
+        post(&client, &format!("{base}/v1/generate"), json!({"inputs": case.prompt, "parameters": params})).await;
+    assert_eq!((status, body["generated_text"].as_str()), (200, Some(case.text.as_str())), "{body}");
+    let (status, body) = post(&client, &format!("{base}/v1/generate"), json!({"model": "broken", "inputs": "x"})).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("failed to load"), "{body}");
+    let ready = client.get(format!("{base}/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    server.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&broken).unwrap();
+}
