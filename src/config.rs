@@ -21,9 +21,11 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// Whether `id` may name a model: letters, digits, `.`, `_`, `-`.
+    /// Whether `id` may name a model: a letter or digit, then letters, digits, `.`, `_`, `-`
+    /// (so never `.` or `..`: a repository's model is its folder of that name).
     pub fn valid_id(id: &str) -> bool {
-        !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        id.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     }
 
     /// The id requests use: the given one, else the directory's name.
@@ -240,6 +242,12 @@ pub struct Config {
     /// to the directory's name); the first is the default model. Repeat the flag to serve several.
     #[flag(Vec<ModelSpec>; long, env = "T5SERVE_MODEL", value_delimiter = ',')]
     pub model: ModelList = ModelList::from(PathBuf::from(DEFAULT_MODEL)),
+    /// A folder whose subfolders are models that `POST /v1/models/{id}/load` loads by name.
+    #[flag(PathBuf; long, env = "T5SERVE_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf> = None,
+    /// Load every model of model_repository at start (beside the --model ones).
+    #[flag(bool; long, env = "T5SERVE_LOAD_ALL")]
+    pub load_all: bool = false,
     /// Address to listen on.
     #[flag(String; long, env = "T5SERVE_HOST")]
     pub host: String = "127.0.0.1".into(),
@@ -419,7 +427,7 @@ impl Config {
             }
             if !ModelSpec::valid_id(&m.id()) {
                 return Err(ConfigError(format!(
-                    "model[{i}]: the id {:?} may hold only letters, digits, ., _ and -",
+                    "model[{i}]: the id {:?} must start with a letter or digit and hold only letters, digits, ., _ and -",
                     m.id()
                 )));
             }
@@ -478,6 +486,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn models_are_id_equals_dir_or_a_dir_in_a_string_or_a_list() {
+        let one: ModelSpec = "numbers=models/t5-numbers".parse().unwrap();
+        assert_eq!((one.id(), one.path.to_str().unwrap()), ("numbers".into(), "models/t5-numbers"));
+        let bare: ModelSpec = "models/t5-numbers".parse().unwrap();
+        assert_eq!((bare.id(), bare.id), ("t5-numbers".to_string(), None));
+        // A path with `=` in a folder name is a path.
+        let odd: ModelSpec = "runs/a=b/model".parse().unwrap();
+        assert_eq!(odd.id, None);
+        let c: Config = toml::from_str(r#"model = ["tiny=tests/data/tiny-t5", "models/t5-numbers"]"#).unwrap();
+        assert_eq!(c.model.0.iter().map(ModelSpec::id).collect::<Vec<_>>(), ["tiny", "t5-numbers"]);
+        let c: Config = toml::from_str(r#"model = "models/t5-numbers""#).unwrap();
+        assert_eq!(c.model, ModelList::from(PathBuf::from("models/t5-numbers")));
+        let twice = Config { model: ModelList(vec![one.clone(), one]), ..Config::default() };
+        assert!(twice.validate().unwrap_err().0.contains("served twice"));
+        for bad in ["..", ".hidden", "", "a/b"] {
+            assert!(!ModelSpec::valid_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn file_values_are_overridden_by_flags() {

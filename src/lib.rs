@@ -27,41 +27,21 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 
-use crate::scheduler::SchedulerHandle;
-
-/// Reads one model's directory, plans its threads and starts its scheduler (its sessions and
-/// decode lanes).
-async fn load_model(
-    config: &Config,
-    spec: &config::ModelSpec,
-    observer: Arc<dyn scheduler::LoopObserver>,
-) -> anyhow::Result<http::served::Served> {
-    let path = spec.path.clone();
-    let failed = || format!("cannot start on model {}", spec.path.display());
-    let dir = tokio::task::spawn_blocking(move || model::ModelDir::read(&path))
-        .await
-        .context("model reading task")?
-        .with_context(failed)?;
-    let plan = plan::ThreadPlan::for_host(config, dir.quantization.is_some());
-    let (scheduler, info) = {
-        let (dir, sessions, solo) = (dir.clone(), plan.sessions.clone(), plan.solo.clone());
-        let scheduling = plan.scheduler_settings(config);
-        tokio::task::spawn_blocking(move || SchedulerHandle::start(dir, sessions, scheduling, solo, observer))
-            .await
-            .context("model loading task")?
-            .with_context(failed)?
-    };
-    log_loaded(&spec.id(), &info, &plan, config);
-    let tasks = http::TaskSettings::resolve(config, &info.tasks)
-        .map_err(|e| anyhow::anyhow!("model {}: t5serve.json: {e}", spec.path.display()))?;
-    Ok(http::served::Served {
-        id: spec.id(),
-        scheduler,
-        tasks: Arc::new(tasks),
-        tokenizer: dir.tokenizer.clone(),
-        limits: Arc::new(api::Limits::new(config, dir.dims.vocab_size)),
-        info: Arc::new(info),
-    })
+/// With `load_all`, the models of `model_repository` (its subfolders, by name) that the config
+/// does not name already.
+fn repository_models(config: &Config) -> anyhow::Result<Vec<config::ModelSpec>> {
+    let Some(repo) = config.model_repository.as_ref().filter(|_| config.load_all) else { return Ok(Vec::new()) };
+    let named: Vec<String> = config.model.0.iter().map(config::ModelSpec::id).collect();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(repo).with_context(|| format!("model_repository {}", repo.display()))? {
+        let path = entry?.path();
+        let Some(id) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+        if path.is_dir() && config::ModelSpec::valid_id(&id) && !named.contains(&id) {
+            out.push(config::ModelSpec { id: Some(id), path });
+        }
+    }
+    out.sort_by_key(config::ModelSpec::id);
+    Ok(out)
 }
 
 /// A server listening on a socket; dropping it does not stop it, `shutdown` does.
@@ -126,8 +106,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // The default model must load; another that fails is reported and the rest are served.
     let mut served = Vec::with_capacity(specs.len());
     let mut failed = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
-        match load_model(&config, spec, observer.clone()).await {
+    for (i, spec) in specs.iter().chain(&repository_models(&config)?).enumerate() {
+        match http::served::load(&config, spec, observer.clone()).await {
             Ok(m) => served.push(m),
             Err(e) if i == 0 => return Err(e),
             Err(e) => {
@@ -136,7 +116,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         }
     }
-    let models = Arc::new(http::served::ModelSet::new(served, failed));
+    let loader = http::served::Loader { config: Arc::new(config.clone()), observer };
+    let models = Arc::new(http::served::ModelSet::new(served, failed, loader));
     let health = http::Health::default();
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
     let state = http::AppState {
@@ -204,50 +185,6 @@ async fn warm_up(state: http::AppState) -> bool {
     false
 }
 
-/// The start-up log line: what was loaded and the thread plan it runs with.
-fn log_loaded(id: &str, info: &scheduler::WorkerInfo, plan: &plan::ThreadPlan, config: &Config) {
-    let cpu = model::cpu::host();
-    let s = &plan.sessions;
-    tracing::info!(
-        model = %id,
-        dir = %info.model_dir.display(),
-        files = %info.files.join(", "),
-        decoder = info.layout,
-        d_model = info.dims.d_model,
-        layers = info.dims.num_layers,
-        decoder_layers = info.dims.num_decoder_layers,
-        heads = info.dims.num_heads,
-        vocab = info.dims.vocab_size,
-        joins_running_batch = info.can_join,
-        weights = info.weights(),
-        quantization = %info.quantization.as_ref().map_or_else(|| "none".to_string(), |q| q.to_string()),
-        execution_provider = info.execution_provider,
-        device_id = ?info.cuda_device,
-        cpu_features = %cpu.names().join(","),
-        int8_kernel = cpu.int8_kernel().name(),
-        decode_lanes = plan.lanes,
-        intra_op_threads = s.intra_threads,
-        ort_thread_pool = if s.global_pool { "global" } else { "per-session" },
-        prefill_thread = s.prefill_threads.is_some(),
-        solo_sessions = plan.solo.is_some(),
-        prefill_and_step_threads = ?s.split_threads(),
-        http_threads = plan.http_threads,
-        tokenizer_threads = config.tokenizer_threads,
-        intra_op_spinning = s.spinning,
-        load_seconds = info.load_seconds,
-        "model loaded"
-    );
-    if info.int8_may_saturate() {
-        tracing::warn!(
-            int8_kernel = cpu.int8_kernel().name(),
-            "this int8 model has signed 8-bit weights, and this CPU has neither VNNI nor AMX: ONNX Runtime's \
-             u8 x s8 kernel adds pairs of products in 16 bits with saturation, so outputs can differ from \
-             other CPUs and lose accuracy; re-quantize with scripts/quantize_model.py --reduce-range \
-             (7-bit weights, which cannot saturate) or serve the float32 export"
-        );
-    }
-}
-
 /// Serves until SIGINT or SIGTERM, then drains in-flight requests. If a decode lane dies,
 /// stops at once with an error (the process exits non-zero, and the orchestrator restarts it):
 /// it never goes on serving with a cache in an unknown state. A warm-up that fails every
@@ -256,7 +193,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut server = start(config).await?;
     let models = server.models.clone();
     let decode_died = async move {
-        while models.all().all(|m| m.scheduler.is_alive()) {
+        while models.all().iter().all(|m| m.scheduler.is_alive()) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };

@@ -163,3 +163,101 @@ async fn a_model_that_fails_to_load_is_reported_and_the_others_serve() {
     server.shutdown().await.unwrap();
     std::fs::remove_dir_all(&broken).unwrap();
 }
+
+/// The bundled model's optimum cases as /v1/generate requests for the model `numbers`.
+fn numbers_cases(n: usize) -> Vec<(Value, String)> {
+    cases().into_iter().filter(|c| c.model == "numbers").take(n).map(|c| (c.body, c.text)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_loaded_unloaded_and_reloaded_by_name() {
+    let repo = std::env::temp_dir().join(format!("t5serve-repo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::create_dir_all(&repo).unwrap();
+    std::os::unix::fs::symlink(bundled(), repo.join("numbers")).unwrap();
+    let server = common::start_server_with(tiny_model(), |c| c.model_repository = Some(repo.clone())).await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let cases = numbers_cases(40);
+    let generate = format!("{base}/v1/generate");
+
+    // In the repository, not loaded yet.
+    let (status, body) = post(&client, &generate, cases[0].0.clone()).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(&client, &format!("{base}/v1/models/nothing-here/load"), json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(&client, &format!("{base}/v1/models/numbers/load"), json!({})).await;
+    assert_eq!((status, &body["state"], &body["reloaded"]), (200, &json!("ready"), &json!(false)), "{body}");
+    for (req, text) in &cases[..5] {
+        let (status, body) = post(&client, &generate, req.clone()).await;
+        assert_eq!((status, body["generated_text"].as_str()), (200, Some(text.as_str())), "{body}");
+    }
+    let state: Value = client.get(format!("{base}/v1/models/numbers")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state["state"], "ready");
+
+    // Unload while 20 requests are in flight: all 20 complete, then 404.
+    let long = |i: usize| json!({"model": "numbers", "inputs": cases[i].0["inputs"], "parameters": {"max_new_tokens": 48, "min_new_tokens": 48}});
+    let in_flight: Vec<_> = (0..20)
+        .map(|i| {
+            let (client, url, body) = (client.clone(), generate.clone(), long(i));
+            tokio::spawn(async move { post(&client, &url, body).await })
+        })
+        .collect();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let rows = common::metric(&client, server.addr, "t5serve_queue_size").await
+            + common::metric(&client, server.addr, "t5serve_active_rows").await;
+        if rows >= 20.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "the 20 requests never were in flight together");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let (status, body) = post(&client, &format!("{base}/v1/models/numbers/unload"), json!({})).await;
+    assert_eq!((status, &body["state"]), (200, &json!("unloaded")), "{body}");
+    for t in in_flight {
+        let (status, body) = t.await.unwrap();
+        assert_eq!((status, &body["usage"]["generated_tokens"]), (200, &json!(48)), "{body}");
+    }
+    let (status, body) = post(&client, &generate, cases[0].0.clone()).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not served"), "{body}");
+    let listed: Value = client.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+    assert!(listed["models"].as_array().unwrap().iter().all(|m| m["id"] != "numbers"), "{listed}");
+    let (status, _) = post(&client, &format!("{base}/v1/models/tiny-t5/unload"), json!({})).await;
+    assert_eq!(status, 409, "the default model stays");
+
+    // Load again: it answers again.
+    let (status, body) = post(&client, &format!("{base}/v1/models/numbers/load"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&client, &generate, cases[1].0.clone()).await;
+    assert_eq!((status, body["generated_text"].as_str()), (200, Some(cases[1].1.as_str())), "{body}");
+
+    // Reload under load: no request fails, and every answer is the reference's.
+    let cases = Arc::new(cases);
+    let load: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, url, cases) = (client.clone(), generate.clone(), cases.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for i in 0..15 {
+                    let (req, text) = &cases[(w * 15 + i) % cases.len()];
+                    let (status, body) = post(&client, &url, req.clone()).await;
+                    if status != 200 || body["generated_text"] != text.as_str() {
+                        failures.push(format!("{status} {body}"));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (status, body) = post(&client, &format!("{base}/v1/models/numbers/load"), json!({})).await;
+    assert_eq!((status, &body["reloaded"]), (200, &json!(true)), "{body}");
+    for t in load {
+        let failures = t.await.unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    server.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&repo).unwrap();
+}

@@ -7,8 +7,8 @@ use axum::response::IntoResponse;
 use super::AppState;
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        app.metrics.render(&app.models.all().map(|m| m.scheduler.stats.as_ref()).collect::<Vec<_>>()),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], {
+        let stats = app.models.stats();
+        app.metrics.render(&stats.iter().map(AsRef::as_ref).collect::<Vec<_>>())
+    })
 }

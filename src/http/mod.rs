@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod collect;
+pub mod control;
 pub mod error;
 pub mod generate;
 pub mod health;
@@ -236,6 +237,9 @@ async fn method_not_allowed() -> ApiError {
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/generate"),
     ("get", "/v1/models"),
+    ("get", "/v1/models/{id}"),
+    ("post", "/v1/models/{id}/load"),
+    ("post", "/v1/models/{id}/unload"),
     ("post", "/v1/classify"),
     ("post", "/v1/translate"),
     ("get", "/v1/translate/languages"),
@@ -293,6 +297,9 @@ pub fn router(state: AppState, body: BodyLimits, access: Access) -> Router {
         .route("/openapi.yaml", get(openapi::yaml))
         .route("/openapi.json", get(openapi::json))
         .route("/v1/models", get(models::models))
+        .route("/v1/models/{id}", get(control::model))
+        .route("/v1/models/{id}/load", post(control::load))
+        .route("/v1/models/{id}/unload", post(control::unload))
         .route("/v1/classify", post(classify::classify))
         .route("/v1/translate", post(translate::translate))
         .route("/v1/translate/languages", get(translate::languages))

@@ -6,10 +6,10 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::served::Served;
+use super::served::{Served, State as ModelState};
 
 pub async fn models(State(app): State<AppState>) -> Json<Value> {
-    let all: Vec<&std::sync::Arc<Served>> = app.models.all().collect();
+    let all = app.models.all();
     let default = app.models.default_model();
     let info = &default.info;
     Json(json!({
@@ -24,13 +24,17 @@ pub async fn models(State(app): State<AppState>) -> Json<Value> {
         "models": all
             .iter()
             .map(|m| describe(m))
-            .chain(app.models.failed().iter().map(|(id, why)| json!({"id": id, "state": "failed", "reason": why})))
+            .chain(app.models.states().into_iter().filter_map(|(id, s)| match s {
+                ModelState::Ready(_) => None,
+                ModelState::Failed(why) => Some(json!({"id": id, "state": "failed", "reason": why})),
+                other => Some(json!({"id": id, "state": other.name()})),
+            }))
             .collect::<Vec<_>>(),
     }))
 }
 
 /// One model's entry in t5serve's fields.
-fn describe(m: &Served) -> Value {
+pub fn describe(m: &Served) -> Value {
     let (d, l, info) = (&m.info.dims, &m.limits, &m.info);
     json!({
         "id": m.id,

@@ -63,13 +63,13 @@ impl AppState {
     /// (each on its lane's own sessions). An internal request: no client limit applies.
     pub async fn warm_up(&self) -> Result<(), ApiError> {
         for model in self.models.all() {
-            self.warm_up_model(model).await?;
+            self.warm_up_model(&model).await?;
         }
         Ok(())
     }
 
-    /// The warm-up of one model.
-    async fn warm_up_model(&self, model: &Arc<Served>) -> Result<(), ApiError> {
+    /// The warm-up of one model (a loaded or reloaded one before it serves).
+    pub async fn warm_up_model(&self, model: &Arc<Served>) -> Result<(), ApiError> {
         #[cfg(feature = "fault-injection")]
         let seed = crate::faults::warm_up_seed();
         #[cfg(not(feature = "fault-injection"))]

@@ -25,6 +25,8 @@ pub struct SchedulerHandle {
     /// One lane's memory budget: a row must fit it alone.
     max_batch_bytes: usize,
     pub stats: SharedStats,
+    /// Held by every decode thread until it has ended (its sessions dropped).
+    threads: std::sync::Weak<()>,
 }
 
 /// The handle's end of one decode lane.
@@ -72,6 +74,7 @@ impl SchedulerHandle {
             None => None,
         };
         let mut lanes = Vec::with_capacity(count);
+        let running = Arc::new(());
         for (index, load) in loads.iter().enumerate() {
             let (jobs, job_rx) = std_mpsc::channel::<Vec<RowRequest>>();
             let others = loads.iter().enumerate().filter(|&(i, _)| i != index).map(|(_, l)| l.clone()).collect();
@@ -86,9 +89,13 @@ impl SchedulerHandle {
                 stats: stats.clone(),
                 load: load.clone(),
             };
-            let ready = ready_tx.clone();
+            let (ready, token) = (ready_tx.clone(), running.clone());
             let name = if count == 1 { "t5serve-decode".to_string() } else { format!("t5serve-decode-{index}") };
-            std::thread::Builder::new().name(name).spawn(move || lane.run(ready, job_rx)).map_err(|e| {
+            let thread = move || {
+                lane.run(ready, job_rx);
+                drop(token);
+            };
+            std::thread::Builder::new().name(name).spawn(thread).map_err(|e| {
                 SchedulerError::Startup(crate::model::ModelError::Runtime(format!(
                     "cannot spawn the decode thread: {e}"
                 )))
@@ -102,7 +109,8 @@ impl SchedulerHandle {
         }
         let info = WorkerInfo::new(&dir, &sessions, started.elapsed().as_secs_f64());
         let max_batch_bytes = lane_settings.max_batch_bytes;
-        Ok((Self { lanes: lanes.into(), alive, cost, max_batch_bytes, stats }, info))
+        let threads = Arc::downgrade(&running);
+        Ok((Self { lanes: lanes.into(), alive, cost, max_batch_bytes, stats, threads }, info))
     }
 
     /// Refuses at once a row that could never fit a lane's memory budget, even alone.
@@ -141,6 +149,12 @@ impl SchedulerHandle {
             }
         }
         Ok(())
+    }
+
+    /// Counts the decode threads still running (`strong_count`) without keeping them: once
+    /// every handle is dropped, each ends when its rows are done, dropping its sessions.
+    pub fn threads(&self) -> std::sync::Weak<()> {
+        self.threads.clone()
     }
 
     /// Decode lanes.
