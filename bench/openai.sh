@@ -44,21 +44,7 @@ fi
 export NEW_TOKENS=32
 mkdir -p "$WORK" "$RESULTS_DIR"
 
-[ -x "$PY" ] || { echo "no $PY: create it as bench/run.sh does (scripts/requirements.txt)" >&2; exit 1; }
-# The benchmark shapes are built here when absent (scripts/make_test_models.py, then
-# scripts/quantize_model.py for the int8 copy); any other model directory must exist.
-if [ ! -f "$MODEL/encoder_model.onnx" ]; then
-  case "$MODEL" in
-    models/t5-small-shape | models/t5-base-shape | models/t5-small-shape-int8 | models/t5-base-shape-int8)
-      base="${MODEL%-int8}"
-      shape="${base#models/}"
-      [ -f "$base/encoder_model.onnx" ] || "$PY" scripts/make_test_models.py --shape "${shape%-shape}"
-      [ "$base" = "$MODEL" ] || "$PY" scripts/quantize_model.py "$base" "$MODEL" ;;
-    *) echo "no $MODEL/encoder_model.onnx" >&2; exit 1 ;;
-  esac
-fi
-scripts/setup_ort.sh >/dev/null
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin t5serve
+prepare_bench "$MODEL" "$PY"
 
 NAME="$RESULTS_DIR/$(date +%Y-%m-%d-%H%M)-openai-$(basename "$MODEL")"
 OUT="$WORK/openai-results.jsonl"

@@ -3,6 +3,7 @@
 #   start_server LOG serve-args...   sets SERVER, kills it on exit, waits until /health answers
 #   stop_server                      stops it and waits
 #   require_prompt                   sets PROMPT; fails unless bench/run.sh has written it
+#   prepare_bench MODEL PY           the bench model (built when it is a benchmark shape), ONNX Runtime, the binary
 #   cpu_report                       the CPU as JSON: model name, cores, and what `t5serve cpu` says
 #                                    (the instruction sets that decide ONNX Runtime's kernels)
 
@@ -45,4 +46,25 @@ build() {
   cargo build --release --quiet "$@" --bin t5serve --example loadgen
   LOADGEN=target/release/examples/loadgen
   echo "CPU: $(cpu_report)"
+}
+
+# Everything a benchmark of model directory $1 needs, with the Python of $2: the benchmark shapes
+# are built when absent (scripts/make_test_models.py, then scripts/quantize_model.py for the int8
+# copy; any other model directory must exist), ONNX Runtime, and the release binary (unless
+# SKIP_BUILD is set).
+prepare_bench() {
+  local model="$1" py="$2" base shape
+  [ -x "$py" ] || { echo "no $py: create it as bench/run.sh does (scripts/requirements.txt)" >&2; exit 1; }
+  if [ ! -f "$model/encoder_model.onnx" ]; then
+    case "$model" in
+      models/t5-small-shape | models/t5-base-shape | models/t5-small-shape-int8 | models/t5-base-shape-int8)
+        base="${model%-int8}"
+        shape="${base#models/}"
+        [ -f "$base/encoder_model.onnx" ] || "$py" scripts/make_test_models.py --shape "${shape%-shape}"
+        [ "$base" = "$model" ] || "$py" scripts/quantize_model.py "$base" "$model" ;;
+      *) echo "no $model/encoder_model.onnx" >&2; exit 1 ;;
+    esac
+  fi
+  scripts/setup_ort.sh >/dev/null
+  [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin t5serve
 }

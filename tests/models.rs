@@ -261,3 +261,38 @@ async fn models_are_loaded_unloaded_and_reloaded_by_name() {
     server.shutdown().await.unwrap();
     std::fs::remove_dir_all(&repo).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_model_cannot_take_a_quiet_models_share_of_admission() {
+    let models = ModelList(vec![spec("numbers", bundled()), spec("tiny", tiny_model())]);
+    let server = common::start_server_with(tiny_model(), |c| {
+        c.model = models;
+        c.max_concurrent_requests = 4;
+    })
+    .await;
+    let generate = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    // Two models under max_concurrent_requests = 4: each may hold 3 (pipeline::model_share).
+    // Three long streams hold the busy model's share.
+    let long = json!({"model": "numbers", "inputs": "translate English to German: seven", "stream": true,
+                      "parameters": {"max_new_tokens": 512, "min_new_tokens": 512}});
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let r = client.post(&generate).json(&long).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        held.push(r);
+    }
+    let (status, body) =
+        post(&client, &generate, json!({"model": "numbers", "inputs": "translate English to German: one"})).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("share"), "{body}");
+    // The quiet model still answers, exactly.
+    let g = golden();
+    let case = g.cases.iter().find(|c| !c.prompt.is_empty()).unwrap();
+    let params = json!({"max_new_tokens": g.steps, "min_new_tokens": g.min_new_tokens});
+    let (status, body) =
+        post(&client, &generate, json!({"model": "tiny", "inputs": case.prompt, "parameters": params})).await;
+    assert_eq!((status, body["generated_text"].as_str()), (200, Some(case.text.as_str())), "{body}");
+    drop(held);
+    server.shutdown().await.unwrap();
+}

@@ -43,7 +43,32 @@ pub struct Submitted {
     /// When the request times out (`None` for internal callers).
     pub(super) deadline: Option<tokio::time::Instant>,
     /// Held until the answer is complete (a stream's end included).
-    pub(super) _permit: Option<OwnedSemaphorePermit>,
+    pub(super) _permit: Option<Admitted>,
+}
+
+/// A client request's admission: a permit of `max_concurrent_requests`, and one of its model's
+/// share; both are given back when the answer is complete.
+pub struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    model: Arc<Served>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.model.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The most requests one model may hold when `models` models are served: all of
+/// `max_concurrent_requests` alone; with others, all but a reserve that each other model keeps
+/// (`max_concurrent_requests / (2 * models)`, at least 1), so that a burst on one model cannot
+/// take the permits of a quiet one.
+pub fn model_share(max_concurrent_requests: usize, models: usize) -> usize {
+    if models <= 1 {
+        return max_concurrent_requests;
+    }
+    let reserve = (max_concurrent_requests / (2 * models)).max(1);
+    max_concurrent_requests.saturating_sub((models - 1) * reserve).max(1)
 }
 
 impl Submitted {
@@ -98,17 +123,32 @@ impl AppState {
         Ok(())
     }
 
-    /// Admission: a permit, or 429 at once rather than an unbounded wait; 503 while draining.
-    fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// Admission: a permit, within the model's share, or 429 at once rather than an unbounded
+    /// wait; 503 while draining.
+    fn admit(&self, model: &Arc<Served>) -> Result<Admitted, ApiError> {
+        use std::sync::atomic::Ordering;
         if self.health.is_draining() {
             return Err(ApiError::Unavailable("the server is shutting down".into()));
         }
-        self.admission.clone().try_acquire_owned().map_err(|_| {
-            ApiError::Overloaded(format!(
-                "the server is at max_concurrent_requests ({}); retry later",
-                self.limits.max_concurrent_requests
-            ))
-        })
+        let total = self.limits.max_concurrent_requests;
+        let models = self.models.ready_count();
+        let share = model_share(total, models);
+        if model.in_flight.fetch_add(1, Ordering::SeqCst) >= share {
+            model.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::Overloaded(format!(
+                "model {:?} holds its share of max_concurrent_requests ({share} of {total}, with {models} models \
+                 served; the rest is kept for the others); retry later",
+                model.id
+            )));
+        }
+        match self.admission.clone().try_acquire_owned() {
+            // The model's share is given back when `Admitted` is dropped.
+            Ok(permit) => Ok(Admitted { _permit: permit, model: model.clone() }),
+            Err(_) => {
+                model.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Err(ApiError::Overloaded(format!("the server is at max_concurrent_requests ({total}); retry later")))
+            }
+        }
     }
 
     /// The error of a client request that ran out of `request_timeout_ms`; `where_` says what
@@ -133,7 +173,7 @@ impl AppState {
         let (permit, deadline) = match caller {
             Caller::Client => {
                 let timeout = std::time::Duration::from_millis(self.limits.request_timeout_ms);
-                (Some(self.admit()?), Some(tokio::time::Instant::from(arrived + timeout)))
+                (Some(self.admit(model)?), Some(tokio::time::Instant::from(arrived + timeout)))
             }
             Caller::Internal => (None, None),
         };
@@ -193,5 +233,21 @@ impl AppState {
         self.metrics.input_tokens_total.inc_by(rows.iter().map(|r| r.input_ids.len() as u64).sum());
         model.scheduler.submit(rows)?;
         Ok(receivers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_share;
+
+    #[test]
+    fn each_other_model_keeps_a_reserve_of_the_admission_permits() {
+        assert_eq!(model_share(256, 1), 256);
+        // Two models: each keeps 256 / 4 = 64 that the other cannot take.
+        assert_eq!(model_share(256, 2), 192);
+        assert_eq!(model_share(256, 4), 256 - 3 * 32);
+        // Small limits still leave every model at least one.
+        assert_eq!(model_share(4, 2), 3);
+        assert_eq!(model_share(2, 8), 1);
     }
 }

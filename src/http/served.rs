@@ -33,6 +33,9 @@ pub struct Served {
     pub tasks: Arc<TaskSettings>,
     /// The request limits, with this model's vocabulary.
     pub limits: Arc<Limits>,
+    /// Client requests admitted to it and not yet answered (its share of
+    /// `max_concurrent_requests`, `pipeline::model_share`).
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// Where a model stands.
@@ -133,6 +136,11 @@ impl ModelSet {
         self.get(None).expect("the default model is always ready")
     }
 
+    /// How many models are ready.
+    pub fn ready_count(&self) -> usize {
+        self.read().values().filter(|s| matches!(s, State::Ready(_))).count()
+    }
+
     /// Every ready model.
     pub fn all(&self) -> Vec<Arc<Served>> {
         self.read().values().filter_map(|s| if let State::Ready(m) = s { Some(m.clone()) } else { None }).collect()
@@ -225,6 +233,7 @@ pub async fn load(config: &Config, spec: &ModelSpec, observer: Arc<dyn LoopObser
         tokenizer: dir.tokenizer.clone(),
         limits: Arc::new(Limits::new(config, dir.dims.vocab_size)),
         info: Arc::new(info),
+        in_flight: Default::default(),
     })
 }
 
