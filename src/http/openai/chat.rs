@@ -21,7 +21,7 @@ use super::super::error::ErrorBody;
 use super::super::pipeline::{Caller, Prompt};
 use super::super::served::Served;
 use super::logprobs::{ChatToken, chat_token};
-use super::{OaiJson, OpenAiError, Sampling, StreamOptions, Usage, invalid};
+use super::{Chunks, OaiJson, OpenAiError, Sampling, StreamOptions, Usage, invalid};
 
 /// Most alternatives per token (`top_logprobs`), as OpenAI.
 pub const MAX_TOP_LOGPROBS: i64 = 20;
@@ -199,7 +199,9 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
     });
     if stream {
         let rows = (0..n).map(|_| (false, StopHold::new(stops.clone()))).collect();
-        let format = ChatStream { head, top, include_usage, rows, usage: Usage::default() };
+        let mut head = head;
+        head["object"] = json!("chat.completion.chunk");
+        let format = ChatStream { chunks: Chunks::new(head, include_usage), top, rows };
         return Ok(submitted.stream(format).into_response());
     }
     let rows = submitted.collect().await?;
@@ -234,28 +236,18 @@ pub async fn chat(State(app): State<AppState>, OaiJson(req): OaiJson<ChatRequest
 /// `chat.completion.chunk` lines, for each choice (their chunks interleave): the role first,
 /// then content deltas, then the finish reason; at the end, usage when asked, then `[DONE]`.
 struct ChatStream {
-    /// `id`, `created`, `model`, `system_fingerprint`.
-    head: Value,
+    /// The chunks' shared fields, and the usage.
+    chunks: Chunks,
     top: Option<usize>,
-    include_usage: bool,
     /// Each choice's state: whether its role has been sent, and what keeps the stop sequence
     /// out of its content.
     rows: Vec<(bool, StopHold)>,
-    /// Summed as choices finish.
-    usage: Usage,
 }
 
 impl ChatStream {
     fn chunk(&self, index: usize, delta: Value, logprobs: Option<Value>, finish: Option<FinishReason>) -> SseEvent {
-        let mut chunk = self.head.clone();
-        chunk["object"] = json!("chat.completion.chunk");
-        chunk["choices"] = json!([{
-            "index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish.map(super::finish_reason),
-        }]);
-        if self.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        super::data(&chunk)
+        let finish_reason = finish.map(super::finish_reason);
+        self.chunks.chunk(json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}))
     }
 }
 
@@ -277,7 +269,7 @@ impl StreamFormat for ChatStream {
 
     fn finish(&mut self, row: usize, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
         // The choices share one prompt.
-        self.usage.add(row == 0, usage);
+        self.chunks.finished(row == 0, usage);
         let rest = self.rows.get_mut(row).map(|(_, h)| h.finish(reason == FinishReason::Stop)).unwrap_or_default();
         let mut events = Vec::new();
         if !rest.is_empty() {
@@ -288,16 +280,7 @@ impl StreamFormat for ChatStream {
     }
 
     fn end(&mut self) -> Vec<SseEvent> {
-        let mut events = Vec::new();
-        if self.include_usage {
-            let mut last = self.head.clone();
-            last["object"] = json!("chat.completion.chunk");
-            last["choices"] = json!([]);
-            last["usage"] = json!(self.usage);
-            events.push(super::data(&last));
-        }
-        events.push(super::done());
-        events
+        self.chunks.end()
     }
 
     fn error(&mut self, e: ErrorBody) -> SseEvent {

@@ -20,7 +20,7 @@ use super::super::collect::{Collected, StreamFormat};
 use super::super::error::ErrorBody;
 use super::super::pipeline::Caller;
 use super::logprobs::Legacy;
-use super::{OaiJson, OpenAiError, PromptInput, Sampling, StreamOptions, Usage, invalid};
+use super::{Chunks, OaiJson, OpenAiError, PromptInput, Sampling, StreamOptions, Usage, invalid};
 
 /// Most alternatives per token in the legacy `logprobs` object, as OpenAI.
 pub const MAX_LOGPROBS: i64 = 5;
@@ -104,15 +104,14 @@ pub async fn completions(
     if stream {
         let rows =
             (0..texts.len() * n).map(|_| RowState { echoed: !echo, chars: 0, hold: StopHold::new(stops.clone()) });
+        let head = json!({"id": id, "object": "text_completion", "created": super::now(), "model": model.id});
         let format = CompletionStream {
-            head: json!({"id": id, "object": "text_completion", "created": super::now(), "model": model.id}),
+            chunks: Chunks::new(head, include_usage),
             prompts: texts,
             n,
             logprobs,
-            include_usage,
             tokenizer: model.tokenizer.clone(),
             rows: rows.collect(),
-            usage: Usage::default(),
         };
         return Ok(submitted.stream(format).into_response());
     }
@@ -172,19 +171,16 @@ pub fn best(mut rows: Vec<Collected>, n: usize) -> Vec<Collected> {
 /// `data: {chunk}` lines (`text_completion` objects, each with the choice it belongs to; the
 /// choices' chunks interleave), then usage when asked, then `[DONE]`.
 struct CompletionStream {
-    /// `id`, `object`, `created`, `model`.
-    head: Value,
+    /// The chunks' shared fields, and the usage.
+    chunks: Chunks,
     /// The prompts' texts (sent before a choice's first token with `echo`).
     prompts: Vec<String>,
     /// Choices per prompt.
     n: usize,
     logprobs: Option<usize>,
-    include_usage: bool,
     tokenizer: std::sync::Arc<crate::model::TextTokenizer>,
     /// Each choice's state, by index.
     rows: Vec<RowState>,
-    /// Summed as choices finish.
-    usage: Usage,
 }
 
 /// A streamed choice.
@@ -199,14 +195,8 @@ struct RowState {
 
 impl CompletionStream {
     fn chunk(&self, index: usize, text: &str, logprobs: Option<Legacy>, finish: Option<FinishReason>) -> SseEvent {
-        let mut chunk = self.head.clone();
-        chunk["choices"] = json!([{
-            "index": index, "text": text, "logprobs": logprobs, "finish_reason": finish.map(super::finish_reason),
-        }]);
-        if self.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        super::data(&chunk)
+        let finish_reason = finish.map(super::finish_reason);
+        self.chunks.chunk(json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}))
     }
 }
 
@@ -241,21 +231,13 @@ impl StreamFormat for CompletionStream {
     }
 
     fn finish(&mut self, row: usize, _text: String, reason: FinishReason, usage: api::Usage) -> Vec<SseEvent> {
-        self.usage.add(row.is_multiple_of(self.n), usage);
+        self.chunks.finished(row.is_multiple_of(self.n), usage);
         let rest = self.rows.get_mut(row).map(|r| r.hold.finish(reason == FinishReason::Stop)).unwrap_or_default();
         vec![self.chunk(row, &rest, None, Some(reason))]
     }
 
     fn end(&mut self) -> Vec<SseEvent> {
-        let mut events = Vec::new();
-        if self.include_usage {
-            let mut last = self.head.clone();
-            last["choices"] = json!([]);
-            last["usage"] = json!(self.usage);
-            events.push(super::data(&last));
-        }
-        events.push(super::done());
-        events
+        self.chunks.end()
     }
 
     fn error(&mut self, e: ErrorBody) -> SseEvent {

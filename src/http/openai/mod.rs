@@ -361,12 +361,51 @@ impl Usage {
     pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
         Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
     }
+}
 
-    /// Counts a finished choice of a stream: its tokens, and its prompt's when `first` of the
+/// What every chunk of a stream shares, completions' and chat's alike: the fields each chunk
+/// repeats (`id`, `object`, `created`, `model`...), `"usage": null` on each when the stream ends
+/// with usage, the usage summed as choices finish, and the end (usage when asked, `[DONE]`).
+pub struct Chunks {
+    head: Value,
+    include_usage: bool,
+    usage: Usage,
+}
+
+impl Chunks {
+    pub fn new(head: Value, include_usage: bool) -> Self {
+        Self { head, include_usage, usage: Usage::default() }
+    }
+
+    /// A chunk of one choice (its `index`, its text or delta, `logprobs`, `finish_reason`).
+    pub fn chunk(&self, choice: Value) -> SseEvent {
+        let mut chunk = self.head.clone();
+        chunk["choices"] = json!([choice]);
+        if self.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        data(&chunk)
+    }
+
+    /// Counts a finished choice: its tokens, and its prompt's when it is the `first` of the
     /// prompt's choices (a prompt counts once, however many choices it has).
-    pub fn add(&mut self, first: bool, usage: crate::api::Usage) {
+    pub fn finished(&mut self, first: bool, usage: crate::api::Usage) {
         let prompt = if first { usage.input_tokens } else { 0 };
-        *self = Self::new(self.prompt_tokens + prompt, self.completion_tokens + usage.generated_tokens);
+        let u = self.usage;
+        self.usage = Usage::new(u.prompt_tokens + prompt, u.completion_tokens + usage.generated_tokens);
+    }
+
+    /// The stream's end: a chunk without choices carrying the usage, when asked, then `[DONE]`.
+    pub fn end(&self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        if self.include_usage {
+            let mut last = self.head.clone();
+            last["choices"] = json!([]);
+            last["usage"] = json!(self.usage);
+            events.push(data(&last));
+        }
+        events.push(done());
+        events
     }
 }
 
