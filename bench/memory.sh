@@ -23,7 +23,8 @@ build --features alloc-count
 start_server "$WORK/memory-server.log" --model "$MODEL" --max-concurrent-requests 1024 ${SERVER_FLAGS:-}
 URL="http://127.0.0.1:$PORT"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
-metric() { curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+# A metric summed over its series (most are split by the model label).
+metric() { curl -s "$URL/metrics" | awk -v m="$1" '{n = $1; sub(/\{.*/, "", n)} n == m {s += $2; f = 1} END {if (f) print s}'; }
 
 $LOADGEN "$URL" closed "$CONCURRENCY" 500 "$PROMPT" 32 >/dev/null
 warm=$(rss_kb)

@@ -21,7 +21,7 @@ URL="http://127.0.0.1:$PORT"
 $LOADGEN "$URL" closed 4 8 "$PROMPT" 32 >/dev/null
 single=$($LOADGEN "$URL" closed 1 20 "$PROMPT" 32)
 sat=$($LOADGEN "$URL" closed 32 192 "$PROMPT" 32)
-busy() { curl -s "$URL/metrics" | awk '$1 == "t5serve_encoder_duration_seconds_sum" || $1 == "t5serve_decode_step_duration_seconds_sum" {s += $2} END {print s}'; }
+busy() { curl -s "$URL/metrics" | awk '{n = $1; sub(/\{.*/, "", n)} n == "t5serve_encoder_duration_seconds_sum" || n == "t5serve_decode_step_duration_seconds_sum" {s += $2} END {print s}'; }
 echo "model $MODEL; single: $single"
 echo "saturation (closed loop, 32 clients): $sat"
 for f in $FRACTIONS; do

@@ -13,11 +13,14 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MODEL: &str = "models/t5-numbers";
 
 /// A served model, as the config names it: `[ID=]DIR`, the id defaulting to the directory's
-/// name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// name; in the file also a `[[models]]` table with `id`, `path` and the keys it sets for this
+/// model alone (those declared `#[scope(model)]`, `PER_MODEL_KEYS`).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelSpec {
     pub id: Option<String>,
     pub path: PathBuf,
+    /// This model's own values of per-model keys.
+    pub overrides: toml::Table,
 }
 
 impl ModelSpec {
@@ -40,8 +43,10 @@ impl std::str::FromStr for ModelSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('=') {
-            Some((id, path)) if ModelSpec::valid_id(id) => Ok(Self { id: Some(id.into()), path: path.into() }),
-            _ => Ok(Self { id: None, path: s.into() }),
+            Some((id, path)) if ModelSpec::valid_id(id) => {
+                Ok(Self { id: Some(id.into()), path: path.into(), ..Self::default() })
+            }
+            _ => Ok(Self { path: s.into(), ..Self::default() }),
         }
     }
 }
@@ -55,15 +60,26 @@ impl std::fmt::Display for ModelSpec {
     }
 }
 
-/// The served models, the first being the default: in the file one string or a list of them,
-/// as a flag `--model` given once or several times (or comma-separated in `T5SERVE_MODEL`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The served models, the first being the default: in the file one string, a list of them, or
+/// `[[models]]` tables; as a flag `--model` given once or several times (or comma-separated in
+/// `T5SERVE_MODEL`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelList(pub Vec<ModelSpec>);
 
 impl From<PathBuf> for ModelList {
     fn from(path: PathBuf) -> Self {
-        Self(vec![ModelSpec { id: None, path }])
+        Self(vec![ModelSpec { path, ..ModelSpec::default() }])
     }
+}
+
+/// A `[[models]]` table.
+#[derive(Serialize, Deserialize)]
+struct ModelTable {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    path: PathBuf,
+    #[serde(flatten)]
+    overrides: toml::Table,
 }
 
 impl FromFlag<Vec<ModelSpec>> for ModelList {
@@ -74,6 +90,14 @@ impl FromFlag<Vec<ModelSpec>> for ModelList {
 
 impl Serialize for ModelList {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.iter().any(|m| !m.overrides.is_empty()) {
+            let tables = self.0.iter().map(|m| ModelTable {
+                id: m.id.clone(),
+                path: m.path.clone(),
+                overrides: m.overrides.clone(),
+            });
+            return s.collect_seq(tables);
+        }
         let texts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
         match texts.as_slice() {
             [one] => s.serialize_str(one),
@@ -84,17 +108,23 @@ impl Serialize for ModelList {
 
 impl<'de> Deserialize<'de> for ModelList {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            One(String),
-            Many(Vec<String>),
-        }
-        let texts = match Form::deserialize(d)? {
-            Form::One(s) => vec![s],
-            Form::Many(v) => v,
+        use serde::de::Error;
+        let spec = |(i, v): (usize, toml::Value)| match v {
+            toml::Value::String(t) => t.parse().map_err(D::Error::custom),
+            toml::Value::Table(t) => {
+                let t: ModelTable = t.try_into().map_err(|e| D::Error::custom(format!("models[{i}]: {e}")))?;
+                Ok(ModelSpec { id: t.id, path: t.path, overrides: t.overrides })
+            }
+            other => Err(D::Error::custom(format!(
+                "models[{i}]: expected a directory (\"[ID=]DIR\") or a table with path, not {}",
+                other.type_str()
+            ))),
         };
-        texts.iter().map(|t| t.parse().map_err(serde::de::Error::custom)).collect::<Result<_, _>>().map(Self)
+        let entries = match toml::Value::deserialize(d)? {
+            toml::Value::Array(list) => list,
+            one => vec![one],
+        };
+        entries.into_iter().enumerate().map(spec).collect::<Result<_, _>>().map(Self)
     }
 }
 
@@ -157,14 +187,19 @@ macro_rules! config_keys {
             $(
                 $(#[doc = $doc:literal])+
                 #[flag($flag_ty:ty; $($flag:tt)*)]
+                $(#[serde($($serde:tt)*)])?
+                $(#[scope($scope:ident)])?
                 pub $key:ident: $ty:ty = $default:expr,
             )*
         }
     ) => {
         $(#[$meta])*
         pub struct $config {
-            $( $(#[doc = $doc])+ pub $key: $ty, )*
+            $( $(#[doc = $doc])+ $(#[serde($($serde)*)])? pub $key: $ty, )*
         }
+
+        /// The keys a `[[models]]` table may set for its model alone.
+        pub const PER_MODEL_KEYS: &[&str] = &[$($(per_model!($scope $key),)?)*];
 
         impl Default for $config {
             fn default() -> Self {
@@ -191,6 +226,13 @@ macro_rules! config_keys {
                 $( if let Some(v) = &o.$key { self.$key = FromFlag::from_flag(v.clone()); } )*
             }
         }
+    };
+}
+
+/// A key marked `#[scope(model)]`: its name.
+macro_rules! per_model {
+    (model $key:ident) => {
+        stringify!($key)
     };
 }
 
@@ -241,6 +283,7 @@ pub struct Config {
     /// Model directories in optimum's seq2seq-with-past layout, each `[ID=]DIR` (the id defaults
     /// to the directory's name); the first is the default model. Repeat the flag to serve several.
     #[flag(Vec<ModelSpec>; long, env = "T5SERVE_MODEL", value_delimiter = ',')]
+    #[serde(alias = "models")]
     pub model: ModelList = ModelList::from(PathBuf::from(DEFAULT_MODEL)),
     /// A folder whose subfolders are models that `POST /v1/models/{id}/load` loads by name.
     #[flag(PathBuf; long, env = "T5SERVE_MODEL_REPOSITORY")]
@@ -279,11 +322,13 @@ pub struct Config {
     /// 0 = an equal share of the cores), queue, and share of the batch size and memory budget; new
     /// requests go to the least loaded. With 1, the sessions use ort_thread_pool.
     #[flag(usize; long, env = "T5SERVE_DECODE_LANES")]
+    #[scope(model)]
     pub decode_lanes: usize = 0,
     /// With several decode lanes: one more set of sessions with a thread per core (one more copy
     /// of the weights in memory), shared by the lanes; a lane runs on it while the other lanes
     /// are idle, so that a lone request gets every core.
     #[flag(bool; long, env = "T5SERVE_SOLO_SESSIONS")]
+    #[scope(model)]
     pub solo_sessions: bool = true,
     /// Tokio worker threads (HTTP, JSON, SSE); 0 = auto: one per 4 cores, at least 1, so that
     /// HTTP work does not take the cores ONNX Runtime's pool runs on.
@@ -300,12 +345,15 @@ pub struct Config {
     pub device_id: u32 = 0,
     /// Longest accepted input, in tokens (EOS included).
     #[flag(usize; long, env = "T5SERVE_MAX_INPUT_TOKENS")]
+    #[scope(model)]
     pub max_input_tokens: usize = 512,
     /// Largest `max_new_tokens` a request may ask for.
     #[flag(usize; long, env = "T5SERVE_MAX_NEW_TOKENS_LIMIT")]
+    #[scope(model)]
     pub max_new_tokens_limit: usize = 512,
     /// `max_new_tokens` when a request does not set it.
     #[flag(usize; long, env = "T5SERVE_DEFAULT_MAX_NEW_TOKENS")]
+    #[scope(model)]
     pub default_max_new_tokens: usize = 64,
     /// Most inputs in one request.
     #[flag(usize; long, env = "T5SERVE_MAX_CLIENT_BATCH_SIZE")]
@@ -317,26 +365,32 @@ pub struct Config {
     /// Most work one request may ask for, in token-steps: over its inputs, the input tokens plus
     /// beams (or labels) times max_new_tokens (or the longest label); beyond it, 422. 0: no limit.
     #[flag(usize; long, env = "T5SERVE_MAX_REQUEST_COST")]
+    #[scope(model)]
     pub max_request_cost: usize = 131_072,
     /// Most stop sequences in one request.
     #[flag(usize; long, env = "T5SERVE_MAX_STOP_SEQUENCES")]
     pub max_stop_sequences: usize = 4,
     /// Most beams a request may ask for.
     #[flag(usize; long, env = "T5SERVE_MAX_NUM_BEAMS")]
+    #[scope(model)]
     pub max_num_beams: usize = 8,
     /// Most candidate labels in one classify request.
     #[flag(usize; long, env = "T5SERVE_MAX_LABELS")]
+    #[scope(model)]
     pub max_labels: usize = 64,
     /// Default labels of /v1/classify; empty means the model's own (its t5serve.json).
     #[flag(Vec<String>; long, env = "T5SERVE_CLASSIFY_LABELS", value_delimiter = ',')]
+    #[scope(model)]
     pub classify_labels: Vec<String> = Vec::new(),
     /// Default prompt of /v1/classify, with {text}; unset means the model's own, else "{text}".
     #[flag(String; long, env = "T5SERVE_CLASSIFY_TEMPLATE")]
+    #[scope(model)]
     pub classify_template: Option<String> = None,
     /// Language pairs of /v1/translate; empty means the model's own, else T5's
     /// (English to German, French and Romanian). As a flag: SOURCE:TARGET pairs,
     /// comma-separated, with T5's prompt; other templates in the file.
     #[flag(Vec<crate::tasks::translate::LanguagePair>; long, env = "T5SERVE_TRANSLATE_PAIRS", value_delimiter = ',')]
+    #[scope(model)]
     pub translate_pairs: Vec<crate::tasks::translate::LanguagePair> = Vec::new(),
     /// Largest accepted request body, in bytes.
     #[flag(usize; long, env = "T5SERVE_MAX_BODY_BYTES")]
@@ -358,18 +412,23 @@ pub struct Config {
     pub max_concurrent_requests: usize = 256,
     /// Most rows decoding at once, over all cohorts.
     #[flag(usize; long, env = "T5SERVE_MAX_BATCH_SIZE")]
+    #[scope(model)]
     pub max_batch_size: usize = 32,
     /// Memory budget of running rows (encoder output + worst-case key/value cache), in MiB.
     #[flag(usize; long, env = "T5SERVE_MAX_BATCH_MEMORY_MB")]
+    #[scope(model)]
     pub max_batch_memory_mb: usize = 1024,
     /// How long a queued request may wait for others to start a batch with, in milliseconds.
     #[flag(u64; long, env = "T5SERVE_MAX_QUEUE_DELAY_MS")]
+    #[scope(model)]
     pub max_queue_delay_ms: u64 = 2,
     /// Most batches (cohorts) decoding side by side.
     #[flag(usize; long, env = "T5SERVE_MAX_COHORTS")]
+    #[scope(model)]
     pub max_cohorts: usize = 4,
     /// Default deadline of a request while queued, in milliseconds; a request may set a shorter one.
     #[flag(u64; long, env = "T5SERVE_QUEUE_DEADLINE_MS")]
+    #[scope(model)]
     pub queue_deadline_ms: u64 = 30_000,
     /// Longest a request may take in all (queue and decoding), in milliseconds; then 504.
     #[flag(u64; long, env = "T5SERVE_REQUEST_TIMEOUT_MS")]
@@ -434,6 +493,9 @@ impl Config {
             if !ids.insert(m.id()) {
                 return Err(ConfigError(format!("model[{i}]: the id {:?} is served twice", m.id())));
             }
+            if !m.overrides.is_empty() {
+                self.for_model(m)?;
+            }
         }
         if self.model.0.is_empty() {
             return Err(ConfigError("model must name at least one model directory".into()));
@@ -477,6 +539,27 @@ impl Config {
         Ok(())
     }
 
+    /// The config model `spec` is served with: this one with the keys its `[[models]]` table
+    /// sets (only `PER_MODEL_KEYS`), validated.
+    pub fn for_model(&self, spec: &ModelSpec) -> Result<Config, ConfigError> {
+        let id = spec.id();
+        let fail = |e: String| ConfigError(format!("model {id:?}: {e}"));
+        let mut table = toml::Table::try_from(self).map_err(|e| fail(e.to_string()))?;
+        for (key, value) in &spec.overrides {
+            if !PER_MODEL_KEYS.contains(&key.as_str()) {
+                return Err(fail(format!(
+                    "{key} cannot be set for one model; a [[models]] table may set id, path, {}",
+                    PER_MODEL_KEYS.join(", ")
+                )));
+            }
+            table.insert(key.clone(), value.clone());
+        }
+        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| fail(e.message().to_string()))?;
+        config.model = ModelList(vec![ModelSpec { overrides: toml::Table::new(), ..spec.clone() }]);
+        config.validate().map_err(|e| fail(e.0))?;
+        Ok(config)
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         let host = if self.host == "localhost" { "127.0.0.1" } else { &self.host };
         format!("{host}:{}", self.port).parse().map_err(|e| ConfigError(format!("host/port: {e}")))
@@ -505,6 +588,50 @@ mod tests {
         for bad in ["..", ".hidden", "", "a/b"] {
             assert!(!ModelSpec::valid_id(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn models_tables_set_per_model_keys_for_their_model_alone() {
+        let text = r#"
+            max_batch_size = 16
+            [[models]]
+            id = "numbers"
+            path = "models/t5-numbers"
+            [[models]]
+            path = "tests/data/tiny-t5"
+            max_batch_size = 4
+            decode_lanes = 1
+            classify_labels = ["yes", "no"]
+        "#;
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        let [numbers, tiny] = c.model.0.as_slice() else { panic!("{:?}", c.model) };
+        assert_eq!((numbers.id(), tiny.id()), ("numbers".to_string(), "tiny-t5".to_string()));
+        let n = c.for_model(numbers).unwrap();
+        assert_eq!((n.max_batch_size, n.decode_lanes, n.classify_labels.len()), (16, 0, 0), "the process's values");
+        let t = c.for_model(tiny).unwrap();
+        assert_eq!((t.max_batch_size, t.decode_lanes), (4, 1));
+        assert_eq!(t.classify_labels, ["yes", "no"]);
+        assert_eq!((t.port, t.model.0[0].path.to_str()), (c.port, Some("tests/data/tiny-t5")));
+        // The tables round-trip through serialization (the per-model config is derived that way).
+        let again: Config = toml::Table::try_from(&c).unwrap().try_into().unwrap();
+        assert_eq!(again, c);
+
+        // A key that is the process's alone, a bad value, an unknown key: named, with the model.
+        let bad = |table: &str| {
+            let c: Config = toml::from_str(&format!("[[models]]\npath = \"m\"\n{table}")).unwrap();
+            c.validate().unwrap_err().0
+        };
+        let e = bad("port = 1");
+        assert!(e.contains("model \"m\": port cannot be set for one model") && e.contains("max_batch_size"), "{e}");
+        let e = bad("max_batch_size = 0");
+        assert!(e.contains("model \"m\": max_batch_size = 0 is out of range"), "{e}");
+        let e = bad("max_batch_size = \"many\"");
+        assert!(e.contains("model \"m\"") && e.contains("invalid type"), "{e}");
+        assert!(toml::from_str::<Config>("model = \"a\"\n[[models]]\npath = \"b\"").is_err(), "model and models");
+        let e = toml::from_str::<Config>("[[models]]\nid = \"a\"").unwrap_err().to_string();
+        assert!(e.contains("models[0]: missing field `path`"), "{e}");
+        assert!(PER_MODEL_KEYS.contains(&"max_batch_memory_mb") && !PER_MODEL_KEYS.contains(&"api_key"));
     }
 
     #[test]

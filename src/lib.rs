@@ -37,7 +37,7 @@ fn repository_models(config: &Config) -> anyhow::Result<Vec<config::ModelSpec>> 
         let path = entry?.path();
         let Some(id) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
         if path.is_dir() && config::ModelSpec::valid_id(&id) && !named.contains(&id) {
-            out.push(config::ModelSpec { id: Some(id), path });
+            out.push(config::ModelSpec { id: Some(id), path, ..Default::default() });
         }
     }
     out.sort_by_key(config::ModelSpec::id);
@@ -102,12 +102,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let provider = plan::ThreadPlan::for_host(&config, false).sessions.provider_name();
     let specs = &config.model.0;
     let metrics = Arc::new(metrics::Metrics::new(&specs[0].id(), provider, cpu));
-    let observer: Arc<dyn scheduler::LoopObserver> = metrics.clone();
     // The default model must load; another that fails is reported and the rest are served.
     let mut served = Vec::with_capacity(specs.len());
     let mut failed = Vec::new();
     for (i, spec) in specs.iter().chain(&repository_models(&config)?).enumerate() {
-        match http::served::load(&config, spec, observer.clone()).await {
+        match http::served::load(&config, spec, &metrics).await {
             Ok(m) => served.push(m),
             Err(e) if i == 0 => return Err(e),
             Err(e) => {
@@ -116,7 +115,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         }
     }
-    let loader = http::served::Loader { config: Arc::new(config.clone()), observer };
+    let loader = http::served::Loader { config: Arc::new(config.clone()), metrics: metrics.clone() };
     let models = Arc::new(http::served::ModelSet::new(served, failed, loader));
     let health = http::Health::default();
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));

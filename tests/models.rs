@@ -18,7 +18,7 @@ fn bundled() -> PathBuf {
 }
 
 fn spec(id: &str, path: PathBuf) -> ModelSpec {
-    ModelSpec { id: Some(id.into()), path }
+    ModelSpec { id: Some(id.into()), path, ..Default::default() }
 }
 
 /// A request and the answer its reference gives.
@@ -71,7 +71,10 @@ async fn two_models_in_one_process_each_answer_as_their_reference() {
     let cases = cases();
     assert!(cases.iter().filter(|c| c.model == "tiny").count() >= 3);
     assert!(cases.iter().filter(|c| c.model == "numbers").count() >= 100);
+    // Requests answered 200 by /v1/generate, by model: the metrics must count the same.
+    let mut answered = std::collections::BTreeMap::<&str, f64>::new();
     for c in &cases {
+        *answered.entry(c.model).or_default() += 1.0;
         let (status, body) = post(&client, &format!("{base}/v1/generate"), c.body.clone()).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["generated_text"], c.text.as_str(), "{} {}", c.model, c.body["inputs"]);
@@ -82,6 +85,7 @@ async fn two_models_in_one_process_each_answer_as_their_reference() {
     unnamed.as_object_mut().unwrap().remove("model");
     let (_, body) = post(&client, &format!("{base}/v1/generate"), unnamed).await;
     assert_eq!(body["generated_text"], first.text.as_str());
+    *answered.entry("tiny").or_default() += 1.0;
 
     // A mixed concurrent load across both: several hundred requests, 32 at a time, interleaved.
     let cases = Arc::new(cases);
@@ -105,13 +109,35 @@ async fn two_models_in_one_process_each_answer_as_their_reference() {
         let (status, same, model, inputs) = t.await.unwrap();
         assert_eq!(status, 200);
         assert!(same, "{model} {inputs} under a mixed load");
+        *answered.entry(model).or_default() += 1.0;
     }
+    // The metrics by model: each model's requests, and work done by each model's scheduler.
+    let metric = |q: String| {
+        let client = client.clone();
+        async move { common::metric(&client, server.addr, &q).await }
+    };
+    for (model, n) in &answered {
+        let q = format!("t5serve_requests_total{{route=\"/v1/generate\",status=\"200\",model=\"{model}\"}}");
+        assert_eq!(metric(q).await, *n, "{model}");
+        for name in ["t5serve_generated_tokens_total", "t5serve_batch_size_count", "t5serve_input_tokens_total"] {
+            assert!(metric(format!("{name}{{model=\"{model}\"}}")).await > 0.0, "{name} {model}");
+        }
+        let state = format!("t5serve_model_state{{model=\"{model}\",state=\"ready\"}}");
+        assert_eq!(metric(state).await, 1.0, "{model}");
+    }
+    let queued = common::metric(&client, server.addr, "t5serve_time_to_first_token_seconds_count").await;
+    let by_model = metric("t5serve_time_to_first_token_seconds_count{model=\"tiny\"}".into()).await
+        + metric("t5serve_time_to_first_token_seconds_count{model=\"numbers\"}".into()).await;
+    assert_eq!(queued, by_model, "every request's first token counts under its model");
 
     // An unknown id: 404 naming the id and the served models.
     let (status, body) = post(&client, &format!("{base}/v1/generate"), json!({"model": "nope", "inputs": "x"})).await;
     assert_eq!(status, 404, "{body}");
     let message = body["error"].as_str().unwrap();
     assert!(message.contains("\"nope\"") && message.contains("numbers, tiny"), "{message}");
+    // An id no model has never becomes a label value.
+    let unknown = "t5serve_requests_total{route=\"/v1/generate\",status=\"404\",model=\"\"}";
+    assert_eq!(common::metric(&client, server.addr, unknown).await, 1.0);
     // The task routes route too: the bundled model's own label set and language pairs.
     let (status, body) =
         post(&client, &format!("{base}/v1/classify"), json!({"model": "numbers", "inputs": "vierhundert"})).await;
@@ -137,8 +163,15 @@ async fn a_model_that_fails_to_load_is_reported_and_the_others_serve() {
     }
     // A corrupt graph.
     std::fs::write(broken.join("decoder_with_past_model.onnx"), b"not an onnx graph").unwrap();
-    let models = ModelList(vec![spec("tiny", tiny_model()), spec("broken", broken.clone())]);
-    let server = common::start_server_with(tiny_model(), |c| c.model = models).await;
+    // As a config file names them: [[models]] tables, the first with settings of its own.
+    let file = format!(
+        "[[models]]\nid = \"tiny\"\npath = {:?}\nmax_input_tokens = 100\nmax_labels = 3\n\
+         [[models]]\nid = \"broken\"\npath = {:?}\n",
+        tiny_model(),
+        broken
+    );
+    let file: t5serve::Config = toml::from_str(&file).unwrap();
+    let server = common::start_server_with(tiny_model(), |c| c.model = file.model).await;
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
 
@@ -148,6 +181,18 @@ async fn a_model_that_fails_to_load_is_reported_and_the_others_serve() {
     assert_eq!(failed["state"], "failed");
     assert!(failed["reason"].as_str().unwrap().contains("decoder_with_past_model.onnx"), "{failed}");
     assert_eq!(entries.iter().find(|m| m["id"] == "tiny").unwrap()["state"], "ready");
+    let metric = |q: &'static str| common::metric(&client, server.addr, q);
+    assert_eq!(metric("t5serve_model_state{model=\"broken\",state=\"failed\"}").await, 1.0);
+    assert_eq!(metric("t5serve_model_state{model=\"tiny\",state=\"ready\"}").await, 1.0);
+    assert_eq!(metric("t5serve_model_loads_total{model=\"broken\",result=\"failed\"}").await, 1.0);
+    assert_eq!(metric("t5serve_model_loads_total{model=\"tiny\",result=\"loaded\"}").await, 1.0);
+    // The tiny model's own settings.
+    let tiny: Value = client.get(format!("{base}/v1/models/tiny")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((&tiny["limits"]["max_input_tokens"], &tiny["limits"]["max_labels"]), (&json!(100), &json!(3)));
+    let four = json!({"inputs": "x", "labels": ["a", "b", "c", "d"]});
+    let (status, body) = post(&client, &format!("{base}/v1/classify"), four).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("max_labels"), "{body}");
 
     let g = golden();
     let case = g.cases.iter().find(|c| !c.prompt.is_empty()).unwrap();
@@ -226,6 +271,11 @@ async fn models_are_loaded_unloaded_and_reloaded_by_name() {
     assert!(listed["models"].as_array().unwrap().iter().all(|m| m["id"] != "numbers"), "{listed}");
     let (status, _) = post(&client, &format!("{base}/v1/models/tiny-t5/unload"), json!({})).await;
     assert_eq!(status, 409, "the default model stays");
+    // Its state is gone from the metrics; its counters stay (totals never go back).
+    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("t5serve_model_state{model=\"numbers\""), "{text}");
+    let answered = "t5serve_requests_total{route=\"/v1/generate\",status=\"200\",model=\"numbers\"}";
+    assert_eq!(common::metric(&client, server.addr, answered).await, 25.0);
 
     // Load again: it answers again.
     let (status, body) = post(&client, &format!("{base}/v1/models/numbers/load"), json!({})).await;

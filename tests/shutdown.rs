@@ -72,7 +72,11 @@ async fn sigterm_with_32_requests_in_flight_completes_all_of_them() {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-        let active = text.lines().find_map(|l| l.strip_prefix("t5serve_active_rows ")).map(|v| v.trim().to_string());
+        // One model: one series of the gauge.
+        let active = text
+            .lines()
+            .find_map(|l| l.strip_prefix("t5serve_active_rows{").and_then(|l| l.rsplit_once(' ')))
+            .map(|(_, v)| v.trim().to_string());
         if active.as_deref() == Some("32") {
             break;
         }

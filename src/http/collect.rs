@@ -15,9 +15,9 @@ use crate::model::TextTokenizer;
 use crate::scheduler::score::LabelScore;
 use crate::scheduler::{Event, RowError, Sequence};
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::pipeline::Submitted;
+use super::served::Served;
 
 /// A finished generation row.
 pub struct Collected {
@@ -88,7 +88,7 @@ impl Submitted {
         let gather = async {
             let mut out = Vec::with_capacity(rows.len());
             for (owner, rx) in rows {
-                out.push((owner, gather(&self.app, &self.model.tokenizer, rx, self.arrived).await?));
+                out.push((owner, gather(&self.model, rx, self.arrived).await?));
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(out)
@@ -113,12 +113,7 @@ impl Submitted {
 }
 
 /// Gathers one row's events until it finishes.
-async fn gather(
-    app: &AppState,
-    tokenizer: &TextTokenizer,
-    mut rx: UnboundedReceiver<Event>,
-    arrived: Instant,
-) -> Result<Output, ApiError> {
+async fn gather(model: &Served, mut rx: UnboundedReceiver<Event>, arrived: Instant) -> Result<Output, ApiError> {
     let mut text = String::new();
     let mut tokens = Vec::new();
     let mut sequences = Vec::new();
@@ -128,22 +123,22 @@ async fn gather(
             Event::Scores(s) => return Ok(Output::Scored(s)),
             Event::Embedding { vector, input_tokens } => return Ok(Output::Embedded(vector, input_tokens)),
             Event::Sequences(s) => {
-                app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                model.metrics.time_to_first_token.observe(arrived.elapsed().as_secs_f64());
                 text = s.first().map(|s| s.text.clone()).unwrap_or_default();
                 sequences = s;
             }
             Event::Token { id, text: piece, logprob, top } => {
                 if first_at.is_none() {
-                    app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                    model.metrics.time_to_first_token.observe(arrived.elapsed().as_secs_f64());
                     first_at = Some(Instant::now());
                 }
                 text.push_str(&piece);
-                tokens.push(token_info(tokenizer, id, piece, logprob, top));
+                tokens.push(token_info(&model.tokenizer, id, piece, logprob, top));
             }
             Event::Finished { reason, input_tokens, generated_tokens } => {
                 if let Some(first) = first_at.filter(|_| generated_tokens > 1) {
                     let per = first.elapsed().as_secs_f64() / (generated_tokens - 1) as f64;
-                    app.metrics.time_per_output_token_seconds.observe(per);
+                    model.metrics.time_per_output_token.observe(per);
                 }
                 let usage = Usage { input_tokens, generated_tokens };
                 return Ok(Output::Generated(Collected { sequences, text, tokens, reason, usage }));
@@ -245,7 +240,7 @@ async fn forward(
         match event {
             Some(Event::Token { id, text: piece, logprob, top }) => {
                 if first {
-                    app.metrics.time_to_first_token_seconds.observe(arrived.elapsed().as_secs_f64());
+                    s.model.metrics.time_to_first_token.observe(arrived.elapsed().as_secs_f64());
                     first = false;
                 }
                 r.text.push_str(&piece);

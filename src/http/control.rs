@@ -40,17 +40,17 @@ pub async fn load(State(app): State<AppState>, Path(id): Path<String>) -> Result
     let _busy = app.models.control(&id)?;
     let current = app.models.state(&id);
     let reload = matches!(current, Some(ModelState::Ready(_)));
-    let path = match &current {
-        Some(ModelState::Ready(m)) => m.path.clone(),
-        _ => repository_dir(&app, &id)?,
+    // A reload reads the same directory with the same per-model settings.
+    let spec = match &current {
+        Some(ModelState::Ready(m)) => m.spec.clone(),
+        _ => ModelSpec { id: Some(id.clone()), path: repository_dir(&app, &id)?, ..Default::default() },
     };
     if !reload {
         app.models.set(&id, ModelState::Loading);
     }
     let loader = &app.models.loader;
-    let spec = ModelSpec { id: Some(id.clone()), path };
     let started = std::time::Instant::now();
-    let loaded = match served::load(&loader.config, &spec, loader.observer.clone()).await {
+    let loaded = match served::load(&loader.config, &spec, &loader.metrics).await {
         Ok(m) => Arc::new(m),
         Err(e) => return Err(failed(&app, &id, current, format!("{e:#}"))),
     };

@@ -136,8 +136,19 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal("a handler panicked".into()).into_response()
 }
 
+tokio::task_local! {
+    /// The model the request being handled runs on, set by `AppState::submit`; `record` labels
+    /// the request's metrics with it. Only ids of served models are set, never one a client sent.
+    static REQUEST_MODEL: Arc<std::sync::OnceLock<String>>;
+}
+
+/// Notes the model the current request runs on (outside a request, nothing).
+pub(crate) fn note_request_model(id: &str) {
+    let _ = REQUEST_MODEL.try_with(|m| m.set(id.to_string()));
+}
+
 /// Counts every answered request by route template (never the raw path; `unmatched` for an
-/// unknown one) and status.
+/// unknown one), status, and the model it ran on.
 async fn record(
     axum::extract::State(app): axum::extract::State<AppState>,
     req: axum::extract::Request,
@@ -148,9 +159,12 @@ async fn record(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = std::time::Instant::now();
-    let response = next.run(req).await;
+    let model = Arc::new(std::sync::OnceLock::new());
+    let response = REQUEST_MODEL.scope(model.clone(), next.run(req)).await;
     let rejected = response.extensions().get::<error::Rejected>().map(|r| r.0);
-    app.metrics.record_response(&route, response.status().as_u16(), rejected, started.elapsed().as_secs_f64());
+    let model = model.get().map_or("", String::as_str);
+    let status = response.status().as_u16();
+    app.metrics.record_response(&route, status, model, rejected, started.elapsed().as_secs_f64());
     response
 }
 

@@ -170,6 +170,7 @@ impl AppState {
         prompt: Prompt,
     ) -> Result<Submitted, ApiError> {
         let arrived = Instant::now();
+        super::note_request_model(&model.id);
         let (permit, deadline) = match caller {
             Caller::Client => {
                 let timeout = std::time::Duration::from_millis(self.limits.request_timeout_ms);
@@ -230,7 +231,7 @@ impl AppState {
             })
             .unzip();
         api::check_cost(rows.iter().map(|r| (r.input_ids.len(), r.width(), r.params.max_new_tokens)), &model.limits)?;
-        self.metrics.input_tokens_total.inc_by(rows.iter().map(|r| r.input_ids.len() as u64).sum());
+        model.metrics.input_tokens.inc_by(rows.iter().map(|r| r.input_ids.len() as u64).sum());
         model.scheduler.submit(rows)?;
         Ok(receivers)
     }

@@ -8,15 +8,15 @@
 //! unloaded or replaced by a reload finishes the rows it has before its sessions are freed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 
 use crate::api::{self, Limits};
 use crate::config::{Config, ModelSpec};
+use crate::metrics::{Metrics, ModelMetrics};
 use crate::model::TextTokenizer;
-use crate::scheduler::{LoopObserver, SchedulerHandle, WorkerInfo};
+use crate::scheduler::{SchedulerHandle, WorkerInfo};
 
 use super::TaskSettings;
 use super::error::ApiError;
@@ -24,8 +24,8 @@ use super::error::ApiError;
 /// One served model.
 pub struct Served {
     pub id: String,
-    /// Its directory (a reload reads it again).
-    pub path: PathBuf,
+    /// Its directory and per-model settings (a reload reads them again).
+    pub spec: ModelSpec,
     pub scheduler: SchedulerHandle,
     pub tokenizer: Arc<TextTokenizer>,
     pub info: Arc<WorkerInfo>,
@@ -36,6 +36,8 @@ pub struct Served {
     /// Client requests admitted to it and not yet answered (its share of
     /// `max_concurrent_requests`, `pipeline::model_share`).
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// Its metrics (the `model` label).
+    pub metrics: Arc<ModelMetrics>,
 }
 
 /// Where a model stands.
@@ -59,11 +61,11 @@ impl State {
     }
 }
 
-/// What loading a model needs: the config it is planned and limited by, and where its
-/// scheduler reports its timings.
+/// What loading a model needs: the config it is planned and limited by, and the metrics its
+/// scheduler and requests report to.
 pub struct Loader {
     pub config: Arc<Config>,
-    pub observer: Arc<dyn LoopObserver>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The models by id; one of them is the default.
@@ -74,7 +76,7 @@ pub struct ModelSet {
     busy: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The counters of versions no longer served (unloaded, or replaced by a reload), so that
     /// the metrics' totals never go back.
-    retired: std::sync::Mutex<Vec<crate::scheduler::SharedStats>>,
+    retired: std::sync::Mutex<Vec<(String, crate::scheduler::SharedStats)>>,
     pub loader: Loader,
 }
 
@@ -148,12 +150,13 @@ impl ModelSet {
 
     /// Keeps a version's counters in the metrics after it is no longer served.
     pub fn retire(&self, model: &Served) {
-        self.retired.lock().unwrap_or_else(|e| e.into_inner()).push(model.scheduler.stats.clone());
+        self.retired.lock().unwrap_or_else(|e| e.into_inner()).push((model.id.clone(), model.scheduler.stats.clone()));
     }
 
-    /// The counters of every scheduler since start: the ready models' and the retired ones'.
-    pub fn stats(&self) -> Vec<crate::scheduler::SharedStats> {
-        let mut all: Vec<_> = self.all().iter().map(|m| m.scheduler.stats.clone()).collect();
+    /// The counters of every scheduler since start, by model id: the ready models' and the
+    /// retired ones'.
+    pub fn stats(&self) -> Vec<(String, crate::scheduler::SharedStats)> {
+        let mut all: Vec<_> = self.all().iter().map(|m| (m.id.clone(), m.scheduler.stats.clone())).collect();
         all.extend(self.retired.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
         all
     }
@@ -206,7 +209,14 @@ impl Drop for Busy<'_> {
 
 /// Reads one model's directory, plans its threads and starts its scheduler (its sessions and
 /// decode lanes).
-pub async fn load(config: &Config, spec: &ModelSpec, observer: Arc<dyn LoopObserver>) -> anyhow::Result<Served> {
+pub async fn load(config: &Config, spec: &ModelSpec, metrics: &Metrics) -> anyhow::Result<Served> {
+    let loaded = start(config, spec, metrics.model(&spec.id())).await;
+    metrics.model_loaded(&spec.id(), loaded.is_ok());
+    loaded
+}
+
+async fn start(config: &Config, spec: &ModelSpec, metrics: Arc<ModelMetrics>) -> anyhow::Result<Served> {
+    let config = &config.for_model(spec)?;
     let path = spec.path.clone();
     let failed = || format!("cannot start on model {}", spec.path.display());
     let dir = tokio::task::spawn_blocking(move || crate::model::ModelDir::read(&path))
@@ -217,6 +227,7 @@ pub async fn load(config: &Config, spec: &ModelSpec, observer: Arc<dyn LoopObser
     let (scheduler, info) = {
         let (dir, sessions, solo) = (dir.clone(), plan.sessions.clone(), plan.solo.clone());
         let scheduling = plan.scheduler_settings(config);
+        let observer = metrics.clone();
         tokio::task::spawn_blocking(move || SchedulerHandle::start(dir, sessions, scheduling, solo, observer))
             .await
             .context("model loading task")?
@@ -227,13 +238,14 @@ pub async fn load(config: &Config, spec: &ModelSpec, observer: Arc<dyn LoopObser
         .map_err(|e| anyhow::anyhow!("model {}: t5serve.json: {e}", spec.path.display()))?;
     Ok(Served {
         id: spec.id(),
-        path: spec.path.clone(),
+        spec: spec.clone(),
         scheduler,
         tasks: Arc::new(tasks),
         tokenizer: dir.tokenizer.clone(),
         limits: Arc::new(Limits::new(config, dir.dims.vocab_size)),
         info: Arc::new(info),
         in_flight: Default::default(),
+        metrics,
     })
 }
 

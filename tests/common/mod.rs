@@ -180,12 +180,48 @@ pub async fn start_server_with(model: PathBuf, change: impl FnOnce(&mut t5serve:
     server
 }
 
-/// The value of an unlabelled metric in a Prometheus text exposition.
-pub async fn metric(client: &reqwest::Client, addr: std::net::SocketAddr, name: &str) -> f64 {
+/// The value of a metric in /metrics: `query` is a name, or a name with labels
+/// (`name{route="/v1/generate",status="200"}`); the series whose labels include the given ones
+/// are summed (most series are split by the `model` label, for instance).
+pub async fn metric(client: &reqwest::Client, addr: std::net::SocketAddr, query: &str) -> f64 {
     let text = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
-        .unwrap_or_else(|| panic!("metric {name} not in /metrics:\n{text}"))
+    let (name, want) = series(query.trim());
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(s, v)| {
+            let (n, labels) = series(s);
+            (n == name && want.iter().all(|w| labels.contains(w))).then(|| v.parse().unwrap())
+        })
+        .collect();
+    assert!(!values.is_empty(), "metric {query} not in /metrics:\n{text}");
+    values.iter().sum()
+}
+
+/// A series' name and its labels, from `name{k="v",...}` (values may hold braces and escaped
+/// quotes).
+fn series(s: &str) -> (&str, Vec<(String, String)>) {
+    let Some((name, rest)) = s.split_once('{') else { return (s, Vec::new()) };
+    let mut labels = Vec::new();
+    let mut chars = rest.chars();
+    loop {
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect::<String>();
+        let key = key.trim_start_matches(',').to_string();
+        if key.is_empty() || key.starts_with('}') || chars.next() != Some('"') {
+            break;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => value.extend(chars.next()),
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.push((key, value));
+    }
+    (name, labels)
 }
 
 /// Polls a metric until it reaches `want` or 30 seconds pass; returns its last value.
