@@ -414,7 +414,8 @@ pub struct Config {
     #[flag(usize; long, env = "T5SERVE_MAX_BATCH_SIZE")]
     #[scope(model)]
     pub max_batch_size: usize = 32,
-    /// Memory budget of running rows (encoder output + worst-case key/value cache), in MiB.
+    /// Memory budget of running rows (encoder output + worst-case key/value cache), in MiB, shared
+    /// by every model (each other model keeps a reserve of it); a model's own value caps it lower.
     #[flag(usize; long, env = "T5SERVE_MAX_BATCH_MEMORY_MB")]
     #[scope(model)]
     pub max_batch_memory_mb: usize = 1024,

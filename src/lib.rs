@@ -102,11 +102,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let provider = plan::ThreadPlan::for_host(&config, false).sessions.provider_name();
     let specs = &config.model.0;
     let metrics = Arc::new(metrics::Metrics::new(&specs[0].id(), provider, cpu));
+    let loader = http::served::Loader {
+        config: Arc::new(config.clone()),
+        metrics: metrics.clone(),
+        memory: scheduler::MemoryPool::new(config.max_batch_memory_mb.saturating_mul(1 << 20)),
+    };
     // The default model must load; another that fails is reported and the rest are served.
     let mut served = Vec::with_capacity(specs.len());
     let mut failed = Vec::new();
     for (i, spec) in specs.iter().chain(&repository_models(&config)?).enumerate() {
-        match http::served::load(&config, spec, &metrics).await {
+        match http::served::load(&loader, spec).await {
             Ok(m) => served.push(m),
             Err(e) if i == 0 => return Err(e),
             Err(e) => {
@@ -115,7 +120,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         }
     }
-    let loader = http::served::Loader { config: Arc::new(config.clone()), metrics: metrics.clone() };
     let models = Arc::new(http::served::ModelSet::new(served, failed, loader));
     let health = http::Health::default();
     let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));

@@ -346,3 +346,63 @@ async fn a_busy_model_cannot_take_a_quiet_models_share_of_admission() {
     drop(held);
     server.shutdown().await.unwrap();
 }
+
+/// The memory budget (`max_batch_memory_mb`) is the process's: a burst on one model holds at
+/// most its share (all but the other model's reserve of a quarter), the quiet model's rows
+/// start meanwhile, and every byte is given back when the rows are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_one_model_cannot_take_the_whole_memory_budget() {
+    const MIB: f64 = (1 << 20) as f64;
+    let models = ModelList(vec![spec("numbers", bundled()), spec("tiny", tiny_model())]);
+    // 4 MiB: a row of the bundled model with a short input and 48 new tokens reserves about
+    // 0.4 MiB, so each of its two lanes alone could take 2 MiB, both together all 4.
+    let server = common::start_server_with(tiny_model(), |c| {
+        c.model = models;
+        c.max_batch_memory_mb = 4;
+        c.decode_lanes = 2;
+    })
+    .await;
+    let generate = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let cases = numbers_cases(40);
+    let burst: Vec<_> = cases
+        .iter()
+        .map(|(req, _)| {
+            let body = json!({"model": "numbers", "inputs": req["inputs"], "parameters": {"max_new_tokens": 48, "min_new_tokens": 48}});
+            let (client, url) = (client.clone(), generate.clone());
+            tokio::spawn(async move { post(&client, &url, body).await })
+        })
+        .collect();
+    let metric = |q: &'static str| common::metric(&client, server.addr, q);
+    let numbers_held = "t5serve_memory_reserved_bytes{model=\"numbers\"}";
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while metric("t5serve_queue_size{model=\"numbers\"}").await < 10.0 {
+        assert!(std::time::Instant::now() < until, "the burst never queued up");
+    }
+    let mut most: f64 = 0.0;
+    // The quiet model answers, exactly, while the burst still runs and queues.
+    let g = golden();
+    let params = json!({"max_new_tokens": g.steps, "min_new_tokens": g.min_new_tokens});
+    for case in g.cases.iter().filter(|c| !c.prompt.is_empty()).take(3) {
+        most = most.max(metric(numbers_held).await);
+        let body = json!({"model": "tiny", "inputs": case.prompt, "parameters": params});
+        let (status, body) = post(&client, &generate, body).await;
+        assert_eq!((status, body["generated_text"].as_str()), (200, Some(case.text.as_str())), "{body}");
+        let waiting = metric("t5serve_queue_size{model=\"numbers\"}").await;
+        assert!(waiting > 0.0, "the tiny model's rows waited for the burst to end");
+    }
+    let mut rounds = 0;
+    while metric("t5serve_active_rows{model=\"numbers\"}").await > 0.0 {
+        most = most.max(metric(numbers_held).await);
+        rounds += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    for t in burst {
+        let (status, body) = t.await.unwrap();
+        assert_eq!((status, &body["usage"]["generated_tokens"]), (200, &json!(48)), "{body}");
+    }
+    // Two models: the other keeps 4 / (2 x 2) = 1 MiB; the burst holds at most 3.
+    assert!(most > 0.0 && most <= 3.0 * MIB, "the burst held {most} bytes ({rounds} samples)");
+    assert_eq!(common::wait_for_metric(&client, server.addr, "t5serve_memory_reserved_bytes", 0.0).await, 0.0);
+    server.shutdown().await.unwrap();
+}

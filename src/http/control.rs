@@ -50,7 +50,7 @@ pub async fn load(State(app): State<AppState>, Path(id): Path<String>) -> Result
     }
     let loader = &app.models.loader;
     let started = std::time::Instant::now();
-    let loaded = match served::load(&loader.config, &spec, &loader.metrics).await {
+    let loaded = match served::load(loader, &spec).await {
         Ok(m) => Arc::new(m),
         Err(e) => return Err(failed(&app, &id, current, format!("{e:#}"))),
     };

@@ -16,7 +16,7 @@ use crate::api::{self, Limits};
 use crate::config::{Config, ModelSpec};
 use crate::metrics::{Metrics, ModelMetrics};
 use crate::model::TextTokenizer;
-use crate::scheduler::{SchedulerHandle, WorkerInfo};
+use crate::scheduler::{MemoryPool, SchedulerHandle, WorkerInfo};
 
 use super::TaskSettings;
 use super::error::ApiError;
@@ -61,11 +61,12 @@ impl State {
     }
 }
 
-/// What loading a model needs: the config it is planned and limited by, and the metrics its
-/// scheduler and requests report to.
+/// What loading a model needs: the config it is planned and limited by, the metrics its
+/// scheduler and requests report to, and the memory budget all models share.
 pub struct Loader {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub memory: Arc<MemoryPool>,
 }
 
 /// The models by id; one of them is the default.
@@ -209,14 +210,15 @@ impl Drop for Busy<'_> {
 
 /// Reads one model's directory, plans its threads and starts its scheduler (its sessions and
 /// decode lanes).
-pub async fn load(config: &Config, spec: &ModelSpec, metrics: &Metrics) -> anyhow::Result<Served> {
-    let loaded = start(config, spec, metrics.model(&spec.id())).await;
-    metrics.model_loaded(&spec.id(), loaded.is_ok());
+pub async fn load(loader: &Loader, spec: &ModelSpec) -> anyhow::Result<Served> {
+    let loaded = start(loader, spec).await;
+    loader.metrics.model_loaded(&spec.id(), loaded.is_ok());
     loaded
 }
 
-async fn start(config: &Config, spec: &ModelSpec, metrics: Arc<ModelMetrics>) -> anyhow::Result<Served> {
-    let config = &config.for_model(spec)?;
+async fn start(loader: &Loader, spec: &ModelSpec) -> anyhow::Result<Served> {
+    let config = &loader.config.for_model(spec)?;
+    let metrics = loader.metrics.model(&spec.id());
     let path = spec.path.clone();
     let failed = || format!("cannot start on model {}", spec.path.display());
     let dir = tokio::task::spawn_blocking(move || crate::model::ModelDir::read(&path))
@@ -227,8 +229,8 @@ async fn start(config: &Config, spec: &ModelSpec, metrics: Arc<ModelMetrics>) ->
     let (scheduler, info) = {
         let (dir, sessions, solo) = (dir.clone(), plan.sessions.clone(), plan.solo.clone());
         let scheduling = plan.scheduler_settings(config);
-        let observer = metrics.clone();
-        tokio::task::spawn_blocking(move || SchedulerHandle::start(dir, sessions, scheduling, solo, observer))
+        let (observer, budget) = (metrics.clone(), loader.memory.join());
+        tokio::task::spawn_blocking(move || SchedulerHandle::start(dir, sessions, scheduling, solo, observer, budget))
             .await
             .context("model loading task")?
             .with_context(failed)?

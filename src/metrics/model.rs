@@ -22,6 +22,7 @@ pub(super) struct Families {
     input_tokens_total: IntCounterVec,
     generated_tokens_total: IntCounterVec,
     kv_cache_bytes: IntGaugeVec,
+    memory_reserved_bytes: IntGaugeVec,
     requests_cancelled_total: IntCounterVec,
     requests_expired_total: IntCounterVec,
     solo_runs_total: IntCounterVec,
@@ -65,6 +66,11 @@ impl Families {
             kv_cache_bytes: gauge(
                 "t5serve_kv_cache_bytes",
                 "Bytes of key/value cache and encoder output held by running rows.",
+            ),
+            memory_reserved_bytes: gauge(
+                "t5serve_memory_reserved_bytes",
+                "Bytes of the shared memory budget (max_batch_memory_mb) the model's lanes hold for their running \
+                 rows: inputs padded to the longest, every row to its max_new_tokens.",
             ),
             requests_cancelled_total: counter(
                 "t5serve_requests_cancelled_total",
@@ -153,6 +159,7 @@ impl Families {
             gauge(&self.active_rows, sum(&|s| get(&s.active_rows)));
             gauge(&self.queue_size, sum(&|s| get(&s.queued_rows)));
             gauge(&self.kv_cache_bytes, sum(&|s| get(&s.kv_cache_bytes)));
+            gauge(&self.memory_reserved_bytes, sum(&|s| get(&s.reserved_bytes)));
             let counter = |c: &IntCounterVec, v: u64| catch_up(&c.with_label_values(&[id]), v);
             counter(&self.generated_tokens_total, sum(&|s| get(&s.generated_tokens)));
             counter(&self.requests_cancelled_total, sum(&|s| get(&s.cancelled_rows)));

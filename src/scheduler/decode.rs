@@ -35,8 +35,9 @@ use std::time::Instant;
 use crate::model::{ModelDir, Seq2SeqModel, SessionSettings};
 
 use super::batch::{Cohort, NoObserver};
+use super::budget::ModelBudget;
 use super::prefill::{PrefillThread, start_rows};
-use super::queue::{CostModel, Queue, QueueLimits};
+use super::queue::{CostModel, Queue, QueueLimits, Waiting};
 use super::settings::SchedulerSettings;
 use super::shared::{AliveGuard, LaneLoad, Solo, engine};
 use super::{Event, FailReason, RowError, RowRequest, SharedStats};
@@ -55,6 +56,8 @@ pub(super) struct LaneThread {
     pub(super) alive: Arc<AtomicBool>,
     pub(super) stats: SharedStats,
     pub(super) load: Arc<LaneLoad>,
+    /// The model's part of the process's memory budget.
+    pub(super) budget: Arc<ModelBudget>,
 }
 
 impl LaneThread {
@@ -89,6 +92,10 @@ impl LaneThread {
             _alive: alive,
             model,
             queue: Queue::new(limits, self.cost),
+            cost: self.cost,
+            budget: self.budget,
+            held: 0,
+            blocked: false,
             cohorts: Vec::new(),
             settings: self.settings,
             stats: self.stats,
@@ -107,6 +114,14 @@ struct DecodeLoop {
     _alive: AliveGuard,
     model: Arc<Seq2SeqModel>,
     queue: Queue<RowRequest>,
+    cost: CostModel,
+    /// The model's part of the shared memory budget, and the bytes of it this lane holds (for
+    /// its running rows and those being prefilled).
+    budget: Arc<ModelBudget>,
+    held: usize,
+    /// The last admission left rows waiting because the shared budget was short (another
+    /// model holds it): an idle lane then looks again every `BUDGET_POLL`.
+    blocked: bool,
     cohorts: Vec<Cohort>,
     settings: SchedulerSettings,
     /// Shared by all lanes: the gauges are the sums of the lanes' shares.
@@ -127,7 +142,11 @@ struct Shown {
     active: u64,
     cohorts: u64,
     kv_cache_bytes: u64,
+    reserved_bytes: u64,
 }
+
+/// How often an idle lane whose queued rows wait for the shared memory budget looks again.
+const BUDGET_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Moves a shared gauge by the change in one lane's share.
 fn reshare(total: &std::sync::atomic::AtomicU64, shown: &mut u64, now: u64) {
@@ -156,7 +175,10 @@ impl DecodeLoop {
             } else if self.cohorts.is_empty() && open {
                 let first = match self.queue.next_wakeup() {
                     None => jobs.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
-                    Some(at) => jobs.recv_timeout(at.saturating_duration_since(Instant::now())),
+                    Some(at) => {
+                        let wait = at.saturating_duration_since(Instant::now());
+                        jobs.recv_timeout(if self.blocked { wait.max(BUDGET_POLL) } else { wait })
+                    }
                 };
                 match first {
                     Ok(rows) => self.enqueue(rows),
@@ -248,7 +270,19 @@ impl DecodeLoop {
         let running: Vec<(usize, usize)> = self.cohorts.iter().flat_map(|c| c.budget_rows()).collect();
         // New rows join the running batch when the model can; otherwise they need a cohort slot.
         let room = self.cohorts.len() < self.settings.max_cohorts || self.model.can_join();
-        let formed = self.queue.next_batch(now, &running, room);
+        // The shared memory budget: what this lane may hold now, its running rows included.
+        let (lane_budget, head) = (self.settings.max_batch_bytes, self.queue.head_bytes());
+        let running_bytes = self.cost.batch_bytes(running.iter().copied());
+        let limit = self.budget.claim(&mut self.held, running_bytes, lane_budget, head);
+        let formed = self.queue.next_batch_within(now, &running, room, limit);
+        let started = formed
+            .batch
+            .iter()
+            .flat_map(|e| std::iter::repeat_n((e.item.input_len(), e.item.max_new_tokens()), e.item.width()));
+        let need = self.cost.batch_bytes(running.iter().copied().chain(started));
+        self.budget.settle(&mut self.held, need);
+        // Rows are left waiting for want of the shared budget (not of this lane's own).
+        self.blocked = formed.batch.is_empty() && !self.queue.is_empty() && limit < lane_budget;
         let expired = formed.expired.len();
         // One log line per request (the rows of a request share its span), not one per row.
         let mut logged: Option<tracing::span::Id> = None;
@@ -319,6 +353,12 @@ impl DecodeLoop {
     }
 
     fn publish(&mut self) {
+        // Rows being prefilled hold their part until they run; otherwise the lane gives back
+        // what its finished rows held.
+        if self.prefilling() == 0 {
+            let running = self.cost.batch_bytes(self.cohorts.iter().flat_map(|c| c.budget_rows()));
+            self.budget.settle(&mut self.held, running);
+        }
         let queued = self.queue.len() as u64;
         let active = self.cohorts.iter().map(|c| c.len() as u64).sum::<u64>() + self.prefilling() as u64;
         let kv = self.cohorts.iter().map(|c| c.cache_bytes() as u64).sum();
@@ -327,6 +367,7 @@ impl DecodeLoop {
         reshare(&s.active_rows, &mut shown.active, active);
         reshare(&s.cohorts, &mut shown.cohorts, self.cohorts.len() as u64);
         reshare(&s.kv_cache_bytes, &mut shown.kv_cache_bytes, kv);
+        reshare(&s.reserved_bytes, &mut shown.reserved_bytes, self.held as u64);
         self.load.held.store((queued + active) as usize, Ordering::Relaxed);
     }
 }

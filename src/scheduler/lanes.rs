@@ -14,7 +14,7 @@ use super::decode::LaneThread;
 use super::queue::CostModel;
 use super::settings::{SchedulerSettings, WorkerInfo};
 use super::shared::{LaneLoad, Solo, SoloSessions};
-use super::{LoopObserver, RowRequest, SchedulerError, SchedulerStats, SharedStats};
+use super::{LoopObserver, ModelBudget, RowRequest, SchedulerError, SchedulerStats, SharedStats};
 
 /// Cheap to clone; submits rows to the decode lanes.
 #[derive(Clone)]
@@ -50,17 +50,20 @@ impl Lane {
 impl SchedulerHandle {
     /// Opens the model's sessions in every lane (each on its own OS thread, in parallel) and
     /// returns once all are ready, or the first error. The model directory has been read once;
-    /// the decode threads report their timings to `observer`.
+    /// the decode threads report their timings to `observer`, and hold their running rows'
+    /// memory in `budget` (a lane's own budget is at most the process's).
     pub fn start(
         dir: ModelDir,
         sessions: SessionSettings,
         settings: SchedulerSettings,
         solo: Option<SessionSettings>,
         observer: Arc<dyn LoopObserver>,
+        budget: Arc<ModelBudget>,
     ) -> Result<(Self, WorkerInfo), SchedulerError> {
         let started = Instant::now();
         let count = settings.lanes.max(1);
-        let lane_settings = settings.per_lane();
+        let mut lane_settings = settings.per_lane();
+        lane_settings.max_batch_bytes = lane_settings.max_batch_bytes.min(budget.total());
         let (ready_tx, ready_rx) = std_mpsc::channel::<super::decode::Ready>();
         let alive = Arc::new(AtomicBool::new(true));
         let stats: SharedStats = Arc::new(SchedulerStats::new(observer));
@@ -88,6 +91,7 @@ impl SchedulerHandle {
                 alive: alive.clone(),
                 stats: stats.clone(),
                 load: load.clone(),
+                budget: budget.clone(),
             };
             let (ready, token) = (ready_tx.clone(), running.clone());
             let name = if count == 1 { "t5serve-decode".to_string() } else { format!("t5serve-decode-{index}") };

@@ -4,6 +4,7 @@
 //! back through its own event channel. The tokio runtime never blocks on inference.
 
 pub mod batch;
+mod budget;
 mod decode;
 mod embed;
 mod lanes;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::generation::{FinishReason, GenerationParams};
 
+pub use budget::{MemoryPool, ModelBudget};
 pub use lanes::SchedulerHandle;
 pub use settings::{SchedulerSettings, WorkerInfo};
 
@@ -239,6 +241,8 @@ pub struct SchedulerStats {
     pub queued_rows: AtomicU64,
     pub cohorts: AtomicU64,
     pub kv_cache_bytes: AtomicU64,
+    /// Bytes of the shared memory budget the lanes hold for running rows.
+    pub reserved_bytes: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub cancelled_rows: AtomicU64,
     pub expired_rows: AtomicU64,
@@ -256,6 +260,7 @@ impl SchedulerStats {
             queued_rows: AtomicU64::new(0),
             cohorts: AtomicU64::new(0),
             kv_cache_bytes: AtomicU64::new(0),
+            reserved_bytes: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             cancelled_rows: AtomicU64::new(0),
             expired_rows: AtomicU64::new(0),

@@ -114,6 +114,27 @@ impl<T: Waiting> Queue<T> {
     /// `max_queue_delay` (from its oldest entry) for company. Strict FIFO: a request that does
     /// not fit yet blocks those behind it, so a large request is never starved by small ones.
     pub fn next_batch(&mut self, now: Instant, running: &[(usize, usize)], may_start: bool) -> Formed<T> {
+        self.next_batch_within(now, running, may_start, self.limits.max_batch_bytes)
+    }
+
+    /// Bytes the entry at the head needs alone (0 when the queue is empty).
+    pub fn head_bytes(&self) -> usize {
+        self.entries.front().map_or(0, |e| {
+            let row = (e.item.input_len(), e.item.max_new_tokens());
+            self.cost.batch_bytes(std::iter::repeat_n(row, e.item.width()))
+        })
+    }
+
+    /// `next_batch` under a memory budget of `max_bytes` (at most the queue's own) for the
+    /// running rows and the new ones together: the part of a shared budget the caller holds.
+    pub fn next_batch_within(
+        &mut self,
+        now: Instant,
+        running: &[(usize, usize)],
+        may_start: bool,
+        max_bytes: usize,
+    ) -> Formed<T> {
+        let max_bytes = max_bytes.min(self.limits.max_batch_bytes);
         let mut expired = Vec::new();
         let mut closed = 0;
         let mut kept = VecDeque::with_capacity(self.entries.len());
@@ -136,7 +157,7 @@ impl<T: Waiting> Queue<T> {
                 break;
             }
             rows.extend(std::iter::repeat_n((e.item.input_len(), e.item.max_new_tokens()), width));
-            if self.cost.batch_bytes(rows.iter().copied()) > self.limits.max_batch_bytes {
+            if self.cost.batch_bytes(rows.iter().copied()) > max_bytes {
                 rows.truncate(rows.len() - width);
                 break;
             }
@@ -235,6 +256,23 @@ mod tests {
         let f = q.next_batch(t + Duration::from_millis(10), &[], true);
         assert_eq!(ids(&f), vec![0, 1]);
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn a_shared_budget_held_in_part_limits_the_batch_never_beyond_the_queues_own() {
+        let mut q = queue(8, 40);
+        let t = Instant::now();
+        assert_eq!(q.head_bytes(), 0);
+        for i in 0..3 {
+            q.push(req(i, 10, 5), t, None);
+        }
+        assert_eq!(q.head_bytes(), 16, "the head row alone");
+        let later = t + Duration::from_millis(10);
+        // The part of a shared budget the lane holds: 20 bytes, room for one row.
+        assert_eq!(ids(&q.next_batch_within(later, &[], true, 20)), vec![0]);
+        // A larger part does not raise the queue's own budget (40: two rows).
+        assert_eq!(ids(&q.next_batch_within(later, &[], true, 1000)), vec![1, 2]);
+        assert!(q.is_empty());
     }
 
     #[test]
