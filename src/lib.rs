@@ -105,7 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let loader = http::served::Loader {
         config: Arc::new(config.clone()),
         metrics: metrics.clone(),
-        memory: scheduler::MemoryPool::new(config.max_batch_memory_mb.saturating_mul(1 << 20)),
+        process: scheduler::Process::new(config.max_batch_memory_mb.saturating_mul(1 << 20)),
     };
     // The default model must load; another that fails is reported and the rest are served.
     let mut served = Vec::with_capacity(specs.len());

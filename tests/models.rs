@@ -406,3 +406,51 @@ async fn a_burst_on_one_model_cannot_take_the_whole_memory_budget() {
     assert_eq!(common::wait_for_metric(&client, server.addr, "t5serve_memory_reserved_bytes", 0.0).await, 0.0);
     server.shutdown().await.unwrap();
 }
+
+/// A model's solo sessions (every core) run only while no lane of any model holds rows: one
+/// quiet model's lone request must not spread over every core while another model is busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solo_sessions_wait_while_another_model_is_busy() {
+    let models = ModelList(vec![spec("a", tiny_model()), spec("b", tiny_model())]);
+    let server = common::start_server_with(tiny_model(), |c| {
+        c.model = models;
+        c.decode_lanes = 2;
+        c.solo_sessions = true;
+    })
+    .await;
+    let generate = format!("http://{}/v1/generate", server.addr);
+    let client = reqwest::Client::new();
+    let solo = |m: &'static str| {
+        let client = client.clone();
+        async move { common::metric(&client, server.addr, &format!("t5serve_solo_runs_total{{model=\"{m}\"}}")).await }
+    };
+    let short =
+        |m: &str| json!({"model": m, "inputs": "Hello", "parameters": {"max_new_tokens": 8, "min_new_tokens": 8}});
+    // Alone, a lone request runs on the solo sessions.
+    let before = solo("b").await;
+    let (status, _) = post(&client, &generate, short("b")).await;
+    assert_eq!(status, 200);
+    assert!(solo("b").await > before, "b alone takes its solo sessions");
+    // While a decodes long streams, b's requests run on b's own lanes.
+    let long = json!({"model": "a", "inputs": "Hello", "stream": true,
+                      "parameters": {"max_new_tokens": 512, "min_new_tokens": 512}});
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let r = client.post(&generate).json(&long).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        held.push(r);
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while common::metric(&client, server.addr, "t5serve_active_rows{model=\"a\"}").await < 2.0 {
+        assert!(std::time::Instant::now() < until, "a's streams never decoded");
+    }
+    let before = solo("b").await;
+    for _ in 0..5 {
+        let (status, _) = post(&client, &generate, short("b")).await;
+        assert_eq!(status, 200);
+    }
+    assert!(common::metric(&client, server.addr, "t5serve_active_rows{model=\"a\"}").await >= 2.0, "a stayed busy");
+    assert_eq!(solo("b").await, before, "b took every core while a was busy");
+    drop(held);
+    server.shutdown().await.unwrap();
+}

@@ -16,7 +16,7 @@ use crate::api::{self, Limits};
 use crate::config::{Config, ModelSpec};
 use crate::metrics::{Metrics, ModelMetrics};
 use crate::model::TextTokenizer;
-use crate::scheduler::{MemoryPool, SchedulerHandle, WorkerInfo};
+use crate::scheduler::{Process, SchedulerHandle, WorkerInfo};
 
 use super::TaskSettings;
 use super::error::ApiError;
@@ -62,11 +62,12 @@ impl State {
 }
 
 /// What loading a model needs: the config it is planned and limited by, the metrics its
-/// scheduler and requests report to, and the memory budget all models share.
+/// scheduler and requests report to, and what all models' schedulers share (the memory budget,
+/// the lanes' load).
 pub struct Loader {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    pub memory: Arc<MemoryPool>,
+    pub process: Arc<Process>,
 }
 
 /// The models by id; one of them is the default.
@@ -229,13 +230,11 @@ async fn start(loader: &Loader, spec: &ModelSpec) -> anyhow::Result<Served> {
     let (scheduler, info) = {
         let (dir, sessions, solo) = (dir.clone(), plan.sessions.clone(), plan.solo.clone());
         let scheduling = plan.scheduler_settings(config);
-        let (observer, budget) = (metrics.clone(), loader.memory.join());
-        tokio::task::spawn_blocking(move || SchedulerHandle::start(dir, sessions, scheduling, solo, observer, budget))
-            .await
-            .context("model loading task")?
-            .with_context(failed)?
+        let (observer, process) = (metrics.clone(), loader.process.clone());
+        let start = move || SchedulerHandle::start(dir, sessions, scheduling, solo, observer, &process);
+        tokio::task::spawn_blocking(start).await.context("model loading task")?.with_context(failed)?
     };
-    log_loaded(&spec.id(), &info, &plan, config);
+    log_loaded(spec, &info, &plan, config);
     let tasks = TaskSettings::resolve(config, &info.tasks)
         .map_err(|e| anyhow::anyhow!("model {}: t5serve.json: {e}", spec.path.display()))?;
     Ok(Served {
@@ -252,12 +251,15 @@ async fn start(loader: &Loader, spec: &ModelSpec) -> anyhow::Result<Served> {
 }
 
 /// The start-up log line: what was loaded and the thread plan it runs with.
-fn log_loaded(id: &str, info: &WorkerInfo, plan: &crate::plan::ThreadPlan, config: &Config) {
+fn log_loaded(spec: &ModelSpec, info: &WorkerInfo, plan: &crate::plan::ThreadPlan, config: &Config) {
     let cpu = crate::model::cpu::host();
+    let own: Vec<String> =
+        spec.overrides.iter().map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default())).collect();
     let s = &plan.sessions;
     tracing::info!(
-        model = %id,
+        model = %spec.id(),
         dir = %info.model_dir.display(),
+        own_settings = %own.join(", "),
         files = %info.files.join(", "),
         decoder = info.layout,
         d_model = info.dims.d_model,

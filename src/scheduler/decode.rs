@@ -253,7 +253,7 @@ impl DecodeLoop {
         }
         // Counted as held before they stop counting as sent: routing never sees them missing.
         self.publish();
-        self.load.sent.fetch_sub(n, Ordering::Relaxed);
+        self.load.arrived(n);
     }
 
     /// Rows being prefilled on the prefill thread.
@@ -368,6 +368,6 @@ impl DecodeLoop {
         reshare(&s.cohorts, &mut shown.cohorts, self.cohorts.len() as u64);
         reshare(&s.kv_cache_bytes, &mut shown.kv_cache_bytes, kv);
         reshare(&s.reserved_bytes, &mut shown.reserved_bytes, self.held as u64);
-        self.load.held.store((queued + active) as usize, Ordering::Relaxed);
+        self.load.hold((queued + active) as usize);
     }
 }

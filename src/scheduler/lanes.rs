@@ -14,7 +14,7 @@ use super::decode::LaneThread;
 use super::queue::CostModel;
 use super::settings::{SchedulerSettings, WorkerInfo};
 use super::shared::{LaneLoad, Solo, SoloSessions};
-use super::{LoopObserver, ModelBudget, RowRequest, SchedulerError, SchedulerStats, SharedStats};
+use super::{LoopObserver, Process, RowRequest, SchedulerError, SchedulerStats, SharedStats};
 
 /// Cheap to clone; submits rows to the decode lanes.
 #[derive(Clone)]
@@ -39,9 +39,9 @@ impl Lane {
     /// Hands rows to the lane's decode thread.
     fn send(&self, rows: Vec<RowRequest>) -> Result<(), SchedulerError> {
         let n = rows.len();
-        self.load.sent.fetch_add(n, Ordering::Relaxed);
+        self.load.sent(n);
         self.jobs.send(rows).map_err(|_| {
-            self.load.sent.fetch_sub(n, Ordering::Relaxed);
+            self.load.arrived(n);
             SchedulerError::WorkerGone
         })
     }
@@ -50,16 +50,17 @@ impl Lane {
 impl SchedulerHandle {
     /// Opens the model's sessions in every lane (each on its own OS thread, in parallel) and
     /// returns once all are ready, or the first error. The model directory has been read once;
-    /// the decode threads report their timings to `observer`, and hold their running rows'
-    /// memory in `budget` (a lane's own budget is at most the process's).
+    /// the decode threads report their timings to `observer`, and share with every other model's
+    /// what `process` holds (a lane's own memory budget is at most the process's).
     pub fn start(
         dir: ModelDir,
         sessions: SessionSettings,
         settings: SchedulerSettings,
         solo: Option<SessionSettings>,
         observer: Arc<dyn LoopObserver>,
-        budget: Arc<ModelBudget>,
+        process: &Process,
     ) -> Result<(Self, WorkerInfo), SchedulerError> {
+        let budget = process.memory.join();
         let started = Instant::now();
         let count = settings.lanes.max(1);
         let mut lane_settings = settings.per_lane();
@@ -69,7 +70,7 @@ impl SchedulerHandle {
         let stats: SharedStats = Arc::new(SchedulerStats::new(observer));
         let d = &dir.dims;
         let cost = CostModel::from_dims(d.d_model, d.num_decoder_layers, d.num_heads, d.d_kv);
-        let loads: Vec<Arc<LaneLoad>> = (0..count).map(|_| Arc::new(LaneLoad::default())).collect();
+        let loads: Vec<Arc<LaneLoad>> = (0..count).map(|_| Arc::new(LaneLoad::new(process.load.clone()))).collect();
         let solo = match solo.filter(|_| count > 1) {
             Some(s) => {
                 Some(Arc::new(SoloSessions::new(Seq2SeqModel::open(&dir, &s).map_err(SchedulerError::Startup)?)))
@@ -80,9 +81,8 @@ impl SchedulerHandle {
         let running = Arc::new(());
         for (index, load) in loads.iter().enumerate() {
             let (jobs, job_rx) = std_mpsc::channel::<Vec<RowRequest>>();
-            let others = loads.iter().enumerate().filter(|&(i, _)| i != index).map(|(_, l)| l.clone()).collect();
             let lane = LaneThread {
-                solo: solo.clone().map(|sessions| Solo::new(sessions, others)),
+                solo: solo.clone().map(|sessions| Solo::new(sessions, load.clone())),
                 index,
                 dir: dir.clone(),
                 sessions: sessions.clone(),

@@ -23,6 +23,21 @@ use tokio::sync::mpsc;
 use crate::generation::{FinishReason, GenerationParams};
 
 pub use budget::{MemoryPool, ModelBudget};
+pub use shared::ProcessLoad;
+
+/// What every model's scheduler in the process shares: the memory budget, and the lanes' load
+/// (a model's solo sessions run only while every other lane, of any model, is idle).
+pub struct Process {
+    pub memory: Arc<MemoryPool>,
+    pub load: Arc<ProcessLoad>,
+}
+
+impl Process {
+    /// With `max_batch_bytes`, the process's memory budget.
+    pub fn new(max_batch_bytes: usize) -> Arc<Self> {
+        Arc::new(Self { memory: MemoryPool::new(max_batch_bytes), load: Default::default() })
+    }
+}
 pub use lanes::SchedulerHandle;
 pub use settings::{SchedulerSettings, WorkerInfo};
 

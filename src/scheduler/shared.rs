@@ -1,6 +1,6 @@
 //! What a scheduler's threads share: the lanes' loads (for routing and for the solo sessions'
-//! lease), the solo sessions themselves, and the guard that marks the service dead when any of
-//! its threads ends.
+//! lease, counted over every model in the process too), the solo sessions themselves, and the
+//! guard that marks the service dead when any of its threads ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,18 +9,66 @@ use crate::model::Seq2SeqModel;
 
 use super::SchedulerStats;
 
-/// How busy a lane is, for routing new rows to the least loaded one.
+/// Rows held by every lane of every model in the process (sent, queued, prefilling or
+/// decoding): a lane takes its model's solo sessions only while no other lane anywhere holds
+/// rows, so that one quiet model's lone request does not spread over every core while another
+/// model's lanes are busy.
 #[derive(Default)]
+pub struct ProcessLoad {
+    rows: AtomicUsize,
+}
+
+/// How busy a lane is, for routing new rows to the least loaded one.
 pub(super) struct LaneLoad {
     /// Rows sent to the lane that it has not queued yet.
-    pub(super) sent: AtomicUsize,
+    sent: AtomicUsize,
     /// Rows the lane holds: queued, prefilling and decoding (as it last published).
-    pub(super) held: AtomicUsize,
+    held: AtomicUsize,
+    /// Every lane's rows in the process, this one's included.
+    process: Arc<ProcessLoad>,
 }
 
 impl LaneLoad {
+    pub(super) fn new(process: Arc<ProcessLoad>) -> Self {
+        Self { sent: AtomicUsize::new(0), held: AtomicUsize::new(0), process }
+    }
+
     pub(super) fn rows(&self) -> usize {
         self.sent.load(Ordering::Relaxed) + self.held.load(Ordering::Relaxed)
+    }
+
+    /// `n` rows were sent to the lane.
+    pub(super) fn sent(&self, n: usize) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+        self.process.rows.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` rows sent are no longer on their way: queued (and counted as held), or not sent.
+    pub(super) fn arrived(&self, n: usize) {
+        self.sent.fetch_sub(n, Ordering::Relaxed);
+        self.process.rows.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The lane holds `n` rows now.
+    pub(super) fn hold(&self, n: usize) {
+        let before = self.held.swap(n, Ordering::Relaxed);
+        if n >= before {
+            self.process.rows.fetch_add(n - before, Ordering::Relaxed);
+        } else {
+            self.process.rows.fetch_sub(before - n, Ordering::Relaxed);
+        }
+    }
+
+    /// No lane but this one holds rows, of any model.
+    fn alone(&self) -> bool {
+        self.process.rows.load(Ordering::Relaxed) <= self.rows()
+    }
+}
+
+impl Drop for LaneLoad {
+    /// A lane that ends (its model unloaded) leaves nothing counted.
+    fn drop(&mut self) {
+        self.process.rows.fetch_sub(self.rows(), Ordering::Relaxed);
     }
 }
 
@@ -51,15 +99,15 @@ impl SoloSessions {
     }
 }
 
-/// A lane's access to the solo sessions, and the other lanes' loads.
+/// A lane's access to the solo sessions, and its own load (which knows every lane's).
 pub(super) struct Solo {
     sessions: Arc<SoloSessions>,
-    others: Vec<Arc<LaneLoad>>,
+    own: Arc<LaneLoad>,
 }
 
 impl Solo {
-    pub(super) fn new(sessions: Arc<SoloSessions>, others: Vec<Arc<LaneLoad>>) -> Self {
-        Self { sessions, others }
+    pub(super) fn new(sessions: Arc<SoloSessions>, own: Arc<LaneLoad>) -> Self {
+        Self { sessions, own }
     }
 }
 
@@ -72,15 +120,16 @@ impl Drop for SoloLease<'_> {
     }
 }
 
-/// The sessions for the next decoder run: the solo ones while the other lanes hold no rows and
-/// no other lane has them (the lease holds them until dropped), else the lane's own.
+/// The sessions for the next decoder run: the solo ones while no other lane (of this model or
+/// another) holds rows and no other lane has them (the lease holds them until dropped), else
+/// the lane's own.
 pub(super) fn engine<'m>(
     model: &'m Seq2SeqModel,
     solo: &'m Option<Solo>,
     stats: &SchedulerStats,
 ) -> (&'m Seq2SeqModel, Option<SoloLease<'m>>) {
     if let Some(s) = solo
-        && s.others.iter().all(|l| l.rows() == 0)
+        && s.own.alone()
         && s.sessions.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
     {
         stats.solo_runs.fetch_add(1, Ordering::Relaxed);
