@@ -81,7 +81,7 @@ fn cuda_without_a_gpu_library_fails_loudly_instead_of_falling_back_to_the_cpu() 
 fn help_lists_every_configuration_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_t5serve")).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout).to_string();
-    let source = include_str!("../src/config.rs");
+    let source = include_str!("../src/config/mod.rs");
     let start = source.find("pub struct Config {").unwrap();
     let body = &source[start..start + source[start..].find("\n}\n").unwrap()];
     let keys: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("    pub ")?.split(':').next()).collect();
