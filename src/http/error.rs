@@ -186,10 +186,17 @@ impl From<JsonRejection> for ApiError {
             }
             JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest(text),
             JsonRejection::JsonDataError(_) => ApiError::Validation(text),
-            JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::PayloadTooLarge("the request body is larger than max_body_bytes".into())
-            }
+            JsonRejection::BytesRejection(b) => b.into(),
             _ => ApiError::BadRequest(text),
         }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::PayloadTooLarge("the request body is larger than max_body_bytes".into());
+        }
+        ApiError::BadRequest(r.body_text())
     }
 }
