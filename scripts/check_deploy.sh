@@ -8,7 +8,7 @@
 #          servicemonitor.json, with python-jsonschema;
 #        - kustomization.yaml: lists exactly the other manifests, no unknown keys;
 #        - cross-references no schema sees: selectors match labels, named ports exist, T5SERVE_*
-#          env vars are real config keys (src/config.rs), the HPA targets the Deployment, and
+#          env vars are real config keys (src/config/mod.rs), the HPA targets the Deployment, and
 #          terminationGracePeriodSeconds > preStop sleep + shutdown grace;
 #   2. docker/docker-compose.yml with `docker-compose config -q` (Debian's docker-compose; it
 #      validates against the compose schema without a Docker engine).
@@ -165,7 +165,7 @@ def subset(small, big):
     return bool(small) and all(big.get(k) == v for k, v in small.items())
 
 
-config_rs = open(os.path.join(root, "src", "config.rs")).read()
+config_rs = open(os.path.join(root, "src", "config", "mod.rs")).read()
 env_keys = set(re.findall(r'env\s*=\s*"(T5SERVE_[A-Z0-9_]+)"', config_rs))
 with open(os.path.join(root, "config", "default.toml"), "rb") as f:
     default_grace_ms = tomllib.load(f).get("shutdown_grace_ms", 30000)
@@ -186,7 +186,7 @@ if dep and not errors:
         for env in c.get("env", []):
             n = env["name"]
             if n.startswith("T5SERVE_") and n not in env_keys:
-                fail(dep_file, f"container {c['name']}: env {n} is no config key of src/config.rs")
+                fail(dep_file, f"container {c['name']}: env {n} is no config key of src/config/mod.rs")
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             port = ((c.get(probe) or {}).get("httpGet") or {}).get("port")
             if isinstance(port, str) and port not in port_names:
