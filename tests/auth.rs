@@ -38,9 +38,18 @@ async fn an_api_key_guards_work_routes_but_not_health() {
         let (s, _, _) = status(client.post(format!("{base}{path}")).bearer_auth(KEY).json(&body)).await;
         assert_eq!(s, 200, "{path} with the key");
     }
-    let (s, _, _) = status(client.get(format!("{base}/v1/models"))).await;
-    assert_eq!(s, 401);
-    for path in ["/health", "/health/ready", "/health/live", "/metrics"] {
+    // The Open Inference Protocol's routes too (its body is its own, with no Content-Type).
+    let infer = format!("{base}/v2/models/tiny-t5/infer");
+    let oip = r#"{"inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["Hi"]}]}"#;
+    let (s, v, _) = status(client.post(&infer).body(oip)).await;
+    assert_eq!((s, v.unwrap()["error_type"].as_str()), (401, Some("unauthorized")));
+    let (s, _, _) = status(client.post(&infer).bearer_auth(KEY).body(oip)).await;
+    assert_eq!(s, 200, "/v2 infer with the key");
+    for path in ["/v1/models", "/v2", "/v2/models/tiny-t5", "/v2/models/tiny-t5/ready"] {
+        let (s, _, _) = status(client.get(format!("{base}{path}"))).await;
+        assert_eq!(s, 401, "{path} without a key");
+    }
+    for path in ["/health", "/health/ready", "/health/live", "/metrics", "/v2/health/live", "/v2/health/ready"] {
         let r = client.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path} stays open");
     }

@@ -12,6 +12,7 @@ pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod models;
+pub mod oip;
 pub mod openai;
 pub mod openapi;
 pub mod pipeline;
@@ -190,7 +191,10 @@ async fn authorize(
 ) -> Response {
     let Some(key) = &access.api_key else { return next.run(req).await };
     let path = req.uri().path();
-    if path.starts_with("/health") || (path == "/metrics" && !access.metrics_need_key) {
+    if path.starts_with("/health")
+        || path.starts_with("/v2/health/")
+        || (path == "/metrics" && !access.metrics_need_key)
+    {
         return next.run(req).await;
     }
     // The scheme name is case-insensitive (RFC 7235 section 2.1).
@@ -322,6 +326,15 @@ pub fn router(state: AppState, body: BodyLimits, access: Access) -> Router {
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{name}", get(oip::model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(oip::model_metadata))
+        .route("/v2/models/{name}/ready", get(oip::model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(oip::model_ready))
+        .route("/v2/models/{name}/infer", post(oip::infer::infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(oip::infer::infer))
         .route("/health", get(health::ready))
         .route("/health/ready", get(health::ready))
         .route("/health/live", get(health::live))
