@@ -53,6 +53,9 @@ pub struct RunningServer {
     max_in_flight: usize,
     grace: std::time::Duration,
     task: JoinHandle<std::io::Result<()>>,
+    /// The Open Inference Protocol's gRPC service, with `grpc_port`.
+    pub grpc_addr: Option<SocketAddr>,
+    grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     /// The warm-up task: true once ready, false when it gave up.
     warm_up: Option<JoinHandle<bool>>,
 }
@@ -62,7 +65,14 @@ impl RunningServer {
     /// dropped after `http::serve::LINGER`; returns once the connection loop has ended.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.health.stop.send_replace(true);
-        self.task.await.context("server task")?.context("server")
+        let http = self.task.await.context("server task")?.context("server");
+        // tonic waits for calls in flight without a limit; a drain has let them finish already.
+        if let Some(grpc) = self.grpc
+            && let Ok(done) = tokio::time::timeout(http::serve::LINGER, grpc).await
+        {
+            done.context("gRPC server task")?.context("gRPC server")?;
+        }
+        http
     }
 
     /// Graceful drain: readiness turns 503 and new work gets 503 at once, while requests in
@@ -131,17 +141,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         limits: Arc::new(api::Limits::new(&config, 0)),
         tokenizing: Arc::new(http::tokenize::Load::new(config.tokenizer_threads)),
     };
-    let access = http::Access {
+    let access = Arc::new(http::Access {
         api_key: config.api_key.clone(),
         metrics_need_key: config.metrics_need_key,
         cors_origins: config.cors_origins.clone(),
         refusals: Default::default(),
-    };
+    });
     let body = http::BodyLimits {
         max_bytes: config.max_body_bytes,
         read_timeout: std::time::Duration::from_millis(config.body_read_timeout_ms),
     };
-    let app = http::router(state.clone(), body, access);
+    let app = http::router(state.clone(), body, access.clone());
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
@@ -151,8 +161,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     };
     let task = tokio::spawn(http::serve::serve(listener, app, limits, state.metrics.clone(), health.stop.subscribe()));
     tracing::info!(%addr, "listening");
+    let grpc = match config.grpc_port {
+        0 => None,
+        port => Some(serve_grpc(SocketAddr::new(addr.ip(), port), &state, access, config.max_body_bytes).await?),
+    };
     Ok(RunningServer {
         addr,
+        grpc_addr: grpc.as_ref().map(|g| g.0),
+        grpc: grpc.map(|g| g.1),
         health,
         models,
         admission,
@@ -161,6 +177,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         task,
         warm_up: Some(tokio::spawn(warm_up(state))),
     })
+}
+
+/// Serves the Open Inference Protocol over gRPC on `addr` until the server stops (it stops
+/// taking connections then; calls in flight finish, within `RunningServer::shutdown`'s wait).
+async fn serve_grpc(
+    addr: SocketAddr,
+    state: &http::AppState,
+    access: Arc<http::Access>,
+    max_message_bytes: usize,
+) -> anyhow::Result<(SocketAddr, JoinHandle<Result<(), tonic::transport::Error>>)> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen for gRPC on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let service = http::oip::grpc::service(state.clone(), access, max_message_bytes);
+    let mut stop = state.health.stop.subscribe();
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "gRPC listening");
+    Ok((addr, task))
 }
 
 /// Ready once a warm-up request has gone through the whole path (first runs allocate). A

@@ -185,6 +185,10 @@ pub struct Config {
     /// Port to listen on; 0 picks a free one.
     #[flag(u16; long, env = "T5SERVE_PORT")]
     pub port: u16 = 8080,
+    /// Port of the Open Inference Protocol's gRPC service (inference.GRPCInferenceService, as
+    /// Triton's and KServe's clients call it), on host; 0 turns it off.
+    #[flag(u16; long, env = "T5SERVE_GRPC_PORT")]
+    pub grpc_port: u16 = 0,
     /// Path of libonnxruntime.so; unset means ORT_DYLIB_PATH, then .ort/.
     #[flag(PathBuf; long, env = "T5SERVE_ORT_LIBRARY")]
     pub ort_library: Option<PathBuf> = None,

@@ -143,6 +143,13 @@ tokio::task_local! {
     static REQUEST_MODEL: Arc<std::sync::OnceLock<String>>;
 }
 
+/// Runs a request's handling with its model noted (`note_request_model`), and says which.
+pub(crate) async fn with_request_model<F: Future>(f: F) -> (F::Output, Option<String>) {
+    let model = Arc::new(std::sync::OnceLock::new());
+    let out = REQUEST_MODEL.scope(model.clone(), f).await;
+    (out, model.get().cloned())
+}
+
 /// Notes the model the current request runs on (outside a request, nothing).
 pub(crate) fn note_request_model(id: &str) {
     let _ = REQUEST_MODEL.try_with(|m| m.set(id.to_string()));
@@ -160,10 +167,9 @@ async fn record(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = std::time::Instant::now();
-    let model = Arc::new(std::sync::OnceLock::new());
-    let response = REQUEST_MODEL.scope(model.clone(), next.run(req)).await;
+    let (response, model) = with_request_model(next.run(req)).await;
     let rejected = response.extensions().get::<error::Rejected>().map(|r| r.0);
-    let model = model.get().map_or("", String::as_str);
+    let model = model.as_deref().unwrap_or("");
     let status = response.status().as_u16();
     app.metrics.record_response(&route, status, model, rejected, started.elapsed().as_secs_f64());
     response
@@ -179,6 +185,26 @@ pub struct Access {
     pub refusals: Refusals,
 }
 
+impl Access {
+    /// Whether an `Authorization` value (the HTTP header, gRPC's metadata) carries the API key,
+    /// when one is set. A refusal is noted (logged at a bounded rate).
+    pub fn check(&self, authorization: Option<&str>) -> Result<(), ApiError> {
+        let Some(key) = &self.api_key else { return Ok(()) };
+        // The scheme name is case-insensitive (RFC 7235 section 2.1).
+        let given = authorization
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim_start());
+        let refusal = match given {
+            Some(token) if constant_time_eq(token.as_bytes(), key.0.as_bytes()) => return Ok(()),
+            Some(_) => "the API key is wrong",
+            None => "this route needs `Authorization: Bearer <api key>`",
+        };
+        self.refusals.note(refusal);
+        Err(ApiError::Unauthorized(refusal.into()))
+    }
+}
+
 /// Compares in time that depends only on the lengths, not on where the bytes differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -189,7 +215,6 @@ async fn authorize(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(key) = &access.api_key else { return next.run(req).await };
     let path = req.uri().path();
     if path.starts_with("/health")
         || path.starts_with("/v2/health/")
@@ -197,21 +222,8 @@ async fn authorize(
     {
         return next.run(req).await;
     }
-    // The scheme name is case-insensitive (RFC 7235 section 2.1).
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim_start());
-    let refusal = match given {
-        Some(token) if constant_time_eq(token.as_bytes(), key.0.as_bytes()) => return next.run(req).await,
-        Some(_) => "the API key is wrong",
-        None => "this route needs `Authorization: Bearer <api key>`",
-    };
-    access.refusals.note(refusal);
-    let error = ApiError::Unauthorized(refusal.into());
+    let given = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let Err(error) = access.check(given) else { return next.run(req).await };
     if openai::PATHS.contains(&path) {
         return openai::OpenAiError::from(error).into_response();
     }
@@ -285,7 +297,7 @@ pub struct BodyLimits {
     pub read_timeout: std::time::Duration,
 }
 
-pub fn router(state: AppState, body: BodyLimits, access: Access) -> Router {
+pub fn router(state: AppState, body: BodyLimits, access: Arc<Access>) -> Router {
     let origins: Vec<HeaderValue> = access.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     let cors = (!origins.is_empty()).then(|| {
         tower_http::cors::CorsLayer::new()
@@ -342,7 +354,7 @@ pub fn router(state: AppState, body: BodyLimits, access: Access) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(Arc::new(access), authorize))
+        .layer(axum::middleware::from_fn_with_state(access, authorize))
         // Outside authorization, so that refusals (401) and unknown routes are counted too.
         .layer(axum::middleware::from_fn_with_state(state, record))
         .layer(DefaultBodyLimit::max(body.max_bytes))

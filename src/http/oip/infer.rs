@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use std::sync::Arc;
+
 use crate::api::{self, GenerateParameters, Inputs};
 
 use super::super::AppState;
@@ -19,6 +21,7 @@ use super::super::classify::{self, Task};
 use super::super::error::ApiError;
 use super::super::json::ApiBytes;
 use super::super::pipeline::{Caller, Prompt};
+use super::super::served::Served;
 use super::tensor::{self, HEADER_LENGTH};
 use super::{ModelPath, OipError};
 
@@ -53,15 +56,33 @@ struct RequestedOutput {
 }
 
 /// An output tensor's values.
-enum Data {
+pub enum Data {
     Bytes(Vec<String>),
     Fp32(Vec<f32>),
 }
 
-struct Output {
-    name: &'static str,
-    shape: Vec<i64>,
-    data: Data,
+impl Data {
+    pub fn datatype(&self) -> &'static str {
+        match self {
+            Data::Bytes(_) => "BYTES",
+            Data::Fp32(_) => "FP32",
+        }
+    }
+
+    /// The values as a binary part (Triton's binary tensor data; gRPC's raw contents).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Data::Bytes(v) => tensor::encode_bytes(v.iter().map(|s| s.as_bytes())),
+            Data::Fp32(v) => tensor::encode_fp32(v),
+        }
+    }
+}
+
+/// An output tensor.
+pub struct Output {
+    pub name: &'static str,
+    pub shape: Vec<i64>,
+    pub data: Data,
 }
 
 pub async fn infer(
@@ -81,17 +102,30 @@ pub async fn infer(
         Some(Value::Bool(b)) => b,
         Some(other) => return Err(bad(format!("binary_data_output is true or false, not {other}"))),
     };
+    let outputs = run(&app, &model, texts, shape, parameters).await?;
+    respond(&model.id, req.id, outputs, &req.outputs, binary_output)
+}
+
+/// Runs the texts of `text_input` (of `shape`) on `model` with the request's `parameters`:
+/// generation, or classification with `task` = `classify`. The same for every transport.
+pub async fn run(
+    app: &AppState,
+    model: &Arc<Served>,
+    texts: Vec<String>,
+    shape: Vec<i64>,
+    mut parameters: Map<String, Value>,
+) -> Result<Vec<Output>, OipError> {
     let task = match parameters.remove("task") {
         None => "generate".to_string(),
         Some(Value::String(t)) => t,
         Some(other) => return Err(bad(format!("task is \"generate\" or \"classify\", not {other}"))),
     };
     let n = texts.len() as i64;
-    let outputs = match task.as_str() {
+    Ok(match task.as_str() {
         "generate" => {
             let params = generate_parameters(parameters)?;
             let request = api::Request::generate(INPUT, Inputs::Many(texts), params);
-            let submitted = app.submit(Caller::Client, &model, request, Prompt::Text).await?;
+            let submitted = app.submit(Caller::Client, model, request, Prompt::Text).await?;
             let mut generated = Vec::new();
             for (_, output) in submitted.collect().await? {
                 generated.push(output.generated()?.text);
@@ -100,7 +134,7 @@ pub async fn infer(
         }
         "classify" => {
             let task = classify_task(parameters)?;
-            let (ranked, labels) = classify::run(&app, &model, Inputs::Many(texts), task).await?;
+            let (ranked, labels) = classify::run(app, model, Inputs::Many(texts), task).await?;
             let mut scores = Vec::with_capacity(ranked.len() * labels.len());
             for c in &ranked {
                 scores.extend(
@@ -114,11 +148,10 @@ pub async fn infer(
             ]
         }
         other => return Err(bad(format!("task is \"generate\" or \"classify\", not {:?}", api::echo(other)))),
-    };
-    respond(&model.id, req.id, outputs, &req.outputs, binary_output)
+    })
 }
 
-fn bad(message: impl Into<String>) -> OipError {
+pub fn bad(message: impl Into<String>) -> OipError {
     OipError(ApiError::BadRequest(message.into()))
 }
 
@@ -126,19 +159,7 @@ fn bad(message: impl Into<String>) -> OipError {
 fn texts(inputs: &[InputTensor], mut binary: &[u8]) -> Result<(Vec<String>, Vec<i64>), OipError> {
     let mut found = None;
     for input in inputs {
-        if input.name != INPUT {
-            return Err(bad(format!("unexpected input {:?}: the only input is {INPUT:?}", api::echo(&input.name))));
-        }
-        if found.is_some() {
-            return Err(bad(format!("{INPUT} is given twice")));
-        }
-        if input.datatype != "BYTES" {
-            return Err(bad(format!("{INPUT} must be BYTES, not {}", api::echo(&input.datatype))));
-        }
-        let n = match input.shape.as_slice() {
-            [n] | [n, 1] if *n >= 1 => *n as usize,
-            _ => return Err(bad(format!("{INPUT} has shape {:?}; it must be [n] or [n, 1] with n >= 1", input.shape))),
-        };
+        check_input(&input.name, &input.datatype, &input.shape, found.is_some())?;
         let elements = match input.parameters.get("binary_data_size") {
             Some(size) => {
                 let size = size.as_u64().ok_or_else(|| bad("binary_data_size must be a byte count"))? as usize;
@@ -150,28 +171,50 @@ fn texts(inputs: &[InputTensor], mut binary: &[u8]) -> Result<(Vec<String>, Vec<
                 }
                 let (part, rest) = binary.split_at(size);
                 binary = rest;
-                let elements = tensor::decode_bytes(part).map_err(|e| bad(format!("{INPUT}: {e}")))?;
-                elements
-                    .into_iter()
-                    .map(|e| String::from_utf8(e).map_err(|_| bad(format!("{INPUT}: an element is not UTF-8 text"))))
-                    .collect::<Result<Vec<_>, _>>()?
+                tensor::decode_bytes(part).map_err(|e| bad(format!("{INPUT}: {e}")))?
             }
             None => {
                 let data =
                     input.data.as_ref().ok_or_else(|| bad(format!("{INPUT} has neither data nor binary_data_size")))?;
-                tensor::json_strings(data).map_err(|e| bad(format!("{INPUT}: {e}")))?
+                let strings = tensor::json_strings(data).map_err(|e| bad(format!("{INPUT}: {e}")))?;
+                strings.into_iter().map(String::into_bytes).collect()
             }
         };
-        if Some(elements.len()) != tensor::elements(&input.shape) {
-            return Err(bad(format!("{INPUT} has shape {:?} but {} elements", input.shape, elements.len())));
-        }
-        debug_assert_eq!(elements.len(), n);
-        found = Some((elements, input.shape.clone()));
+        found = Some((input_texts(&input.shape, elements)?, input.shape.clone()));
     }
     if !binary.is_empty() {
         return Err(bad(format!("{} bytes of binary data follow the inputs that no input claims", binary.len())));
     }
     found.ok_or_else(|| bad(format!("the input {INPUT} is missing")))
+}
+
+/// Checks an input's name, datatype and shape: the one input, `text_input`, `BYTES`, `[n]` or
+/// `[n, 1]`. `seen`: it came already.
+pub fn check_input(name: &str, datatype: &str, shape: &[i64], seen: bool) -> Result<(), OipError> {
+    if name != INPUT {
+        return Err(bad(format!("unexpected input {:?}: the only input is {INPUT:?}", api::echo(name))));
+    }
+    if seen {
+        return Err(bad(format!("{INPUT} is given twice")));
+    }
+    if datatype != "BYTES" {
+        return Err(bad(format!("{INPUT} must be BYTES, not {}", api::echo(datatype))));
+    }
+    match shape {
+        [n] | [n, 1] if *n >= 1 => Ok(()),
+        _ => Err(bad(format!("{INPUT} has shape {shape:?}; it must be [n] or [n, 1] with n >= 1"))),
+    }
+}
+
+/// The texts of an input of `shape` from its elements, which must be as many, and UTF-8.
+pub fn input_texts(shape: &[i64], elements: Vec<Vec<u8>>) -> Result<Vec<String>, OipError> {
+    if Some(elements.len()) != tensor::elements(shape) {
+        return Err(bad(format!("{INPUT} has shape {shape:?} but {} elements", elements.len())));
+    }
+    elements
+        .into_iter()
+        .map(|e| String::from_utf8(e).map_err(|_| bad(format!("{INPUT}: an element is not UTF-8 text"))))
+        .collect()
 }
 
 /// `/v1/generate`'s parameters from the request's, by name. Lists (`stop`) and maps
@@ -253,16 +296,16 @@ fn respond(
             Some(Value::Bool(b)) => *b,
             Some(other) => return Err(bad(format!("{}: binary_data is true or false, not {other}", o.name))),
         };
-        let (datatype, json_data, bytes) = match &o.data {
-            Data::Bytes(v) => ("BYTES", json!(v), tensor::encode_bytes(v.iter().map(|s| s.as_bytes()))),
-            Data::Fp32(v) => ("FP32", json!(v), tensor::encode_fp32(v)),
-        };
-        let mut t = json!({"name": o.name, "datatype": datatype, "shape": o.shape});
+        let mut t = json!({"name": o.name, "datatype": o.data.datatype(), "shape": o.shape});
         if as_binary {
+            let bytes = o.data.to_bytes();
             t["parameters"] = json!({"binary_data_size": bytes.len()});
             binary.extend_from_slice(&bytes);
         } else {
-            t["data"] = json_data;
+            t["data"] = match &o.data {
+                Data::Bytes(v) => json!(v),
+                Data::Fp32(v) => json!(v),
+            };
         }
         tensors.push(t);
     }

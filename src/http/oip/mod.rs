@@ -3,6 +3,7 @@
 //! path every route takes. Errors are the protocol's `{"error": "..."}` (with t5serve's
 //! `error_type` beside it), with 400 for a request the server cannot run.
 
+pub mod grpc;
 pub mod infer;
 pub mod tensor;
 
@@ -100,20 +101,26 @@ pub async fn model_ready(State(app): State<AppState>, Path(path): Path<ModelPath
     Ok(Json(json!({"name": model.id, "ready": true})))
 }
 
-/// `GET /v2/models/{name}[/versions/{version}]`: the model's inputs and outputs. `text_output`
-/// answers a generation; `label` and `scores` a classification (`task` = `classify`).
+/// The input every model takes and the outputs it gives: name, datatype, shape (-1: any).
+/// `text_output` answers a generation; `label` and `scores` a classification (`task` =
+/// `classify`).
+pub const INPUTS: &[(&str, &str, &[i64])] = &[(infer::INPUT, "BYTES", &[-1])];
+pub const OUTPUTS: &[(&str, &str, &[i64])] =
+    &[("text_output", "BYTES", &[-1]), ("label", "BYTES", &[-1]), ("scores", "FP32", &[-1, -1])];
+/// What the metadata calls the platform.
+pub const PLATFORM: &str = "t5serve";
+
+/// `GET /v2/models/{name}[/versions/{version}]`: the model's input and outputs.
 pub async fn model_metadata(State(app): State<AppState>, Path(path): Path<ModelPath>) -> Result<Json<Value>, OipError> {
     let model = path.model(&app)?;
-    let tensor = |name: &str, datatype: &str, shape: Value| json!({"name": name, "datatype": datatype, "shape": shape});
+    let tensors = |list: &[(&str, &str, &[i64])]| -> Vec<Value> {
+        list.iter().map(|(name, datatype, shape)| json!({"name": name, "datatype": datatype, "shape": shape})).collect()
+    };
     Ok(Json(json!({
         "name": model.id,
         "versions": [VERSION],
-        "platform": "t5serve",
-        "inputs": [tensor(infer::INPUT, "BYTES", json!([-1]))],
-        "outputs": [
-            tensor("text_output", "BYTES", json!([-1])),
-            tensor("label", "BYTES", json!([-1])),
-            tensor("scores", "FP32", json!([-1, -1])),
-        ],
+        "platform": PLATFORM,
+        "inputs": tensors(INPUTS),
+        "outputs": tensors(OUTPUTS),
     })))
 }
