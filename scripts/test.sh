@@ -37,6 +37,8 @@ if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
 .venv-test/bin/python tests/python/test_oip_client.py target/debug/t5serve
 # ... and over gRPC with Triton's client (its own process: it cannot be imported beside kserve).
 .venv-test/bin/python tests/python/test_oip_grpc.py target/debug/t5serve
+# The KServe manifests (deploy/kserve) against the kserve SDK's own resource models.
+.venv-test/bin/python tests/python/test_kserve_manifests.py target/debug/t5serve
 # The int8 export path: scripts/quantize_model.py on the tiny model, served by the real binary,
 # equal to a reference greedy loop over the same int8 graphs.
 .venv-test/bin/python tests/python/test_int8_export.py target/debug/t5serve
