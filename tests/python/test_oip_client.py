@@ -14,6 +14,7 @@ References, independent of the route under test:
 import asyncio
 import json
 import sys
+import time
 import unittest
 import urllib.request
 from pathlib import Path
@@ -55,6 +56,10 @@ class OpenInferenceProtocol(unittest.TestCase):
         cls.server = Server(BINARY, args=("--model", f"{NUMBERS}=models/t5-numbers"))
         cls.url = cls.server.base.removeprefix("http://")
         cls.client = triton.InferenceServerClient(cls.url)
+        # The server listens before its warm-up is done; ready follows it.
+        deadline = time.time() + 60
+        while not cls.client.is_server_ready() and time.time() < deadline:
+            time.sleep(0.1)
         cls.cases = [c for c in GOLDEN["cases"] if c["prompt"]]
         cls.params = {"max_new_tokens": GOLDEN["steps"], "min_new_tokens": GOLDEN["min_new_tokens"]}
 

@@ -80,7 +80,12 @@ class Grpc(unittest.TestCase):
         if cls.KEY:
             args += ["--api-key", cls.KEY]
         cls.server = Server(BINARY, args=tuple(args))
-        cls.client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        cls.address = f"127.0.0.1:{port}"
+        cls.client = triton.InferenceServerClient(cls.address)
+        # The server listens before its warm-up is done; ready follows it.
+        deadline = time.time() + 60
+        while not cls.client.is_server_ready() and time.time() < deadline:
+            time.sleep(0.1)
         cls.headers = {"authorization": f"Bearer {cls.KEY}"} if cls.KEY else None
         cls.cases = [c for c in GOLDEN["cases"] if c["prompt"]]
         cls.params = {"max_new_tokens": GOLDEN["steps"], "min_new_tokens": GOLDEN["min_new_tokens"]}
@@ -147,6 +152,24 @@ class Protocol(Grpc):
         result = self.client.infer(NUMBERS, [texts_input(texts[:1])], parameters={"task": "classify"}, outputs=only)
         self.assertIsNone(result.as_numpy("scores"))
         self.assertEqual(result.as_numpy("label")[0].decode(), "German")
+
+    def test_typed_contents_in_typed_contents_out(self):
+        # The protocol's messages as Triton's package defines them, sent by its generated stub.
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+        texts = [c["prompt"] for c in self.cases[:3]]
+        request = service_pb2.ModelInferRequest(model_name=TINY, id="typed")
+        tensor = request.inputs.add(name="text_input", datatype="BYTES", shape=[len(texts)])
+        tensor.contents.bytes_contents.extend(t.encode() for t in texts)
+        for k, v in self.params.items():
+            request.parameters[k].int64_param = v
+        with grpc.insecure_channel(self.address) as channel:
+            response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
+        self.assertEqual((response.model_name, response.id, len(response.raw_output_contents)), (TINY, "typed", 0))
+        [out] = response.outputs
+        self.assertEqual((out.name, out.datatype, list(out.shape)), ("text_output", "BYTES", [3]))
+        self.assertEqual([b.decode() for b in out.contents.bytes_contents], [c["text"] for c in self.cases[:3]])
 
     def test_errors_carry_the_protocols_codes_and_messages(self):
         def fails(code, text, call):

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::super::error::ApiError;
 use super::super::{Access, AppState};
-use super::infer::{self, Output};
+use super::infer::{self, Data, Output};
 use super::{EXTENSIONS, INPUTS, OUTPUTS, OipError, PLATFORM, VERSION};
 
 /// The messages and service, generated from `proto/grpc_service.proto` by build.rs.
@@ -132,12 +132,14 @@ fn texts(req: &mut pb::ModelInferRequest) -> Result<(Vec<String>, Vec<i64>), Oip
     found.ok_or_else(|| infer::bad(format!("the input {} is missing", infer::INPUT)))
 }
 
-/// The requested outputs (all when none is named), in `raw_output_contents`.
+/// The requested outputs (all when none is named): in `raw_output_contents`, or, for a request
+/// that sent its input in the typed contents, in the outputs' typed contents.
 fn response(
     model: &str,
     id: String,
     outputs: Vec<Output>,
     requested: &[String],
+    typed: bool,
 ) -> Result<pb::ModelInferResponse, OipError> {
     if let Some(unknown) = requested.iter().find(|r| !outputs.iter().any(|o| &o.name == r)) {
         let names: Vec<&str> = outputs.iter().map(|o| o.name).collect();
@@ -146,16 +148,25 @@ fn response(
     let chosen = outputs.into_iter().filter(|o| requested.is_empty() || requested.iter().any(|r| r == o.name));
     let (tensors, raw): (Vec<_>, Vec<_>) = chosen
         .map(|o| {
+            let contents = typed.then(|| match &o.data {
+                Data::Bytes(v) => pb::InferTensorContents {
+                    bytes_contents: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+                    ..Default::default()
+                },
+                Data::Fp32(v) => pb::InferTensorContents { fp32_contents: v.clone(), ..Default::default() },
+            });
+            let raw = (!typed).then(|| o.data.to_bytes());
             let tensor = pb::model_infer_response::InferOutputTensor {
                 name: o.name.to_string(),
                 datatype: o.data.datatype().to_string(),
-                shape: o.shape.clone(),
+                shape: o.shape,
                 parameters: HashMap::new(),
-                contents: None,
+                contents,
             };
-            (tensor, o.data.to_bytes())
+            (tensor, raw)
         })
         .unzip();
+    let raw = raw.into_iter().flatten().collect();
     Ok(pb::ModelInferResponse {
         model_name: model.to_string(),
         model_version: VERSION.to_string(),
@@ -244,13 +255,14 @@ impl GrpcInferenceService for Oip {
             let version = Some(std::mem::take(&mut r.model_version)).filter(|v| !v.is_empty());
             let path = super::ModelPath { name: std::mem::take(&mut r.model_name), version };
             let model = path.model(&self.app)?;
+            let typed = r.raw_input_contents.is_empty();
             let (texts, shape) = texts(&mut r)?;
             let requested: Vec<String> = r.outputs.iter().map(|o| o.name.clone()).collect();
             let mut params = parameters(std::mem::take(&mut r.parameters));
             // The REST side's framing switch means nothing here.
             params.remove("binary_data_output");
             let outputs = infer::run(&self.app, &model, texts, shape, params).await?;
-            response(&model.id, r.id, outputs, &requested)
+            response(&model.id, r.id, outputs, &requested, typed)
         })
         .await
     }
