@@ -231,5 +231,39 @@ class ApiKey(Grpc):
         self.assertEqual(result.as_numpy("text_output")[0].decode(), self.cases[0]["text"])
 
 
+class Draining(Grpc):
+    def test_sigterm_turns_ready_false_refuses_new_calls_and_finishes_those_in_flight(self):
+        import signal
+        import threading
+
+        done = {}
+        long = {"max_new_tokens": 300, "min_new_tokens": 300}
+
+        def in_flight():
+            try:
+                done["result"] = self.client.infer(TINY, [texts_input(["Hello"])], parameters=long)
+            except Exception as e:  # reported below
+                done["error"] = e
+
+        thread = threading.Thread(target=in_flight)
+        thread.start()
+        deadline = time.time() + 20
+        while (metric(self.server.base, "t5serve_active_rows") or 0.0) < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        self.server.process.send_signal(signal.SIGTERM)
+        deadline = time.time() + 10
+        while self.client.is_server_ready() and time.time() < deadline:
+            time.sleep(0.01)
+        self.assertFalse(self.client.is_server_ready())
+        with self.assertRaises(InferenceServerException) as e:
+            self.client.infer(TINY, [texts_input(["x"])])
+        self.assertEqual(e.exception.status(), "StatusCode.UNAVAILABLE")
+        self.assertIn("shutting down", e.exception.message())
+        thread.join(60)
+        self.assertNotIn("error", done)
+        self.assertEqual(len(done["result"].as_numpy("text_output")), 1)
+        self.assertEqual(self.server.process.wait(timeout=30), 0)
+
+
 if __name__ == "__main__":
     unittest.main(argv=sys.argv[:1], verbosity=2)
