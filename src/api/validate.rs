@@ -49,6 +49,9 @@ pub struct Request {
     /// Rows per text (OpenAI's `n`): copy `j` of text `i` is row `i * copies + j`, sampled
     /// with the seed plus `j`.
     pub copies: usize,
+    /// With `parameters.truncate`: keep the first tokens (and the closing EOS) instead of the
+    /// last ones (TEI's `truncation_direction: Right`).
+    pub truncate_right: bool,
 }
 
 impl Request {
@@ -64,6 +67,7 @@ impl Request {
             stream: false,
             long_texts: LongTexts::Refuse,
             copies: 1,
+            truncate_right: false,
         }
     }
 
@@ -103,8 +107,10 @@ pub struct Validated {
     pub texts: Vec<String>,
     /// The client sent one string: answer with one object.
     pub single: bool,
-    /// Keep only the last N input tokens of each text.
+    /// Keep only N input tokens of each text: the last ones, or with `truncate_right` the first
+    /// ones and the closing EOS.
     pub truncate: Option<usize>,
+    pub truncate_right: bool,
     pub long_texts: LongTexts,
     /// How long the rows may stay queued.
     pub queue_deadline: Duration,
@@ -162,6 +168,7 @@ pub fn validate(r: Request, limits: &Limits) -> Result<Validated, ValidationErro
         texts,
         single,
         truncate,
+        truncate_right: r.truncate_right,
         long_texts: r.long_texts,
         queue_deadline: p.queue_deadline(limits)?,
         task,

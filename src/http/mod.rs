@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod pipeline;
 pub mod serve;
 pub mod served;
+pub mod tei;
 pub mod tgi;
 pub mod tokenize;
 pub mod tokens;
@@ -336,6 +337,7 @@ pub fn router(state: AppState, body: BodyLimits, access: Arc<Access>) -> Router 
         .route("/v1/completions", post(openai::completions::completions))
         .route("/v1/chat/completions", post(openai::chat::chat))
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
+        .route("/embed", post(tei::embed))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/v2", get(oip::server_metadata))

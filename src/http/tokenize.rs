@@ -59,7 +59,7 @@ pub async fn texts(
     v: &Validated,
     prompt: Prompt,
 ) -> Result<Rows, ApiError> {
-    let (truncate, long_texts, many) = (v.truncate, v.long_texts, !v.single);
+    let (truncate, long_texts, many, right) = (v.truncate, v.long_texts, !v.single, v.truncate_right);
     if let Prompt::Ids(lists) = &prompt {
         return given_ids(lists, truncate, many, &limits);
     }
@@ -74,9 +74,17 @@ pub async fn texts(
                 continue;
             }
             let mut ids = t.encode(text)?;
-            if let Some(n) = truncate {
+            match truncate {
+                // The first N: the text's first N - 1 tokens and its closing EOS, as a Hugging
+                // Face tokenizer truncating on the right keeps them (TEI's default).
+                Some(n) if right && ids.len() > n => {
+                    let eos = ids.pop();
+                    ids.truncate(n.saturating_sub(1));
+                    ids.extend(eos);
+                }
                 // Keeps the last N tokens, as TGI does.
-                ids.drain(..ids.len().saturating_sub(n));
+                Some(n) => drop(ids.drain(..ids.len().saturating_sub(n))),
+                None => {}
             }
             api::check_token_count(many.then_some(i), ids.len(), &limits)?;
             rows.push((i, ids));

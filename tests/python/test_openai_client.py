@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -309,6 +310,47 @@ class Routes:
         short = self.client.embeddings.create(model=self.model, input=texts[0], dimensions=8).data[0].embedding
         expected = ref[0][:8] / np.linalg.norm(ref[0][:8])
         np.testing.assert_allclose(short, expected, atol=EMBED_ATOL * 10)
+
+    def test_tei_embed_equals_onnxruntime_and_v1_embeddings(self):
+        # TEI's POST /embed: the same rows as /v1/embeddings, in TEI's shape (a list of lists).
+        texts = [f"{self.PROMPTS[i % len(self.PROMPTS)]} {'and more ' * (i % 5)}".strip() for i in range(32)]
+        ref = self.reference_embeddings(texts)
+        alone = [post(self.server.base, "/embed", {"inputs": t}) for t in texts[:3]]
+        self.assertEqual([len(a) for a in alone], [1, 1, 1])
+        np.testing.assert_allclose(np.array([a[0] for a in alone]), ref[:3], atol=EMBED_ATOL)
+        batch = post(self.server.base, "/embed", {"inputs": texts})
+        np.testing.assert_allclose(np.array(batch), ref, atol=self.BATCH_ATOL)
+        v1 = self.client.embeddings.create(model=self.model, input=texts, encoding_format="float")
+        # The same f32 values (each route prints them its own way: shortest f32, or as f64).
+        same = np.array([d.embedding for d in v1.data], dtype=np.float32)
+        np.testing.assert_array_equal(np.array(batch, dtype=np.float32), same, "/embed and /v1/embeddings agree")
+        # normalize: false gives the mean itself.
+        session = onnxruntime.InferenceSession(str(ROOT / self.MODEL_DIR / "encoder_model.onnx"))
+        ids = np.array([self.tokenizer.encode(texts[0]).ids], dtype=np.int64)
+        hidden = session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        raw = post(self.server.base, "/embed", {"inputs": texts[0], "normalize": False})[0]
+        np.testing.assert_allclose(raw, hidden[0].astype(np.float64).mean(axis=0), atol=EMBED_ATOL * 10)
+
+    def test_tei_embed_truncates_as_asked(self):
+        long = " ".join(["seven hundred and seventy-seven"] * 200)
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            post(self.server.base, "/embed", {"inputs": long})
+        self.assertEqual(e.exception.code, 422)
+        ids = self.tokenizer.encode(long).ids
+        limit = 512
+        self.assertGreater(len(ids), limit)
+        session = onnxruntime.InferenceSession(str(ROOT / self.MODEL_DIR / "encoder_model.onnx"))
+
+        def reference(kept):
+            x = np.array([kept], dtype=np.int64)
+            v = session.run(["last_hidden_state"], {"input_ids": x, "attention_mask": np.ones_like(x)})[0][0].mean(axis=0)
+            return v / np.linalg.norm(v)
+
+        # Right (TEI's default): the first tokens and the closing EOS; Left: the last tokens.
+        right = post(self.server.base, "/embed", {"inputs": long, "truncate": True})[0]
+        np.testing.assert_allclose(right, reference(ids[: limit - 1] + ids[-1:]), atol=EMBED_ATOL * 10)
+        left = post(self.server.base, "/embed", {"inputs": long, "truncate": True, "truncation_direction": "Left"})[0]
+        np.testing.assert_allclose(left, reference(ids[-limit:]), atol=EMBED_ATOL * 10)
 
     def metric(self, name):
         with urllib.request.urlopen(self.server.base + "/metrics", timeout=30) as r:
