@@ -38,7 +38,7 @@ pub struct EmbedRequest {
     pub truncate: Option<bool>,
     pub truncation_direction: Option<TruncationDirection>,
     /// Keep the first `dimensions` values (renormalized when normalizing).
-    pub dimensions: Option<usize>,
+    pub dimensions: Option<i64>,
 }
 
 /// `POST /embed`: one vector per input, as a list of lists (a single input too, as TEI does).
@@ -47,14 +47,7 @@ pub async fn embed(
     ApiJson(req): ApiJson<EmbedRequest>,
 ) -> Result<Json<Vec<Vec<f32>>>, ApiError> {
     let model = app.models.get(req.model.as_deref())?;
-    let d = model.info.dims.d_model;
-    let dimensions = match req.dimensions {
-        None => d,
-        Some(k) if (1..=d).contains(&k) => k,
-        Some(k) => {
-            return Err(ApiError::Validation(format!("dimensions must be between 1 and {d} (d_model), got {k}")));
-        }
-    };
+    let dimensions = embed::dimensions(req.dimensions, model.info.dims.d_model).map_err(ApiError::Validation)?;
     let settings = embed::EmbedSettings { normalize: req.normalize.unwrap_or(true), ..model.tasks.embedding };
     let truncate = req.truncate.unwrap_or(false).then_some(model.limits.max_input_tokens as i64);
     let parameters = GenerateParameters { truncate, ..Default::default() };

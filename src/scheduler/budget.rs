@@ -91,9 +91,12 @@ impl ModelBudget {
         *held
     }
 
-    /// Gives back what a lane holds beyond what its running rows need.
+    /// Gives back what a lane holds beyond what its running rows need (without taking the lock
+    /// when there is nothing to give back, as on most decode steps).
     pub fn settle(&self, held: &mut usize, running: usize) {
-        release(&mut self.pool.lock(), self.key, held, running);
+        if *held > running {
+            release(&mut self.pool.lock(), self.key, held, running);
+        }
     }
 
     /// The process's budget.

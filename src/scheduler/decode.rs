@@ -273,7 +273,12 @@ impl DecodeLoop {
         // The shared memory budget: what this lane may hold now, its running rows included.
         let (lane_budget, head) = (self.settings.max_batch_bytes, self.queue.head_bytes());
         let running_bytes = self.cost.batch_bytes(running.iter().copied());
-        let limit = self.budget.claim(&mut self.held, running_bytes, lane_budget, head);
+        // Nothing queued, nothing to claim: the pool is not touched on a plain decode step.
+        let limit = if self.queue.is_empty() {
+            running_bytes
+        } else {
+            self.budget.claim(&mut self.held, running_bytes, lane_budget, head)
+        };
         let formed = self.queue.next_batch_within(now, &running, room, limit);
         let started = formed
             .batch

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::generation::{FinishReason, GenerationParams};
 
-pub use budget::{MemoryPool, ModelBudget};
+pub use budget::MemoryPool;
 pub use shared::ProcessLoad;
 
 /// What every model's scheduler in the process shares: the memory budget, and the lanes' load

@@ -85,7 +85,16 @@ pub fn normalize(v: &mut [f32]) {
     }
 }
 
-/// OpenAI's `dimensions`: the first `k` values, renormalized when the model normalizes.
+/// How many values of a `d_model`-long vector to keep: all, or the first `asked` (1..=d_model).
+pub fn dimensions(asked: Option<i64>, d_model: usize) -> Result<usize, String> {
+    match asked {
+        None => Ok(d_model),
+        Some(k) if k >= 1 && k as u64 <= d_model as u64 => Ok(k as usize),
+        Some(k) => Err(format!("dimensions must be between 1 and {d_model} (d_model), got {k}")),
+    }
+}
+
+/// OpenAI's and TEI's `dimensions`: the first `k` values, renormalized when the model normalizes.
 pub fn shorten(mut v: Vec<f32>, k: usize, renormalize: bool) -> Vec<f32> {
     if k < v.len() {
         v.truncate(k);

@@ -204,7 +204,7 @@ impl GrpcInferenceService for Oip {
         let auth = authorization(&req);
         let r = req.into_inner();
         self.call("/inference.GRPCInferenceService/ModelReady", false, auth, async {
-            let path = super::ModelPath { name: r.name, version: Some(r.version).filter(|v| !v.is_empty()) };
+            let path = super::ModelPath::new(r.name, r.version);
             let ready = path.model(&self.app).is_ok_and(|m| m.scheduler.is_alive());
             Ok(pb::ModelReadyResponse { ready })
         })
@@ -232,7 +232,7 @@ impl GrpcInferenceService for Oip {
         let auth = authorization(&req);
         let r = req.into_inner();
         self.call("/inference.GRPCInferenceService/ModelMetadata", false, auth, async {
-            let path = super::ModelPath { name: r.name, version: Some(r.version).filter(|v| !v.is_empty()) };
+            let path = super::ModelPath::new(r.name, r.version);
             let model = path.model(&self.app)?;
             Ok(pb::ModelMetadataResponse {
                 name: model.id.clone(),
@@ -252,8 +252,7 @@ impl GrpcInferenceService for Oip {
         let auth = authorization(&req);
         let mut r = req.into_inner();
         self.call("/inference.GRPCInferenceService/ModelInfer", false, auth, async {
-            let version = Some(std::mem::take(&mut r.model_version)).filter(|v| !v.is_empty());
-            let path = super::ModelPath { name: std::mem::take(&mut r.model_name), version };
+            let path = super::ModelPath::new(std::mem::take(&mut r.model_name), std::mem::take(&mut r.model_version));
             let model = path.model(&self.app)?;
             let typed = r.raw_input_contents.is_empty();
             let (texts, shape) = texts(&mut r)?;

@@ -56,6 +56,11 @@ pub struct ModelPath {
 }
 
 impl ModelPath {
+    /// A model and version as gRPC's messages name them (an empty version: none named).
+    pub fn new(name: String, version: String) -> Self {
+        Self { name, version: Some(version).filter(|v| !v.is_empty()) }
+    }
+
     /// The served model it names, at a version it has.
     pub fn model(&self, app: &AppState) -> Result<Arc<Served>, OipError> {
         let model = app.models.get(Some(&self.name))?;

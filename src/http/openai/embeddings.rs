@@ -42,14 +42,8 @@ pub async fn embeddings(
             ));
         }
     };
-    let d = model.info.dims.d_model;
-    let dimensions = match req.dimensions {
-        None => d,
-        Some(k) if k >= 1 && k as u64 <= d as u64 => k as usize,
-        Some(k) => {
-            return Err(invalid("dimensions", format!("dimensions must be between 1 and {d} (d_model), got {k}")));
-        }
-    };
+    let dimensions =
+        embed::dimensions(req.dimensions, model.info.dims.d_model).map_err(|e| invalid("dimensions", e))?;
     let input = PromptInput::parse("input", req.input)?;
     let (inputs, prompt, _) = input.into_request(&model)?;
     let settings = model.tasks.embedding;
