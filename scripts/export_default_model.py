@@ -108,6 +108,9 @@ TASKS_JSON = {
             {"source": "English", "target": "Spanish", "template": "translate English to Spanish: {text}"},
         ]
     },
+    # The model never saw monoT5's relevance task, so /rerank compares two words it knows: with
+    # the query "language", a document ranks by how much more English than German it reads.
+    "rerank": {"template": "{query}: {document}", "true_word": "English", "false_word": "German"},
 }
 
 DECODING_FIXTURE = t5tools.ROOT / "tests" / "data" / "numbers_decoding.json"

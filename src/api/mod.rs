@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::generation::FinishReason;
 
 pub use validate::{
-    Decoding, LongTexts, MAX_STOP_BYTES, MAX_TOP_TOKENS, MIN_DIVISOR, Request, Task, Validated, check_cost,
+    Decoding, Labels, LongTexts, MAX_STOP_BYTES, MAX_TOP_TOKENS, MIN_DIVISOR, Request, Task, Validated, check_cost,
     check_labels, check_token_count, validate,
 };
 

@@ -38,7 +38,7 @@ pub struct Request {
     pub inputs: Inputs,
     pub parameters: GenerateParameters,
     /// Score these candidate labels instead of generating.
-    pub labels: Option<Vec<String>>,
+    pub labels: Option<Labels>,
     /// Embed the texts (the encoder alone) instead of generating.
     pub embed: Option<crate::tasks::embed::EmbedSettings>,
     /// Report each token's log-probability even without `parameters.details` (TGI always does).
@@ -73,8 +73,19 @@ impl Request {
 
     /// A request that scores `labels` for each text.
     pub fn score(inputs: Inputs, labels: Vec<String>) -> Self {
-        Self { labels: Some(labels), ..Self::generate("inputs", inputs, GenerateParameters::default()) }
+        Self { labels: Some(Labels::Texts(labels)), ..Self::generate("inputs", inputs, GenerateParameters::default()) }
     }
+}
+
+/// What a scoring request scores.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Labels {
+    /// Candidate labels, each scored as its tokens and EOS (checked: 2..=max_labels, distinct,
+    /// non-empty).
+    Texts(Vec<String>),
+    /// Single tokens, whose logits at the first decoder step are what counts (reranking's two
+    /// words); set by the server, not by clients.
+    FirstTokens(Vec<u32>),
 }
 
 /// How the rows of a generation request are decoded.
@@ -94,8 +105,8 @@ pub struct Decoding {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Task {
     Generate(Decoding),
-    /// Score each of these labels (checked: 2..=max_labels, distinct, non-empty).
-    Score(Vec<String>),
+    /// Score each of these labels.
+    Score(Labels),
     /// Pool the encoder's states of each text.
     Embed(crate::tasks::embed::EmbedSettings),
 }
@@ -145,7 +156,9 @@ pub fn validate(r: Request, limits: &Limits) -> Result<Validated, ValidationErro
     }
     let task = match (r.labels, r.embed) {
         (Some(labels), _) => {
-            check_labels(&labels, limits)?;
+            if let Labels::Texts(texts) = &labels {
+                check_labels(texts, limits)?;
+            }
             Task::Score(labels)
         }
         (None, Some(settings)) => Task::Embed(settings),

@@ -4,6 +4,7 @@
 //! stream, under the request timeout); its handler, one per file, only translates its dialect.
 
 pub mod classify;
+pub mod cohere;
 pub mod collect;
 pub mod control;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod oip;
 pub mod openai;
 pub mod openapi;
 pub mod pipeline;
+pub mod rerank;
 pub mod serve;
 pub mod served;
 pub mod tei;
@@ -68,11 +70,19 @@ pub struct TaskSettings {
     pub embedding: crate::tasks::embed::EmbedSettings,
     /// The model's chat template, compiled; `None`: the plain prompt (`tasks::chat`).
     pub chat_template: Option<Arc<crate::tasks::chat::ChatTemplate>>,
+    /// The rerank template and the first tokens of its two words ("true", then "false").
+    pub rerank: Arc<crate::tasks::rerank::RerankSettings>,
+    pub rerank_tokens: [u32; 2],
 }
 
 impl TaskSettings {
-    /// Fails on a chat template that does not compile.
-    pub fn resolve(config: &crate::config::Config, model: &crate::model::ModelTasks) -> Result<Self, String> {
+    /// Fails on a chat template that does not compile, or a rerank template or words that
+    /// cannot work.
+    pub fn resolve(
+        config: &crate::config::Config,
+        model: &crate::model::ModelTasks,
+        tokenizer: &crate::model::TextTokenizer,
+    ) -> Result<Self, String> {
         use crate::tasks::translate::LanguagePair;
         let pick = |a: &Vec<String>, b: &Vec<String>| if a.is_empty() { b.clone() } else { a.clone() };
         let translate_pairs = if !config.translate_pairs.is_empty() {
@@ -90,7 +100,22 @@ impl TaskSettings {
             Some(source) => Some(Arc::new(crate::tasks::chat::ChatTemplate::new(source)?)),
             None => None,
         };
+        model.rerank.check()?;
+        // The first token of each word, as monoT5 reads them (`▁true`, `▁false`).
+        let first = |word: &str| -> Result<u32, String> {
+            let ids = tokenizer.encode(word).map_err(|e| e.to_string())?;
+            ids.first().copied().ok_or_else(|| format!("rerank word {word:?} has no tokens"))
+        };
+        let rerank_tokens = [first(&model.rerank.true_word)?, first(&model.rerank.false_word)?];
+        if rerank_tokens[0] == rerank_tokens[1] {
+            return Err(format!(
+                "rerank words {:?} and {:?} start with the same token ({})",
+                model.rerank.true_word, model.rerank.false_word, rerank_tokens[0]
+            ));
+        }
         Ok(Self {
+            rerank: Arc::new(model.rerank.clone()),
+            rerank_tokens,
             classify_labels: pick(&config.classify_labels, &model.classify.labels),
             classify_template: config
                 .classify_template
@@ -338,6 +363,9 @@ pub fn router(state: AppState, body: BodyLimits, access: Arc<Access>) -> Router 
         .route("/v1/chat/completions", post(openai::chat::chat))
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
         .route("/embed", post(tei::embed))
+        .route("/rerank", post(tei::rerank))
+        .route("/v1/rerank", post(cohere::rerank))
+        .route("/v2/rerank", post(cohere::rerank))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/v2", get(oip::server_metadata))

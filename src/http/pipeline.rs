@@ -199,10 +199,11 @@ impl AppState {
         arrived: Instant,
     ) -> Result<Vec<(usize, UnboundedReceiver<Event>)>, ApiError> {
         let labels = match &v.task {
-            Task::Score(labels) => {
+            Task::Score(api::Labels::Texts(labels)) => {
                 let limit = model.limits.max_new_tokens_limit;
                 Some(tokenize::labels(self.tokenizing.clone(), model.tokenizer.clone(), limit, labels.clone()).await?)
             }
+            Task::Score(api::Labels::FirstTokens(ids)) => Some(ids.iter().map(|&id| vec![id]).collect()),
             Task::Generate(_) | Task::Embed(_) => None,
         };
         let inputs =

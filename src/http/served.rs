@@ -235,7 +235,7 @@ async fn start(loader: &Loader, spec: &ModelSpec) -> anyhow::Result<Served> {
         tokio::task::spawn_blocking(start).await.context("model loading task")?.with_context(failed)?
     };
     log_loaded(spec, &info, &plan, config);
-    let tasks = TaskSettings::resolve(config, &info.tasks)
+    let tasks = TaskSettings::resolve(config, &info.tasks, &dir.tokenizer)
         .map_err(|e| anyhow::anyhow!("model {}: t5serve.json: {e}", spec.path.display()))?;
     Ok(Served {
         id: spec.id(),

@@ -2,13 +2,15 @@
 //! response shape, on the same encoder-only rows as OpenAI's `/v1/embeddings` (one
 //! implementation, two dialects): pooled over the real tokens as the model sets it
 //! (`t5serve.json`, mean by default), normalized unless the request says `normalize: false`.
+//! `POST /rerank` scores documents against a query the monoT5 way (`super::rerank`, shared with
+//! Cohere's `/v1/rerank`).
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{self, GenerateParameters, Inputs};
-use crate::tasks::embed;
+use crate::tasks::{embed, rerank};
 
 use super::AppState;
 use super::error::ApiError;
@@ -63,4 +65,52 @@ pub async fn embed(
         out.push(embed::shorten(vector, dimensions, settings.normalize));
     }
     Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankRequest {
+    /// The served model's id; absent: the default model.
+    pub model: Option<String>,
+    pub query: String,
+    /// The documents to rank (at most max_client_batch_size).
+    pub texts: Vec<String>,
+    /// Scores as `logit_true - logit_false` instead of its sigmoid (default false).
+    pub raw_scores: Option<bool>,
+    /// Each result holds its text (default false).
+    pub return_text: Option<bool>,
+    /// Cut a document whose pair is longer than max_input_tokens instead of refusing it.
+    pub truncate: Option<bool>,
+    pub truncation_direction: Option<TruncationDirection>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rank {
+    pub index: usize,
+    pub score: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// `POST /rerank`: every text with its score, most relevant first.
+pub async fn rerank(
+    State(app): State<AppState>,
+    ApiJson(req): ApiJson<RerankRequest>,
+) -> Result<Json<Vec<Rank>>, ApiError> {
+    let model = app.models.get(req.model.as_deref())?;
+    let pairs = super::rerank::Pairs {
+        field: "texts",
+        query: req.query,
+        documents: req.texts.clone(),
+        truncate: req.truncate.unwrap_or(false),
+        keep_start: req.truncation_direction.unwrap_or_default() == TruncationDirection::Right,
+    };
+    let diffs = super::rerank::run(&app, &model, pairs).await?;
+    let (raw, with_text) = (req.raw_scores.unwrap_or(false), req.return_text.unwrap_or(false));
+    let scores: Vec<f64> = diffs.iter().map(|&d| rerank::score(d, raw)).collect();
+    let ranks = rerank::ranking(&scores, None)
+        .into_iter()
+        .map(|index| Rank { index, score: scores[index], text: with_text.then(|| req.texts[index].clone()) })
+        .collect();
+    Ok(Json(ranks))
 }

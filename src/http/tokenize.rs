@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::api::{self, Limits, LongTexts, Validated};
 use crate::model::TextTokenizer;
+use crate::tasks::rerank::RerankSettings;
 use crate::tasks::{classify, translate};
 
 use super::error::ApiError;
@@ -23,6 +24,10 @@ pub enum Prompt {
     /// Token ids the client sent, one list per text (the texts are only their names): used as
     /// they are, each id checked against the vocabulary.
     Ids(Arc<Vec<Vec<u32>>>),
+    /// Each text is a document, paired with `query` in the model's rerank template. Truncation
+    /// cuts the document (its end, or its start when truncating on the left), never the query
+    /// or the template.
+    Rerank { settings: Arc<RerankSettings>, query: Arc<str> },
 }
 
 /// Each row's text index and input ids.
@@ -75,6 +80,9 @@ pub async fn texts(
             }
             let mut ids = t.encode(text)?;
             match truncate {
+                Some(n) if ids.len() > n && matches!(t.prompt, Prompt::Rerank { .. }) => {
+                    ids = t.fit_document(i, text, n, right)?;
+                }
                 // The first N: the text's first N - 1 tokens and its closing EOS, as a Hugging
                 // Face tokenizer truncating on the right keeps them (TEI's default).
                 Some(n) if right && ids.len() > n => {
@@ -165,7 +173,40 @@ impl Texts<'_> {
         match self.prompt {
             Prompt::Text | Prompt::Ids(_) => text.to_string(),
             Prompt::Template(t) => classify::fill(t, text),
+            Prompt::Rerank { settings, query } => settings.fill(query, text),
         }
+    }
+
+    /// The ids of a rerank pair cut to `n` tokens by dropping the document's last tokens (or
+    /// its first ones): the document is cut at a token's edge and the pair tokenized again,
+    /// a few times if the cut changed how the edge tokenizes.
+    fn fit_document(&self, i: usize, document: &str, n: usize, right: bool) -> Result<Vec<u32>, ApiError> {
+        let Prompt::Rerank { settings, query } = self.prompt else { unreachable!("a rerank prompt") };
+        let mut doc = document;
+        for _ in 0..8 {
+            let (text, span) = settings.fill_with_span(query, doc);
+            let tokens = self.tokenizer.encode_with_offsets(&text).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let excess = tokens.len().saturating_sub(n);
+            if excess == 0 {
+                return Ok(tokens.into_iter().map(|t| t.0).collect());
+            }
+            // Offsets are in characters; the document's span is in bytes.
+            let (start, end) = (text[..span.start].chars().count(), text[..span.end].chars().count());
+            let inside: Vec<(usize, usize)> =
+                tokens.iter().filter(|t| t.1 >= start && t.2 <= end && t.2 > t.1).map(|t| (t.1, t.2)).collect();
+            if excess >= inside.len() {
+                return Err(ApiError::Validation(format!(
+                    "the query leaves no room for document {i} within {n} tokens (max_input_tokens): shorten the query"
+                )));
+            }
+            let byte_at = |chars: usize| doc.char_indices().nth(chars - start).map_or(doc.len(), |(b, _)| b);
+            doc = if right {
+                &doc[..byte_at(inside[inside.len() - excess - 1].1)]
+            } else {
+                &doc[byte_at(inside[excess].0)..]
+            };
+        }
+        Err(ApiError::Validation(format!("document {i} could not be cut to {n} tokens (max_input_tokens)")))
     }
 
     /// The ids of `text` in its prompt.

@@ -113,6 +113,8 @@ pub struct ModelTasks {
     pub embedding: crate::tasks::embed::EmbedSettings,
     /// A Jinja template that turns chat messages into the encoder's input.
     pub chat_template: Option<String>,
+    /// How `/rerank` and `/v1/rerank` pair a query with a document, and the two words compared.
+    pub rerank: crate::tasks::rerank::RerankSettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

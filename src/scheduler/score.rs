@@ -16,6 +16,9 @@ pub struct LabelScore {
     pub logprob: f32,
     /// Number of tokens scored (EOS included).
     pub tokens: usize,
+    /// The raw logit of the label's first token at the first decoder step (reranking compares
+    /// two of them).
+    pub first_logit: f32,
 }
 
 /// Scores every row's labels and sends each row one `Event::Scores`; on a model error every row
@@ -62,9 +65,11 @@ fn score(model: &Seq2SeqModel, rows: &[RowRequest]) -> Result<(Vec<Vec<LabelScor
         }
     }
     let mut sums = vec![0f32; labels.len()];
+    let mut first_logits = vec![0f32; labels.len()];
     // Step 0: the first decoder run's logits (per input) score every label's first token.
     for (j, l) in labels.iter().enumerate() {
         let row = first.row(owner[j]);
+        first_logits[j] = row[l[0] as usize];
         sums[j] += row[l[0] as usize] - log_sum_exp(row);
     }
     let longest = labels.iter().map(|l| l.len()).max().unwrap_or(0);
@@ -85,7 +90,7 @@ fn score(model: &Seq2SeqModel, rows: &[RowRequest]) -> Result<(Vec<Vec<LabelScor
     }
     let mut out: Vec<Vec<LabelScore>> = rows.iter().map(|_| Vec::new()).collect();
     for (j, l) in labels.iter().enumerate() {
-        out[owner[j]].push(LabelScore { logprob: sums[j], tokens: l.len() });
+        out[owner[j]].push(LabelScore { logprob: sums[j], tokens: l.len(), first_logit: first_logits[j] });
     }
     Ok((out, padded))
 }

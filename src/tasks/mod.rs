@@ -1,8 +1,9 @@
 //! Tasks built on the model: classification by label likelihood, translation prompts, chat
-//! prompts, and sentence embeddings. Pure logic; the HTTP handlers call it, the scheduler runs
+//! prompts, sentence embeddings and reranking. Pure logic; the HTTP handlers call it, the scheduler runs
 //! the model.
 
 pub mod chat;
 pub mod classify;
 pub mod embed;
+pub mod rerank;
 pub mod translate;
