@@ -40,7 +40,7 @@ fn label_log_likelihoods_match_transformers() {
         rows.push(row);
         rxs.push(rx);
     }
-    t5serve::scheduler::score::score_rows(&model, rows).unwrap();
+    t5serve::scheduler::score::score_rows(&model, rows, None).unwrap();
     for (input, rx) in inputs.iter().zip(rxs.iter_mut()) {
         let t5serve::scheduler::Event::Scores(scores) = rx.try_recv().unwrap() else { panic!("scores expected") };
         let want: Vec<&ScoreCase> = g.cases.iter().filter(|c| c.input == *input).collect();

@@ -33,7 +33,7 @@ fn rows_joining_at_steps_0_4_and_7_equal_their_solo_runs() {
         if let Some(i) = joining {
             let (row, rx) = RowRequest::new(g.cases[i].input_ids.clone(), params);
             rxs.push((i, rx));
-            let (new, _) = Cohort::start(&model, vec![row], &mut NoObserver).unwrap();
+            let (new, _) = Cohort::start(&model, vec![row], None, &mut NoObserver).unwrap();
             let new = new.expect("the row runs");
             match main.as_mut() {
                 Some(m) => m.absorb(new).unwrap(),
@@ -96,13 +96,13 @@ fn the_joined_batch_trims_padding_nobody_attends_to() {
     let model = load(&masked_model());
     // Row a decodes 12 tokens; row b joins after a's 10th, so it is left-padded by 9 positions.
     let (a, _rx_a) = RowRequest::new(g.cases[3].input_ids.clone(), GenerationParams::greedy(12, 12));
-    let (mut main, _) = Cohort::start(&model, vec![a], &mut NoObserver).unwrap();
+    let (mut main, _) = Cohort::start(&model, vec![a], None, &mut NoObserver).unwrap();
     let m = main.as_mut().unwrap();
     for _ in 0..9 {
         m.step(&model, &mut NoObserver).unwrap();
     }
     let (b, mut rx_b) = RowRequest::new(g.cases[5].input_ids.clone(), GenerationParams::greedy(20, 20));
-    let (new, _) = Cohort::start(&model, vec![b], &mut NoObserver).unwrap();
+    let (new, _) = Cohort::start(&model, vec![b], None, &mut NoObserver).unwrap();
     m.absorb(new.unwrap()).unwrap();
     assert_eq!(m.decoder_len(), 10);
     m.step(&model, &mut NoObserver).unwrap();

@@ -311,6 +311,14 @@ pub struct Config {
     #[flag(usize; long, env = "T5SERVE_MAX_BATCH_MEMORY_MB")]
     #[scope(model)]
     pub max_batch_memory_mb: usize = 1024,
+    /// The model's encoder cache, in MiB (0: off): for inputs seen before, the encoder's output
+    /// and the first decoder step (cross-attention K/V included), least recently used first
+    /// out. Outside max_batch_memory_mb. An int8 model's values depend on the batch that
+    /// computed them (dynamic quantization), so a hit returns those of the batch that first
+    /// encoded the input.
+    #[flag(usize; long, env = "T5SERVE_ENCODER_CACHE_MB")]
+    #[scope(model)]
+    pub encoder_cache_mb: usize = 0,
     /// How long a queued request may wait for others to start a batch with, in milliseconds.
     #[flag(u64; long, env = "T5SERVE_MAX_QUEUE_DELAY_MS")]
     #[scope(model)]
@@ -423,6 +431,7 @@ impl Config {
         range("max_concurrent_requests", self.max_concurrent_requests, 1, 1 << 20)?;
         range("max_batch_size", self.max_batch_size, 1, 4096)?;
         range("max_batch_memory_mb", self.max_batch_memory_mb, 1, 1 << 20)?;
+        range("encoder_cache_mb", self.encoder_cache_mb, 0, 1 << 20)?;
         range("max_queue_delay_ms", self.max_queue_delay_ms as usize, 0, 10_000)?;
         range("max_cohorts", self.max_cohorts, 1, 64)?;
         // Each lane gets at least one row of max_batch_size.

@@ -32,6 +32,7 @@ pub(super) struct Families {
     padding_ratio: HistogramVec,
     encoder_tokens_total: IntCounterVec,
     encoder_padded_tokens_total: IntCounterVec,
+    encoder_cache: CacheFamilies,
     /// With `alloc-count`: Rust-side allocations and bytes per decoder step.
     #[cfg(feature = "alloc-count")]
     step_allocations: (HistogramVec, HistogramVec),
@@ -110,6 +111,7 @@ impl Families {
                 "t5serve_encoder_padded_tokens_total",
                 "Input tokens the encoder ran on, padding included (input rows are bucketed by length).",
             ),
+            encoder_cache: CacheFamilies::new(r),
             #[cfg(feature = "alloc-count")]
             step_allocations: (
                 histogram(
@@ -160,15 +162,51 @@ impl Families {
             gauge(&self.queue_size, sum(&|s| get(&s.queued_rows)));
             gauge(&self.kv_cache_bytes, sum(&|s| get(&s.kv_cache_bytes)));
             gauge(&self.memory_reserved_bytes, sum(&|s| get(&s.reserved_bytes)));
+            gauge(&self.encoder_cache.bytes, sum(&|s| get(&s.encoder_cache.bytes)));
             let counter = |c: &IntCounterVec, v: u64| catch_up(&c.with_label_values(&[id]), v);
             counter(&self.generated_tokens_total, sum(&|s| get(&s.generated_tokens)));
             counter(&self.requests_cancelled_total, sum(&|s| get(&s.cancelled_rows)));
             counter(&self.requests_expired_total, sum(&|s| get(&s.expired_rows)));
             counter(&self.solo_runs_total, sum(&|s| get(&s.solo_runs)));
+            counter(&self.encoder_cache.hits_total, sum(&|s| get(&s.encoder_cache.hits)));
+            counter(&self.encoder_cache.misses_total, sum(&|s| get(&s.encoder_cache.misses)));
+            counter(&self.encoder_cache.evictions_total, sum(&|s| get(&s.encoder_cache.evictions)));
             for reason in FailReason::ALL {
                 let failed = self.rows_failed_total.with_label_values(&[id, reason.name()]);
                 catch_up(&failed, sum(&|s| s.failed(reason)));
             }
+        }
+    }
+}
+
+/// The encoder cache's families (`scheduler::encoder_cache`).
+struct CacheFamilies {
+    hits_total: IntCounterVec,
+    misses_total: IntCounterVec,
+    evictions_total: IntCounterVec,
+    bytes: IntGaugeVec,
+}
+
+impl CacheFamilies {
+    fn new(r: &Registrar) -> Self {
+        Self {
+            hits_total: r.counter_vec(
+                "t5serve_encoder_cache_hits_total",
+                "Rows whose encoder output (and first decoder step) came from the encoder cache, or from an earlier \
+                 row of the same batch with the same input.",
+                BY_MODEL,
+            ),
+            misses_total: r.counter_vec(
+                "t5serve_encoder_cache_misses_total",
+                "Rows whose input was not in the encoder cache (the encoder ran for it).",
+                BY_MODEL,
+            ),
+            evictions_total: r.counter_vec(
+                "t5serve_encoder_cache_evictions_total",
+                "Encoder cache entries dropped, least recently used first, to stay within encoder_cache_mb.",
+                BY_MODEL,
+            ),
+            bytes: r.gauge_vec("t5serve_encoder_cache_bytes", "Bytes the encoder cache's entries hold.", BY_MODEL),
         }
     }
 }

@@ -149,6 +149,73 @@ fn relayout(out: &mut Vec<f32>, src: &[f32], chunk: usize, front: usize, skip: u
     }
 }
 
+/// One row's cache right after the first decoder step, in buffers of its own (the encoder
+/// cache keeps these): per layer, key then value, the self-attention K/V (`[heads, 1, d_kv]`)
+/// and the cross-attention K/V over the row's `len` real input positions (`[heads, len, d_kv]`).
+#[derive(Debug)]
+pub struct RowCache {
+    self_kv: Vec<Box<[f32]>>,
+    cross_kv: Vec<Box<[f32]>>,
+    heads: usize,
+    d_kv: usize,
+    len: usize,
+}
+
+impl RowCache {
+    pub fn bytes(&self) -> usize {
+        self.self_kv.iter().chain(&self.cross_kv).map(|b| std::mem::size_of_val(&**b)).sum()
+    }
+}
+
+impl DecoderState {
+    /// Row `i`'s cache after the first step, its cross-attention K/V cut to the first `len`
+    /// input positions (the rest is padding).
+    pub fn cut_row(&self, i: usize, len: usize) -> RowCache {
+        assert_eq!(self.dec_len, 1, "a row is cut right after the first step");
+        let [_, heads, _, d_kv] = self.cross_kv[0].dims;
+        let self_kv = self.self_kv.iter().map(|r| r.slice()[i * r.row_len()..(i + 1) * r.row_len()].into()).collect();
+        let cross_kv = self
+            .cross_kv
+            .iter()
+            .map(|r| {
+                let (src, data) = (r.dims[2], r.slice());
+                let mut out = Vec::with_capacity(heads * len * d_kv);
+                for h in 0..heads {
+                    let at = (i * heads + h) * src * d_kv;
+                    out.extend_from_slice(&data[at..at + len * d_kv]);
+                }
+                out.into_boxed_slice()
+            })
+            .collect();
+        RowCache { self_kv, cross_kv, heads, d_kv, len }
+    }
+
+    /// The state right after the first step of a batch of rows (in this order), each row's
+    /// cross-attention K/V right-padded with zeros to the longest input (the encoder mask
+    /// covers the padding).
+    pub fn from_rows(rows: &[&RowCache]) -> Self {
+        let first = rows.first().expect("at least one row");
+        let (heads, d_kv) = (first.heads, first.d_kv);
+        let longest = rows.iter().map(|r| r.len).max().unwrap_or(0);
+        let self_kv = (0..first.self_kv.len())
+            .map(|j| {
+                let data: Vec<f32> = rows.iter().flat_map(|r| r.self_kv[j].iter().copied()).collect();
+                Rows { data: Storage::Own(data), dims: [rows.len(), heads, 1, d_kv] }
+            })
+            .collect();
+        let cross_kv = (0..first.cross_kv.len())
+            .map(|j| {
+                let mut data = Vec::with_capacity(rows.len() * heads * longest * d_kv);
+                for r in rows {
+                    relayout(&mut data, &r.cross_kv[j], r.len * d_kv, 0, 0, (longest - r.len) * d_kv);
+                }
+                Rows { data: Storage::Own(data), dims: [rows.len(), heads, longest, d_kv] }
+            })
+            .collect();
+        Self { self_kv, cross_kv, batch: rows.len(), dec_len: 1, spare: Vec::new() }
+    }
+}
+
 impl DecoderState {
     pub(crate) fn new(
         self_kv: Vec<DynValue>,

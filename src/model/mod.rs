@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod dir;
+mod encoded;
 pub mod files;
 pub mod kv;
 pub mod runtime;

@@ -13,6 +13,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, TensorRef};
 
+pub use super::encoded::Encoded;
 use super::files::{DecoderLayout, ModelDims};
 use super::kv::{DecoderState, Rows};
 use super::{ModelError, runtime};
@@ -97,78 +98,20 @@ enum Role {
     Step,
 }
 
-/// The encoder output of a batch. The split decoder graphs need the hidden states only for the
-/// first step (the cross-attention K/V computed from them are cached); the merged graph needs
-/// them at every step.
-#[derive(Debug, Clone)]
-pub struct Encoded {
-    /// `[batch, src_len, d_model]`, or `[batch, 0, d_model]` once dropped.
-    pub hidden: Array3<f32>,
-    /// `[batch, src_len]`, 1 for real tokens, 0 for padding.
-    pub mask: Array2<i64>,
-}
-
-impl Encoded {
-    pub fn batch(&self) -> usize {
-        self.mask.nrows()
-    }
-
-    /// Frees the hidden states, keeping the mask (split decoder graphs, after the first step).
-    pub fn drop_hidden(&mut self) {
-        self.hidden = Array3::zeros((self.batch(), 0, self.hidden.shape()[2]));
-    }
-
-    fn has_hidden(&self) -> bool {
-        self.hidden.shape()[1] > 0 || self.mask.ncols() == 0
-    }
-
-    /// Appends `other`'s rows, right-padding both to the longer input (mask 0 on padding). If
-    /// either has dropped its hidden states, the joined one has none either.
-    pub fn join(&mut self, other: &Encoded) {
-        let keep_hidden = self.has_hidden() && other.has_hidden();
-        let len = self.mask.ncols().max(other.mask.ncols());
-        let pad_mask = |m: &Array2<i64>| {
-            let mut out = Array2::zeros((m.nrows(), len));
-            out.slice_mut(ndarray::s![.., ..m.ncols()]).assign(m);
-            out
-        };
-        let pad_hidden = |h: &Array3<f32>| {
-            let mut out = Array3::zeros((h.shape()[0], len, h.shape()[2]));
-            out.slice_mut(ndarray::s![.., ..h.shape()[1], ..]).assign(h);
-            out
-        };
-        self.mask =
-            ndarray::concatenate(ndarray::Axis(0), &[pad_mask(&self.mask).view(), pad_mask(&other.mask).view()])
-                .expect("same width")
-                .as_standard_layout()
-                .into_owned();
-        if !keep_hidden {
-            self.drop_hidden();
-            return;
-        }
-        self.hidden = ndarray::concatenate(
-            ndarray::Axis(0),
-            &[pad_hidden(&self.hidden).view(), pad_hidden(&other.hidden).view()],
-        )
-        .expect("same width")
-        .as_standard_layout()
-        .into_owned();
-    }
-
-    /// Keeps the given rows, in that order.
-    pub fn select_rows(&self, rows: &[usize]) -> Self {
-        Self { hidden: self.hidden.select(ndarray::Axis(0), rows), mask: self.mask.select(ndarray::Axis(0), rows) }
-    }
-}
-
 /// Last-position logits of a decoder run, one row of `vocab` floats per batch row: the output
 /// tensor itself, read in place (copying it out cost ~2% of the CPU at batch 16).
 pub struct Logits {
     /// `[rows, positions, vocab]`.
-    value: DynValue,
+    value: LogitStorage,
     rows: usize,
     positions: usize,
     vocab: usize,
+}
+
+enum LogitStorage {
+    Ort(DynValue),
+    /// Rows put together from cached first steps.
+    Own(Vec<f32>),
 }
 
 impl Logits {
@@ -180,7 +123,17 @@ impl Logits {
         if b < 0 || t < 1 || v < 1 {
             return Err(ModelError::Output(format!("decoder logits shape {shape:?}")));
         }
-        Ok(Self { rows: b as usize, positions: t as usize, vocab: v as usize, value })
+        Ok(Self { rows: b as usize, positions: t as usize, vocab: v as usize, value: LogitStorage::Ort(value) })
+    }
+
+    /// Logits of `vocab` floats per row, one position each.
+    pub fn from_rows(data: Vec<f32>, vocab: usize) -> Self {
+        assert!(vocab > 0 && data.len().is_multiple_of(vocab), "whole rows of {vocab} logits");
+        Self { rows: data.len() / vocab, positions: 1, vocab, value: LogitStorage::Own(data) }
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.vocab
     }
 
     pub fn rows(&self) -> usize {
@@ -190,7 +143,10 @@ impl Logits {
     /// Row `i`'s logits at the last position.
     pub fn row(&self, i: usize) -> &[f32] {
         assert!(i < self.rows, "logits row {i} of {}", self.rows);
-        let (_, data) = self.value.try_extract_tensor::<f32>().expect("checked to be an f32 tensor in new");
+        let data = match &self.value {
+            LogitStorage::Ort(v) => v.try_extract_tensor::<f32>().expect("checked to be an f32 tensor in new").1,
+            LogitStorage::Own(v) => v.as_slice(),
+        };
         let start = (i * self.positions + self.positions - 1) * self.vocab;
         &data[start..start + self.vocab]
     }

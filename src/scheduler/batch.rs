@@ -12,6 +12,7 @@ use crate::generation::{FinishReason, TokenChooser};
 use crate::model::kv::fill_holes;
 use crate::model::{DecoderState, Encoded, Logits, ModelError, Seq2SeqModel};
 
+use super::encoder_cache::{EncoderCache, Prefill, prefill};
 use super::{Event, RowRequest, Sequence};
 
 /// Sees the raw logits of every row at every step (tests compare them with transformers).
@@ -228,6 +229,7 @@ impl Cohort {
     pub fn start(
         model: &Seq2SeqModel,
         rows: Vec<RowRequest>,
+        cache: Option<&EncoderCache>,
         observer: &mut dyn StepObserver,
     ) -> Result<(Option<Cohort>, StepReport), ModelError> {
         let mut report = StepReport::default();
@@ -260,20 +262,14 @@ impl Cohort {
         // Shortest first, so that length buckets keep the encoder's padding small.
         active.sort_by_key(|r| r.request.input_ids.len());
         let inputs: Vec<&[u32]> = active.iter().map(|r| r.request.input_ids.as_slice()).collect();
-        report.encoder_tokens = inputs.iter().map(|r| r.len()).sum();
-        let start = vec![model.dims.decoder_start_token_id as i64; active.len()];
-        let first = encode_bucketed(model, &inputs).and_then(|(enc, padded)| {
-            report.encoder_padded_tokens = padded;
-            let (logits, state) = model.decode_first(&start, &enc)?;
-            Ok((enc, logits, state))
-        });
-        let (mut enc, logits, state) = match first {
-            Ok(v) => v,
+        let Prefill { mut enc, logits, state, encoded } = match prefill(model, cache, &inputs) {
+            Ok(p) => p,
             Err(e) => {
                 fail_rows(&active, &e);
                 return Err(e);
             }
         };
+        (report.encoder_tokens, report.encoder_padded_tokens) = encoded;
         if !model.steps_need_encoder_output() {
             enc.drop_hidden();
         }
@@ -494,7 +490,7 @@ fn finished(request: &RowRequest, reason: FinishReason, generated_tokens: usize)
 
 /// Decodes `rows` to the end as one cohort on the calling thread (tests and tools).
 pub fn run_batch(model: &Seq2SeqModel, rows: Vec<RowRequest>, observer: &mut dyn StepObserver) {
-    let Ok((mut cohort, _)) = Cohort::start(model, rows, observer) else {
+    let Ok((mut cohort, _)) = Cohort::start(model, rows, None, observer) else {
         return;
     };
     while let Some(c) = cohort.as_mut() {

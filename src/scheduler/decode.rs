@@ -36,6 +36,7 @@ use crate::model::{ModelDir, Seq2SeqModel, SessionSettings};
 
 use super::batch::{Cohort, NoObserver};
 use super::budget::ModelBudget;
+use super::encoder_cache::EncoderCache;
 use super::prefill::{PrefillThread, start_rows};
 use super::queue::{CostModel, Queue, QueueLimits, Waiting};
 use super::settings::SchedulerSettings;
@@ -58,6 +59,8 @@ pub(super) struct LaneThread {
     pub(super) load: Arc<LaneLoad>,
     /// The model's part of the process's memory budget.
     pub(super) budget: Arc<ModelBudget>,
+    /// The model's encoder cache, shared by its lanes.
+    pub(super) cache: Option<Arc<EncoderCache>>,
 }
 
 impl LaneThread {
@@ -80,7 +83,13 @@ impl LaneThread {
         };
         let prefill = match self.sessions.prefill_threads {
             None => None,
-            Some(_) => match PrefillThread::spawn(model.clone(), self.stats.clone(), self.alive.clone(), self.index) {
+            Some(_) => match PrefillThread::spawn(
+                model.clone(),
+                self.cache.clone(),
+                self.stats.clone(),
+                self.alive.clone(),
+                self.index,
+            ) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot spawn the prefill thread; prefill runs inline");
@@ -103,6 +112,7 @@ impl LaneThread {
             shown: Shown::default(),
             prefill,
             solo: self.solo,
+            cache: self.cache,
         }
         .run(jobs);
     }
@@ -133,6 +143,7 @@ struct DecodeLoop {
     /// The prefill thread, when prefill overlaps decoding.
     prefill: Option<PrefillThread>,
     solo: Option<Solo>,
+    cache: Option<Arc<EncoderCache>>,
 }
 
 /// One lane's last published share of the shared gauges.
@@ -323,7 +334,7 @@ impl DecodeLoop {
             None => {
                 let cohort = {
                     let (model, _lease) = engine(&self.model, &self.solo, &self.stats);
-                    start_rows(model, batch, &self.stats)
+                    start_rows(model, batch, self.cache.as_deref(), &self.stats)
                 };
                 self.place(cohort);
             }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::model::{ModelDir, Seq2SeqModel, SessionSettings};
 
 use super::decode::LaneThread;
+use super::encoder_cache::EncoderCache;
 use super::queue::CostModel;
 use super::settings::{SchedulerSettings, WorkerInfo};
 use super::shared::{LaneLoad, Solo, SoloSessions};
@@ -68,6 +69,7 @@ impl SchedulerHandle {
         let (ready_tx, ready_rx) = std_mpsc::channel::<super::decode::Ready>();
         let alive = Arc::new(AtomicBool::new(true));
         let stats: SharedStats = Arc::new(SchedulerStats::new(observer));
+        let cache = EncoderCache::new(settings.encoder_cache_bytes, stats.encoder_cache.clone()).map(Arc::new);
         let d = &dir.dims;
         let cost = CostModel::from_dims(d.d_model, d.num_decoder_layers, d.num_heads, d.d_kv);
         let loads: Vec<Arc<LaneLoad>> = (0..count).map(|_| Arc::new(LaneLoad::new(process.load.clone()))).collect();
@@ -92,6 +94,7 @@ impl SchedulerHandle {
                 stats: stats.clone(),
                 load: load.clone(),
                 budget: budget.clone(),
+                cache: cache.clone(),
             };
             let (ready, token) = (ready_tx.clone(), running.clone());
             let name = if count == 1 { "t5serve-decode".to_string() } else { format!("t5serve-decode-{index}") };

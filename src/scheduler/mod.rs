@@ -7,7 +7,9 @@ pub mod batch;
 mod budget;
 mod decode;
 mod embed;
+pub mod encoder_cache;
 mod lanes;
+mod lru;
 mod prefill;
 pub mod queue;
 pub mod score;
@@ -265,6 +267,8 @@ pub struct SchedulerStats {
     failed_rows: [AtomicU64; FailReason::ALL.len()],
     /// Decoder runs on the solo sessions (all cores), taken while the other lanes were idle.
     pub solo_runs: AtomicU64,
+    /// The encoder cache's hits, misses, evictions and bytes (zeros while it is off).
+    pub encoder_cache: Arc<encoder_cache::CacheCounters>,
 }
 
 impl SchedulerStats {
@@ -281,6 +285,7 @@ impl SchedulerStats {
             expired_rows: AtomicU64::new(0),
             failed_rows: Default::default(),
             solo_runs: AtomicU64::new(0),
+            encoder_cache: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::model::Seq2SeqModel;
 
 use super::batch::{Cohort, NoObserver};
+use super::encoder_cache::EncoderCache;
 use super::shared::AliveGuard;
 use super::{FailReason, RowRequest, SchedulerStats, SharedStats};
 
@@ -24,6 +25,7 @@ pub(super) struct PrefillThread {
 impl PrefillThread {
     pub(super) fn spawn(
         model: Arc<Seq2SeqModel>,
+        cache: Option<Arc<EncoderCache>>,
         stats: SharedStats,
         alive: Arc<AtomicBool>,
         lane: usize,
@@ -34,7 +36,7 @@ impl PrefillThread {
             let _alive = AliveGuard(alive, "prefill");
             // Ends when the decode loop drops its sender.
             for rows in rows_rx {
-                if done_tx.send(start_rows(&model, rows, &stats)).is_err() {
+                if done_tx.send(start_rows(&model, rows, cache.as_deref(), &stats)).is_err() {
                     return;
                 }
             }
@@ -47,12 +49,17 @@ impl PrefillThread {
 /// encoded (in length buckets) and run their first decoder step, emitting their first token.
 /// Returns the started cohort, if any row is still running. Runs on the prefill thread, or
 /// inline on the decode thread.
-pub(super) fn start_rows(model: &Seq2SeqModel, batch: Vec<RowRequest>, stats: &SchedulerStats) -> Option<Cohort> {
+pub(super) fn start_rows(
+    model: &Seq2SeqModel,
+    batch: Vec<RowRequest>,
+    cache: Option<&EncoderCache>,
+    stats: &SchedulerStats,
+) -> Option<Cohort> {
     let (embedding, batch): (Vec<RowRequest>, Vec<RowRequest>) = batch.into_iter().partition(|r| r.embed.is_some());
     if !embedding.is_empty() {
         let n = embedding.len();
         let t = Instant::now();
-        let result = super::embed::embed_rows(model, embedding);
+        let result = super::embed::embed_rows(model, embedding, cache);
         stats.observer().encoded(t.elapsed().as_secs_f64(), n);
         match result {
             Ok((real, padded)) => stats.observer().padding(real, padded),
@@ -62,7 +69,7 @@ pub(super) fn start_rows(model: &Seq2SeqModel, batch: Vec<RowRequest>, stats: &S
     let (scoring, rows): (Vec<RowRequest>, Vec<RowRequest>) = batch.into_iter().partition(|r| r.labels.is_some());
     if !scoring.is_empty() {
         let n = scoring.len() as u64;
-        match super::score::score_rows(model, scoring) {
+        match super::score::score_rows(model, scoring, cache) {
             Ok((real, padded)) => stats.observer().padding(real, padded),
             Err(_) => stats.fail(FailReason::Scoring, n),
         }
@@ -72,7 +79,7 @@ pub(super) fn start_rows(model: &Seq2SeqModel, batch: Vec<RowRequest>, stats: &S
     }
     let n = rows.len();
     let t = Instant::now();
-    let started = Cohort::start(model, rows, &mut NoObserver);
+    let started = Cohort::start(model, rows, cache, &mut NoObserver);
     stats.observer().encoded(t.elapsed().as_secs_f64(), n);
     match started {
         Ok((cohort, report)) => {

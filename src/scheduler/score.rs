@@ -6,7 +6,7 @@
 use crate::generation::processors::log_sum_exp;
 use crate::model::{ModelError, Seq2SeqModel};
 
-use super::batch::encode_bucketed;
+use super::encoder_cache::{EncoderCache, EncoderTokens, Prefill, prefill};
 use super::{Event, RowError, RowRequest};
 
 /// The log-likelihood of one label.
@@ -23,19 +23,23 @@ pub struct LabelScore {
 
 /// Scores every row's labels and sends each row one `Event::Scores`; on a model error every row
 /// gets an error event. Returns the encoder's (real, padded) input tokens.
-pub fn score_rows(model: &Seq2SeqModel, rows: Vec<RowRequest>) -> Result<(usize, usize), ModelError> {
+pub fn score_rows(
+    model: &Seq2SeqModel,
+    rows: Vec<RowRequest>,
+    cache: Option<&EncoderCache>,
+) -> Result<(usize, usize), ModelError> {
     let mut rows: Vec<RowRequest> = rows.into_iter().filter(|r| !r.events.is_closed()).collect();
     if rows.is_empty() {
         return Ok((0, 0));
     }
     // Shortest first, for the encoder's length buckets; each row answers on its own channel.
     rows.sort_by_key(|r| r.input_ids.len());
-    match score(model, &rows) {
-        Ok((scores, padded)) => {
+    match score(model, &rows, cache) {
+        Ok((scores, encoded)) => {
             for (row, s) in rows.iter().zip(scores) {
                 let _ = row.events.send(Event::Scores(s));
             }
-            Ok((rows.iter().map(|r| r.input_ids.len()).sum(), padded))
+            Ok(encoded)
         }
         Err(e) => {
             tracing::error!(error = %e, rows = rows.len(), "label scoring failed");
@@ -47,13 +51,15 @@ pub fn score_rows(model: &Seq2SeqModel, rows: Vec<RowRequest>) -> Result<(usize,
     }
 }
 
-/// Label scores of rows sorted by input length, and the encoder's padded token count.
-fn score(model: &Seq2SeqModel, rows: &[RowRequest]) -> Result<(Vec<Vec<LabelScore>>, usize), ModelError> {
+/// Label scores of rows sorted by input length, and the encoder's (real, padded) input tokens.
+fn score(
+    model: &Seq2SeqModel,
+    rows: &[RowRequest],
+    cache: Option<&EncoderCache>,
+) -> Result<(Vec<Vec<LabelScore>>, EncoderTokens), ModelError> {
     let dims = model.dims.clone();
     let inputs: Vec<&[u32]> = rows.iter().map(|r| r.input_ids.as_slice()).collect();
-    let (mut enc, padded) = encode_bucketed(model, &inputs)?;
-    let start = vec![dims.decoder_start_token_id as i64; rows.len()];
-    let (first, mut state) = model.decode_first(&start, &enc)?;
+    let Prefill { mut enc, logits: first, mut state, encoded } = prefill(model, cache, &inputs)?;
 
     // One batch row per (input, label).
     let mut owner = Vec::new();
@@ -92,5 +98,5 @@ fn score(model: &Seq2SeqModel, rows: &[RowRequest]) -> Result<(Vec<Vec<LabelScor
     for (j, l) in labels.iter().enumerate() {
         out[owner[j]].push(LabelScore { logprob: sums[j], tokens: l.len(), first_logit: first_logits[j] });
     }
-    Ok((out, padded))
+    Ok((out, encoded))
 }
