@@ -1,4 +1,4 @@
-# Sourced by the bench scripts: builds, starts and stops the release binary on $PORT.
+# Sourced by the bench scripts: builds, starts and stops the release binary (or $BIN) on $PORT.
 #   build [cargo flags...]           builds t5serve and the load generator; sets LOADGEN
 #   start_server LOG serve-args...   sets SERVER, kills it on exit, waits until /health answers
 #   stop_server                      stops it and waits
@@ -10,7 +10,7 @@
 start_server() {
   local log="$1"
   shift
-  target/release/t5serve serve --port "$PORT" "$@" > "$log" 2>&1 &
+  "${BIN:-target/release/t5serve}" serve --port "$PORT" "$@" > "$log" 2>&1 &
   SERVER=$!
   trap 'kill $SERVER 2>/dev/null || true' EXIT
   for _ in $(seq 1 240); do
@@ -39,7 +39,7 @@ require_prompt() {
 cpu_report() {
   local name
   name=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-  target/release/t5serve cpu | sed "s/^{/{\"model_name\":\"$name\",\"cores\":$(nproc),/"
+  "${BIN:-target/release/t5serve}" cpu | sed "s/^{/{\"model_name\":\"$name\",\"cores\":$(nproc),/"
 }
 
 build() {

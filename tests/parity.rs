@@ -7,7 +7,7 @@ use common::*;
 use ndarray::Array2;
 use t5serve::generation::{FinishReason, GenerationParams, greedy_next};
 use t5serve::scheduler::Event;
-use t5serve::scheduler::batch::pad_batch;
+use t5serve::scheduler::buckets::pad_batch;
 
 /// Compares one prompt's served ids and logits with the golden ones. Returns how many steps
 /// were compared before a near-tie (if any) ended the comparison.

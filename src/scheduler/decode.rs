@@ -25,7 +25,7 @@
 //! and capped the open-loop rate at about 16 requests/s (t5-small int8).
 //!
 //! New rows are encoded shortest first in length buckets of at most 20% padding
-//! (`batch::length_buckets`), and the padding is reported in `t5serve_padding_ratio`.
+//! (`buckets::length_buckets`), and the padding is reported in `t5serve_padding_ratio`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

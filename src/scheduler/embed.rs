@@ -5,7 +5,7 @@
 use crate::model::{ModelError, Seq2SeqModel};
 use crate::tasks::embed;
 
-use super::batch::encode_bucketed;
+use super::buckets::encode_bucketed;
 use super::encoder_cache::{EncoderCache, encoder_outputs};
 use super::{Event, RowError, RowRequest};
 

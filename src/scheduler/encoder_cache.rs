@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use crate::model::kv::RowCache;
 use crate::model::{DecoderState, Encoded, Logits, ModelError, Seq2SeqModel};
 
-use super::batch::encode_bucketed;
+use super::buckets::encode_bucketed;
 use super::lru::Lru;
 
 /// What the cache counts (`t5serve_encoder_cache_*`); zeros while it is off.

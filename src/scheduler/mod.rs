@@ -4,6 +4,7 @@
 //! back through its own event channel. The tokio runtime never blocks on inference.
 
 pub mod batch;
+pub mod buckets;
 mod budget;
 mod decode;
 mod embed;
