@@ -8,6 +8,7 @@ pub mod cohere;
 pub mod collect;
 pub mod control;
 pub mod error;
+pub mod extract;
 pub mod generate;
 pub mod health;
 pub mod json;
@@ -73,6 +74,7 @@ pub struct TaskSettings {
     /// The rerank template and the first tokens of its two words ("true", then "false").
     pub rerank: Arc<crate::tasks::rerank::RerankSettings>,
     pub rerank_tokens: [u32; 2],
+    pub extract: crate::tasks::extract::ExtractSettings,
 }
 
 impl TaskSettings {
@@ -101,6 +103,7 @@ impl TaskSettings {
             None => None,
         };
         model.rerank.check()?;
+        model.extract.check()?;
         // The first token of each word, as monoT5 reads them (`▁true`, `▁false`).
         let first = |word: &str| -> Result<u32, String> {
             let ids = tokenizer.encode(word).map_err(|e| e.to_string())?;
@@ -116,6 +119,7 @@ impl TaskSettings {
         Ok(Self {
             rerank: Arc::new(model.rerank.clone()),
             rerank_tokens,
+            extract: model.extract.clone(),
             classify_labels: pick(&config.classify_labels, &model.classify.labels),
             classify_template: config
                 .classify_template
@@ -357,6 +361,7 @@ pub fn router(state: AppState, body: BodyLimits, access: Arc<Access>) -> Router 
         .route("/v1/models/{id}/load", post(control::load))
         .route("/v1/models/{id}/unload", post(control::unload))
         .route("/v1/classify", post(classify::classify))
+        .route("/v1/extract", post(extract::extract))
         .route("/v1/translate", post(translate::translate))
         .route("/v1/translate/languages", get(translate::languages))
         .route("/v1/completions", post(openai::completions::completions))

@@ -33,6 +33,7 @@ pub(super) struct Families {
     encoder_tokens_total: IntCounterVec,
     encoder_padded_tokens_total: IntCounterVec,
     encoder_cache: CacheFamilies,
+    extract_entities_total: IntCounterVec,
     /// With `alloc-count`: Rust-side allocations and bytes per decoder step.
     #[cfg(feature = "alloc-count")]
     step_allocations: (HistogramVec, HistogramVec),
@@ -112,6 +113,13 @@ impl Families {
                 "Input tokens the encoder ran on, padding included (input rows are bucketed by length).",
             ),
             encoder_cache: CacheFamilies::new(r),
+            extract_entities_total: r.counter_vec(
+                "t5serve_extract_entities_total",
+                "Entities /v1/extract read from the model's output, by outcome: located in the input, not_located \
+                 (kept without offsets), dropped (a type outside the request's types) or malformed (output parts that \
+                 are not TYPE: span).",
+                &["model", "outcome"],
+            ),
             #[cfg(feature = "alloc-count")]
             step_allocations: (
                 histogram(
@@ -142,6 +150,7 @@ impl Families {
             padding_ratio: of(&self.padding_ratio),
             encoder_tokens: self.encoder_tokens_total.with_label_values(&[id]),
             encoder_padded_tokens: self.encoder_padded_tokens_total.with_label_values(&[id]),
+            extract_entities: EXTRACT_OUTCOMES.map(|o| self.extract_entities_total.with_label_values(&[id, o])),
             #[cfg(feature = "alloc-count")]
             step_allocations: (of(&self.step_allocations.0), of(&self.step_allocations.1)),
         }
@@ -223,8 +232,23 @@ pub struct ModelMetrics {
     padding_ratio: Histogram,
     encoder_tokens: IntCounter,
     encoder_padded_tokens: IntCounter,
+    /// By `EXTRACT_OUTCOMES`.
+    extract_entities: [IntCounter; 4],
     #[cfg(feature = "alloc-count")]
     step_allocations: (Histogram, Histogram),
+}
+
+const EXTRACT_OUTCOMES: [&str; 4] = ["located", "not_located", "dropped", "malformed"];
+
+impl ModelMetrics {
+    /// What /v1/extract made of one output: its entities kept (whether each was located), those
+    /// dropped by type, and its malformed parts.
+    pub fn extracted(&self, located: &[bool], dropped: usize, malformed: usize) {
+        let found = located.iter().filter(|&&l| l).count();
+        for (counter, n) in self.extract_entities.iter().zip([found, located.len() - found, dropped, malformed]) {
+            counter.inc_by(n as u64);
+        }
+    }
 }
 
 impl LoopObserver for ModelMetrics {

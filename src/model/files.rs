@@ -115,6 +115,8 @@ pub struct ModelTasks {
     pub chat_template: Option<String>,
     /// How `/rerank` and `/v1/rerank` pair a query with a document, and the two words compared.
     pub rerank: crate::tasks::rerank::RerankSettings,
+    /// The prompt of `/v1/extract` and the grammar of the model's answer.
+    pub extract: crate::tasks::extract::ExtractSettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
