@@ -54,6 +54,13 @@ pub fn environment(explicit: Option<&Path>, pool: Option<GlobalPool>) -> Result<
             _ => Ok(env),
         };
     }
+    // One thread creates it: two servers starting at once in one process (tests) would
+    // otherwise both build one, and ONNX Runtime refuses the second.
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _creating = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+    if ENVIRONMENT.get().is_some() {
+        return environment(explicit, pool);
+    }
     let path = library_path(explicit);
     let path = std::path::absolute(&path).unwrap_or(path);
     if !path.is_file() {
