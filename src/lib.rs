@@ -8,6 +8,7 @@
 #[cfg(feature = "alloc-count")]
 pub mod alloc_count;
 pub mod api;
+pub mod batch;
 pub mod config;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
@@ -104,12 +105,20 @@ impl RunningServer {
 /// How often a failing warm-up is tried before the process gives up (and exits non-zero).
 pub const WARM_UP_ATTEMPTS: usize = 3;
 
-/// Reads the model directory, opens its sessions, binds the socket and starts serving. Returns
-/// once the server accepts requests; it turns ready once a warm-up request has gone through.
-pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+/// The service without a socket: its models loaded, the shared state and the router built.
+/// `start` serves it; `t5serve batch` sends its router requests in-process.
+pub struct Service {
+    pub state: http::AppState,
+    pub app: axum::Router,
+    access: Arc<http::Access>,
+}
+
+/// Reads the model directories and opens their sessions (the default model must load; another
+/// that fails is reported and the rest are served), then builds the state and the router.
+pub async fn build(config: &Config) -> anyhow::Result<Service> {
     config.validate()?;
     let cpu = model::cpu::host();
-    let provider = plan::ThreadPlan::for_host(&config, false).sessions.provider_name();
+    let provider = plan::ThreadPlan::for_host(config, false).sessions.provider_name();
     let specs = &config.model.0;
     let metrics = Arc::new(metrics::Metrics::new(&specs[0].id(), provider, cpu));
     let loader = http::served::Loader {
@@ -120,7 +129,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // The default model must load; another that fails is reported and the rest are served.
     let mut served = Vec::with_capacity(specs.len());
     let mut failed = Vec::new();
-    for (i, spec) in specs.iter().chain(&repository_models(&config)?).enumerate() {
+    for (i, spec) in specs.iter().chain(&repository_models(config)?).enumerate() {
         match http::served::load(&loader, spec).await {
             Ok(m) => served.push(m),
             Err(e) if i == 0 => return Err(e),
@@ -130,15 +139,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         }
     }
-    let models = Arc::new(http::served::ModelSet::new(served, failed, loader));
-    let health = http::Health::default();
-    let admission = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
     let state = http::AppState {
-        health: health.clone(),
-        models: models.clone(),
-        admission: admission.clone(),
+        health: http::Health::default(),
+        models: Arc::new(http::served::ModelSet::new(served, failed, loader)),
+        admission: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
         metrics,
-        limits: Arc::new(api::Limits::new(&config, 0)),
+        limits: Arc::new(api::Limits::new(config, 0)),
         tokenizing: Arc::new(http::tokenize::Load::new(config.tokenizer_threads)),
     };
     let access = Arc::new(http::Access {
@@ -152,6 +158,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         read_timeout: std::time::Duration::from_millis(config.body_read_timeout_ms),
     };
     let app = http::router(state.clone(), body, access.clone());
+    Ok(Service { state, app, access })
+}
+
+/// Builds the service, binds the socket and starts serving. Returns once the server accepts
+/// requests; it turns ready once a warm-up request has gone through.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let Service { state, app, access } = build(&config).await?;
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
@@ -159,7 +172,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.max_connections,
     };
-    let task = tokio::spawn(http::serve::serve(listener, app, limits, state.metrics.clone(), health.stop.subscribe()));
+    let task =
+        tokio::spawn(http::serve::serve(listener, app, limits, state.metrics.clone(), state.health.stop.subscribe()));
     tracing::info!(%addr, "listening");
     let grpc = match config.grpc_port {
         0 => None,
@@ -169,9 +183,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         addr,
         grpc_addr: grpc.as_ref().map(|g| g.0),
         grpc: grpc.map(|g| g.1),
-        health,
-        models,
-        admission,
+        health: state.health.clone(),
+        models: state.models.clone(),
+        admission: state.admission.clone(),
         max_in_flight: config.max_concurrent_requests,
         grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
         task,

@@ -24,18 +24,31 @@ which overrides the config file. translate_pairs (a list of {source, target, tem
 config file only; config/default.toml documents every key."
     )]
     Serve(Box<Overrides>),
+    /// Answer a JSONL file (t5serve's request shapes or OpenAI's batch format) with the serving
+    /// engine, in-process: answers as lines in --output, a progress bar, resume on rerun
+    #[command(after_help = "Every serve flag that applies (model, threads, lanes, batch size, memory budget...) is \
+taken, with its T5SERVE_* variable and the config file. Exit status: 0 every line answered without error, 1 some \
+answers are errors, 2 the run could not start, 130 stopped by a signal before the end (run again to go on).")]
+    Batch(Box<t5serve::batch::BatchArgs>),
     /// Print, as JSON, this CPU's instruction sets that decide ONNX Runtime's kernels and the int8
     /// kernel they select (what GET /v1/models reports as "cpu")
     Cpu,
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stdout when serving; a batch job writes them to stderr, beside its progress, and
+/// with a progress bar keeps them to warnings unless RUST_LOG asks for more.
+fn init_logging(format: LogFormat, batch: bool) {
+    use std::io::IsTerminal;
     // ort logs every session option at info level; keep it to warnings unless asked.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let quiet = batch && std::io::stderr().is_terminal();
+    let default = if quiet { "warn" } else { "info,ort=warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
+    match (format, batch) {
+        (LogFormat::Json, false) => builder.json().init(),
+        (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).init(),
+        (LogFormat::Pretty, false) => builder.init(),
+        (LogFormat::Pretty, true) => builder.with_writer(std::io::stderr).init(),
     }
 }
 
@@ -57,8 +70,9 @@ fn fix_malloc_mmap_threshold() {
 fn main() -> std::process::ExitCode {
     fix_malloc_mmap_threshold();
     let cli = Cli::parse();
-    let overrides = match cli.command {
-        Command::Serve(overrides) => *overrides,
+    let (overrides, batch) = match cli.command {
+        Command::Serve(overrides) => (*overrides, None),
+        Command::Batch(args) => (args.serve.clone(), Some(args)),
         Command::Cpu => {
             println!("{}", t5serve::model::cpu::host().report());
             return std::process::ExitCode::SUCCESS;
@@ -71,7 +85,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    init_logging(config.log_format, batch.is_some());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(t5serve::plan::http_threads(&config, t5serve::plan::cores()))
         .max_blocking_threads(config.tokenizer_threads)
@@ -84,6 +98,19 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(args) = batch {
+        return match runtime.block_on(t5serve::batch::run(config, *args)) {
+            Ok(summary) => {
+                tracing::info!(?summary, "batch done");
+                eprintln!("t5serve batch: {summary}");
+                std::process::ExitCode::from(summary.exit_code())
+            }
+            Err(e) => {
+                eprintln!("t5serve batch: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     match runtime.block_on(t5serve::run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
