@@ -35,6 +35,8 @@ if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
 .venv-test/bin/python tests/python/test_openapi_responses.py target/debug/t5serve
 # TEI's /rerank and Cohere's /v1/rerank (Cohere's own client) against onnxruntime.
 .venv-test/bin/python tests/python/test_rerank.py target/debug/t5serve
+# t5serve batch on OpenAI's batch file format, checked with the openai package's own models.
+.venv-test/bin/python tests/python/test_batch_openai.py target/debug/t5serve
 # The Open Inference Protocol's REST routes with Triton's and KServe's own clients.
 .venv-test/bin/python tests/python/test_oip_client.py target/debug/t5serve
 # ... and over gRPC with Triton's client (its own process: it cannot be imported beside kserve).

@@ -274,7 +274,7 @@ async fn a_run_stopped_by_sigterm_leaves_whole_lines_and_a_rerun_completes_it() 
 
     let (code, stderr) = run_batch(&dir, &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains(&format!("{} answered before", first.len())), "{stderr}");
+    assert!(stderr.contains(&format!("answered before: {}", first.len())), "{stderr}");
     let all = records(&dir);
     assert_eq!(&all[..first.len()], &first[..], "the first run's answers are kept as they were");
     let mut ids: Vec<String> = all.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();

@@ -31,7 +31,7 @@ impl Progress {
             )
             .expect("a valid template")
             .progress_chars("=> ");
-            indicatif::ProgressBar::new(lines).with_style(style)
+            indicatif::ProgressBar::new(lines).with_style(style).with_message("starting")
         });
         let now = Instant::now();
         Self {
@@ -139,8 +139,8 @@ impl std::fmt::Display for Summary {
         let s = self.seconds.max(1e-9);
         write!(
             f,
-            "{} of {} lines answered in {:.1} s ({} errors; {} answered before, {} of them errors): {:.1} rows/s, \
-             {:.0} tokens/s",
+            "{} of {} lines answered in {:.1} s (errors: {}; answered before: {}, errors among them: {}): \
+             {:.1} rows/s, {:.0} tokens/s",
             self.answered,
             self.lines,
             self.seconds,

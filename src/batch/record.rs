@@ -3,7 +3,7 @@
 //!   `{"error", "error_type"}`) in place of `"response"` when the status is not 200;
 //! - OpenAI's batch output: `{"id", "custom_id", "response": {"status_code", "request_id",
 //!   "body"}, "error": null}`; a line no route could answer has `"response": null` and
-//!   `"error": {"code", "message"}`.
+//!   `"error"`, OpenAI's `BatchError`: `{"code", "line", "message", "param"}`.
 //!
 //! And resuming: an earlier run's file tells which lines are answered for good.
 
@@ -60,10 +60,13 @@ struct OpenAiResponse {
     body: Value,
 }
 
+/// OpenAI's `BatchError`.
 #[derive(Serialize)]
 struct OpenAiError<'a> {
     code: &'a str,
+    line: usize,
     message: &'a str,
+    param: Option<&'a str>,
 }
 
 fn to_line(record: impl Serialize) -> String {
@@ -109,7 +112,7 @@ pub fn refused(e: &LineError) -> String {
             id: format!("batch_req_{}", e.line),
             custom_id: &e.id,
             response: None,
-            error: Some(OpenAiError { code: e.code, message: &e.message }),
+            error: Some(OpenAiError { code: e.code, line: e.line, message: &e.message, param: None }),
         }),
     }
 }
