@@ -287,4 +287,20 @@ async fn a_run_stopped_by_sigterm_leaves_whole_lines_and_a_rerun_completes_it() 
     let (code, stderr) = run_batch(&dir, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(records(&dir), all);
+
+    // An output that is the input is refused before anything is written.
+    let input = dir.join("in.jsonl");
+    let before = std::fs::read(&input).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_t5serve"))
+        .args(["batch", "--model", bundled().to_str().unwrap()])
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--output is the input file"), "{stderr}");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
 }

@@ -54,6 +54,11 @@ enum Done {
 
 /// Loads the models and answers the file.
 pub async fn run(config: Config, args: BatchArgs) -> anyhow::Result<Summary> {
+    if let (Ok(i), Ok(o)) = (std::fs::canonicalize(&args.input), std::fs::canonicalize(&args.output))
+        && i == o
+    {
+        anyhow::bail!("--output is the input file {}: the answers would overwrite it", args.input.display());
+    }
     let out = args.output.clone();
     let resume = tokio::task::spawn_blocking(move || record::resume(&out)).await??;
     if resume.retried > 0 || resume.cut_bytes > 0 {
