@@ -332,8 +332,10 @@ def pct(right: int, total: int) -> float:
 
 def evaluate(model, tok, numbers: list[int], tasks: list[str] = TASKS, entity_numbers: list[int] | None = None) -> dict:
     """Held-out exact match per task, per form and per size (greedy), and entity-level precision,
-    recall and F1 (exact span match) of the extraction per language."""
-    model.eval()
+    recall and F1 (exact span match) of the extraction per language. `model` is a PyTorch model
+    or any model with transformers' `generate` (optimum's ORTModelForSeq2SeqLM: no eval/train)."""
+    if hasattr(model, "eval"):
+        model.eval()
     res: dict = {"exact": {}, "by_form": {}, "by_size": {}, "forms": {}, "entities": {}}
     form_tally: dict[str, list[int]] = {}
     for task in [t for t in tasks if t != "entities"]:
@@ -376,7 +378,8 @@ def evaluate(model, tok, numbers: list[int], tasks: list[str] = TASKS, entity_nu
     cells = [(v, f"{t}/{f}") for t, fs in res["by_form"].items() for f, v in fs.items()]
     if cells:
         res["worst_cell"] = min(cells)
-    model.train()
+    if hasattr(model, "train"):
+        model.train()
     return res
 
 
@@ -543,8 +546,13 @@ def train(args) -> None:
     if args.resume:
         # Everything the loop carries, as saved: the run goes on as if it had not stopped.
         saved = torch.load(state_file, weights_only=False)
-        if saved["args"] != resume_args(args):
+        # (A state saved before "steps" could change kept it among the settings.)
+        saved_steps = saved.get("steps", saved["args"].get("steps"))
+        if {k: v for k, v in saved["args"].items() if k != "steps"} != resume_args(args):
             raise SystemExit(f"{state_file} was saved with other settings: {saved['args']}")
+        if saved_steps != args.steps:
+            # The cosine schedule is recomputed over the new total: the rate moves a little at once.
+            print(f"total steps {saved_steps} -> {args.steps} from step {saved['step']}", flush=True)
         model.load_state_dict(saved["model"])
         with torch.no_grad():
             unused_row.copy_(saved["unused_row"])
@@ -621,7 +629,7 @@ def train(args) -> None:
             (args.out / "train_log.json").write_text(json.dumps(log, indent=1, ensure_ascii=False))
         if (step + 1) % args.save_every == 0 and step + 1 < args.steps:
             saved = {
-                "args": resume_args(args), "step": step + 1, "model": model.state_dict(), "unused_row": unused_row.detach(),
+                "args": resume_args(args), "steps": args.steps, "step": step + 1, "model": model.state_dict(), "unused_row": unused_row.detach(),
                 "opt": opt.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "queues": queues,
                 "log": log, "skipped": skipped, "train_s": train_s, "data_s": data_s, "cpu_s": cpu_s,
                 "elapsed": time.time() - start,
@@ -661,7 +669,7 @@ def train(args) -> None:
 
 def resume_args(args) -> dict:
     """The settings a resumed run must share with the run it continues."""
-    skip = {"resume", "eval_every", "save_every", "no_final_eval", "final_sentences", "threads", "out"}
+    skip = {"resume", "eval_every", "save_every", "no_final_eval", "final_sentences", "threads", "out", "steps"}
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in skip}
 
 
