@@ -72,6 +72,8 @@ pub async fn run(config: Config, args: BatchArgs) -> anyhow::Result<Summary> {
     let lines = tokio::task::spawn_blocking(move || count_lines(&input)).await??;
     let service = crate::build(&config).await?;
     let state = service.state.clone();
+    // As the server does before it turns ready: the first run of every graph allocates.
+    state.warm_up().await.map_err(|e| anyhow::anyhow!("the warm-up failed: {e}"))?;
     let share = crate::http::pipeline::model_share(config.max_concurrent_requests, state.models.ready_count());
     let read_ahead = args.read_ahead.unwrap_or(4 * config.max_batch_size).clamp(1, share);
     let tokens = move || -> u64 {
