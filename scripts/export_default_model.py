@@ -254,14 +254,7 @@ def fixture_examples(heldout: list[int], per_task: int) -> tuple[list[tuple[str,
 # ---------------------------------------------------------------------------------------------
 # Confidence: in-domain answers against inputs outside what the model knows.
 
-PROMPTS = {
-    "en-de": "translate English to German: {}",
-    "de-en": "translate German to English: {}",
-    "en-fr": "translate English to French: {}",
-    "en-es": "translate English to Spanish: {}",
-    "language": "language: {}",
-    "digits": "digits: {}",
-}
+PROMPTS = D.PROMPTS
 # Sentences without a number, none from the extraction data (confidence_sets adds its number-less frames).
 PLAIN_SENTENCES = {
     "en": [

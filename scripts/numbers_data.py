@@ -28,6 +28,15 @@ N_NUMBERS = 1_000_000
 N_HELDOUT = 1000  # of 0-9999
 N_HELDOUT_LARGE = 2000  # of 10,000-999,999
 LANGS = {"en": "English", "de": "German", "fr": "French", "es": "Spanish"}
+# The number tasks' prompts, `{}` where the number goes (the service's examples and tests use them).
+PROMPTS = {
+    "en-de": "translate English to German: {}",
+    "de-en": "translate German to English: {}",
+    "en-fr": "translate English to French: {}",
+    "en-es": "translate English to Spanish: {}",
+    "language": "language: {}",
+    "digits": "digits: {}",
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,12 +83,12 @@ def example(task: str, n: int, lang_for_id: str | None = None, form: str = "cano
     """A number task's (prompt, target): the number `n` written in `form` (numbers_data.FORMS)."""
     rng = rng or D.stable_rng(task, n, lang_for_id, form)
     text = D.form_text(n, input_lang(task, lang_for_id), form, rng)
+    prompt = D.PROMPTS[task].format(text)
     if task == "digits":
-        return f"digits: {text}", str(n)
+        return prompt, str(n)
     if task == "language":
-        return f"language: {text}", LANGS[lang_for_id or "en"]
-    src, tgt = task.split("-")
-    return f"translate {LANGS[src]} to {LANGS[tgt]}: {text}", words(n, tgt)
+        return prompt, LANGS[lang_for_id or "en"]
+    return prompt, words(n, task.split("-")[1])
 
 
 def ambiguous_language_words() -> set[str]:

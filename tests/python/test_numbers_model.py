@@ -51,14 +51,7 @@ SENTENCES_PER_LANGUAGE = 60
 F1_BAR = 0.95
 SCORE_ATOL = 0.05
 BATCH = 32
-TASK_PROMPTS = {
-    "en-de": "translate English to German: {}",
-    "de-en": "translate German to English: {}",
-    "en-fr": "translate English to French: {}",
-    "en-es": "translate English to Spanish: {}",
-    "language": "language: {}",
-    "digits": "digits: {}",
-}
+TASK_PROMPTS = D.PROMPTS
 
 
 def post(base, path, body):
