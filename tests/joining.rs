@@ -1,5 +1,7 @@
 //! Iteration-level batching with the masked decoder graph (tests/data/tiny-t5-masked): rows that
-//! join a running batch at later steps produce exactly their solo (golden) tokens.
+//! join a running batch at later steps produce exactly their solo (golden) tokens. The same holds
+//! for a directory whose only cached-step graph is the masked one (no
+//! decoder_with_past_model.onnx: the bundled model's layout).
 
 mod common;
 
@@ -13,10 +15,55 @@ fn masked_model() -> std::path::PathBuf {
     data_dir().join("tiny-t5-masked")
 }
 
+/// tiny-t5-masked without decoder_with_past_model.onnx (links to the committed files).
+fn masked_only_model() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("t5serve-masked-only-{}", std::process::id()));
+    if !dir.join("decoder_with_past_masked.onnx").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(masked_model()).unwrap() {
+            let name = entry.unwrap().file_name();
+            if name != "decoder_with_past_model.onnx" {
+                let target = std::fs::canonicalize(masked_model().join(&name)).unwrap();
+                std::os::unix::fs::symlink(target, dir.join(&name)).unwrap();
+            }
+        }
+    }
+    dir
+}
+
 #[test]
 fn rows_joining_at_steps_0_4_and_7_equal_their_solo_runs() {
+    rows_join_and_equal_solo(&masked_model());
+}
+
+#[test]
+fn with_only_the_masked_graph_joined_rows_equal_solo_runs_and_batches_equal_the_plain_graph() {
+    let dir = masked_only_model();
+    let files = t5serve::model::ModelFiles::discover(&dir).unwrap();
+    assert!(files.masked_only(), "{:?}", files.names());
+    assert_eq!(files.names().iter().filter(|n| n.contains("decoder_with_past")).count(), 1, "{:?}", files.names());
+    rows_join_and_equal_solo(&dir);
+    // A batch of every golden prompt, without joins: every step goes through the masked graph
+    // with an all-ones mask and equals the plain graph's run (same ids, logits within 1e-5).
     let g = golden();
-    let model = load(&masked_model());
+    let inputs: Vec<Vec<u32>> = g.cases.iter().map(|c| c.input_ids.clone()).collect();
+    let (mut masked_rec, mut plain_rec) = (Recorder::default(), Recorder::default());
+    let masked = decode_batch(&load(&dir), &inputs, golden_params(&g), &mut masked_rec);
+    let plain = decode_batch(&load(&tiny_model()), &inputs, golden_params(&g), &mut plain_rec);
+    assert_eq!(masked, plain);
+    for (row, steps) in &plain_rec.steps {
+        for (step, want) in steps.iter().enumerate() {
+            let got = &masked_rec.steps[row][step];
+            let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff <= 1e-5, "row {row} step {step}: logits differ by {diff}");
+        }
+    }
+}
+
+fn rows_join_and_equal_solo(dir: &std::path::Path) {
+    let g = golden();
+    let model = load(dir);
     assert!(model.can_join(), "the masked graph is loaded");
     let params = golden_params(&g);
     // Three prompts of different lengths join at steps 0, 4 and 7.

@@ -10,7 +10,9 @@ use super::ModelError;
 /// Which decoder graphs the directory holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecoderLayout {
-    /// `decoder_model.onnx` (first step) + `decoder_with_past_model.onnx` (later steps).
+    /// `decoder_model.onnx` (first step) + `decoder_with_past_model.onnx` (later steps). A
+    /// directory with `decoder_with_past_masked.onnx` and no `decoder_with_past_model.onnx` has the
+    /// masked graph here: it serves every later step (with an all-ones mask when no row joined late).
     Split { first: PathBuf, with_past: PathBuf },
     /// `decoder_model_merged.onnx`, with the `use_cache_branch` switch.
     Merged(PathBuf),
@@ -138,8 +140,14 @@ impl ModelFiles {
         self.masked.is_some() && matches!(self.decoder, DecoderLayout::Split { .. })
     }
 
+    /// Whether the masked graph is the only cached-step graph (no `decoder_with_past_model.onnx`).
+    pub fn masked_only(&self) -> bool {
+        matches!(&self.decoder, DecoderLayout::Split { with_past, .. } if Some(with_past) == self.masked.as_ref())
+    }
+
     pub fn layout_name(&self) -> &'static str {
         match self.decoder {
+            DecoderLayout::Split { .. } if self.masked_only() => "split (masked steps)",
             DecoderLayout::Split { .. } => "split",
             DecoderLayout::Merged(_) => "merged",
         }
@@ -152,7 +160,7 @@ impl ModelFiles {
             DecoderLayout::Split { first, with_past } => paths.extend([first, with_past]),
             DecoderLayout::Merged(path) => paths.push(path),
         }
-        paths.extend(self.masked.as_ref());
+        paths.extend(self.masked.as_ref().filter(|_| !self.masked_only()));
         paths.push(&self.tokenizer);
         paths.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect()
     }
@@ -195,18 +203,21 @@ impl ModelFiles {
         let first = dir.join("decoder_model.onnx");
         let with_past = dir.join("decoder_with_past_model.onnx");
         let merged = dir.join("decoder_model_merged.onnx");
+        let masked = Some(dir.join("decoder_with_past_masked.onnx")).filter(|p| p.is_file());
         // The split pair is preferred: no `If` node per step, and it is what int8 quantization produces.
         let decoder = if first.is_file() && with_past.is_file() {
             DecoderLayout::Split { first, with_past }
+        } else if let (true, Some(masked)) = (first.is_file(), &masked) {
+            DecoderLayout::Split { first, with_past: masked.clone() }
         } else if merged.is_file() {
             DecoderLayout::Merged(merged)
         } else {
             return Err(ModelError::Files(format!(
-                "no decoder in {}: expected decoder_model.onnx + decoder_with_past_model.onnx, or decoder_model_merged.onnx",
+                "no decoder in {}: expected decoder_model.onnx + decoder_with_past_model.onnx (or \
+                 decoder_with_past_masked.onnx), or decoder_model_merged.onnx",
                 dir.display()
             )));
         };
-        let masked = Some(dir.join("decoder_with_past_masked.onnx")).filter(|p| p.is_file());
         Ok(Self { dir: dir.to_path_buf(), encoder, decoder, masked, tokenizer })
     }
 

@@ -89,6 +89,16 @@ enum Decoder {
     Merged(Mutex<Session>),
 }
 
+/// Where cached steps with a decoder self-attention mask run.
+enum MaskedStep {
+    /// No masked graph: rows cannot join a running batch.
+    Absent,
+    /// `decoder_with_past_masked.onnx` beside the plain cached-step graph.
+    Own(Mutex<Session>),
+    /// The split decoder's cached-step graph is the masked one: every step passes a mask.
+    WithPast,
+}
+
 /// What a session is used for, which decides its threads when prefill has its own thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -195,7 +205,7 @@ pub struct Seq2SeqModel {
     encoder: Mutex<Session>,
     decoder: Decoder,
     /// `decoder_with_past_masked.onnx`: lets rows of different decoder lengths share a batch.
-    masked: Option<Mutex<Session>>,
+    masked: MaskedStep,
     names: CacheNames,
 }
 
@@ -269,8 +279,9 @@ impl Seq2SeqModel {
             DecoderLayout::Merged(path) => Decoder::Merged(session(path, settings, Role::Step)?),
         };
         let masked = match (&files.masked, &decoder) {
-            (Some(path), Decoder::Split { .. }) => Some(session(path, settings, Role::Step)?),
-            _ => None,
+            (Some(_), Decoder::Split { .. }) if files.masked_only() => MaskedStep::WithPast,
+            (Some(path), Decoder::Split { .. }) => MaskedStep::Own(session(path, settings, Role::Step)?),
+            _ => MaskedStep::Absent,
         };
         let dims = dir.dims.clone();
         let names = CacheNames::new(dims.num_decoder_layers);
@@ -298,7 +309,16 @@ impl Seq2SeqModel {
         match &self.decoder {
             Decoder::Split { first, with_past } => {
                 want(first, "decoder_model.onnx", &["input_ids", "encoder_hidden_states", "encoder_attention_mask"])?;
-                want(with_past, "decoder_with_past_model.onnx", &["input_ids", "encoder_attention_mask", past])?;
+                match self.masked {
+                    MaskedStep::WithPast => want(
+                        with_past,
+                        "decoder_with_past_masked.onnx",
+                        &["input_ids", "encoder_attention_mask", "decoder_attention_mask", past],
+                    )?,
+                    _ => {
+                        want(with_past, "decoder_with_past_model.onnx", &["input_ids", "encoder_attention_mask", past])?
+                    }
+                }
             }
             Decoder::Merged(s) => want(
                 s,
@@ -317,7 +337,7 @@ impl Seq2SeqModel {
 
     /// Whether new rows can join a running batch (the model has the masked decoder graph).
     pub fn can_join(&self) -> bool {
-        self.masked.is_some()
+        !matches!(self.masked, MaskedStep::Absent)
     }
 
     /// Runs the encoder over a right-padded batch.
@@ -426,6 +446,15 @@ impl Seq2SeqModel {
             )));
         }
         let ids = Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("one token per row");
+        // A masked-only model attends to every position of a batch without padding.
+        let ones;
+        let mask = match (mask, &self.masked) {
+            (None, MaskedStep::WithPast) => {
+                ones = Array2::ones((tokens.len(), state.decoder_len() + 1));
+                Some(&ones)
+            }
+            (mask, _) => mask,
+        };
         if let Some(m) = mask
             && m.dim() != (tokens.len(), state.decoder_len() + 1)
         {
@@ -447,8 +476,9 @@ impl Seq2SeqModel {
                 ));
             }
             let session = match (&self.decoder, &self.masked, mask) {
-                (_, Some(masked), Some(_)) => masked,
-                (_, None, Some(_)) => return Err(ModelError::Output("no masked decoder graph loaded".into())),
+                (_, MaskedStep::Own(masked), Some(_)) => masked,
+                (Decoder::Split { with_past, .. }, MaskedStep::WithPast, Some(_)) => with_past,
+                (_, _, Some(_)) => return Err(ModelError::Output("no masked decoder graph loaded".into())),
                 (Decoder::Split { with_past, .. }, _, None) => with_past,
                 (Decoder::Merged(s), _, None) => {
                     inputs
