@@ -1,6 +1,12 @@
 #!/usr/bin/env python3
 """Turns bench/run.sh's JSON lines into markdown: tokens/s of every engine, t5serve's ratios
-against each, the targets of the batching and performance issues, and t5serve's latencies."""
+against each, the targets of the batching and performance issues, and t5serve's latencies.
+With --charts STEM it also draws them (bench/charts.py) as STEM-tokens.svg and STEM-open-loop.svg
+and links them from the markdown; --open-loop LOG adds bench/open_loop.sh's printed sweep to the
+open-loop chart. To redraw the charts of a committed run:
+
+    python3 bench/report.py bench/results/NAME.jsonl t5-small "" --charts bench/results/NAME >/dev/null
+"""
 
 import json
 import os
@@ -9,6 +15,23 @@ import statistics
 import sys
 from datetime import date
 
+import charts
+
+
+def option(name: str) -> str | None:
+    """Takes `name VALUE` out of the arguments (t5serve's flags, positional, may start with --)."""
+    if name not in sys.argv[1:]:
+        return None
+    i = sys.argv.index(name, 1)
+    if i + 1 >= len(sys.argv):
+        sys.exit(f"{name} needs a value")
+    value = sys.argv[i + 1]
+    del sys.argv[i : i + 2]
+    return value
+
+
+chart_stem = option("--charts")
+open_log = option("--open-loop")
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 shape = sys.argv[2]
 flags = sys.argv[3] if len(sys.argv) > 3 else ""
@@ -129,3 +152,8 @@ for name in ours:
             f"p50 {o['p50_s'] * 1000:.0f} ms, p99 {o['p99_s'] * 1000:.0f} ms = {o['p99_s'] / single:.2f}x the "
             f"single-request p50 ({single * 1000:.0f} ms); mean time to first token {o['ttft_mean_s'] * 1000:.1f} ms."
         )
+
+if chart_stem:
+    drawn = charts.write(rows, shape, chart_stem, open(open_log).read() if open_log else None)
+    if drawn:
+        print("\nCharts: " + ", ".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in drawn) + ".")

@@ -7,7 +7,8 @@
 # "--ort-thread-pool per-session"), SKIP_ENGINES=1 (t5serve only, to compare its own settings),
 # OPEN_REQUESTS (requests of each open-loop run, default 200), PAIRED_ROUNDS (rounds of the paired
 # int8 comparison below, default 5; 0 skips it).
-# Prints figures and a ratio table, and writes them to bench/results/. Not a test: no assertions.
+# Prints figures and a ratio table, and writes them to bench/results/ with SVG charts beside them
+# (NAME-tokens.svg, NAME-open-loop.svg; bench/charts.py). Not a test: no assertions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHAPE="${SHAPE:-t5-small}"
@@ -102,5 +103,5 @@ if [ -z "${SKIP_ENGINES:-}" ] && [ "$ROUNDS" -gt 0 ]; then
   done
   stop_server
 fi
-.venv/bin/python bench/report.py "$RESULTS" "$SHAPE" "${SERVER_FLAGS:-}" | tee "$NAME.md"
+.venv/bin/python bench/report.py "$RESULTS" "$SHAPE" "${SERVER_FLAGS:-}" --charts "$NAME" | tee "$NAME.md"
 cp "$RESULTS" "$NAME.jsonl"

@@ -46,6 +46,8 @@ if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
 # The int8 export path: scripts/quantize_model.py on the tiny model, served by the real binary,
 # equal to a reference greedy loop over the same int8 graphs.
 .venv-test/bin/python tests/python/test_int8_export.py target/debug/t5serve
+# The benchmark charts (bench/charts.py): points, bars and ratio labels where the figures put them.
+python3 tests/python/test_charts.py
 # The exporter's removal of the masked decoder's per-step copies (scripts/t5tools.drop_copies).
 .venv-test/bin/python tests/python/test_drop_copies.py
 # Property-based conformance to openapi.yaml (schemathesis, fixed seed and example count).
