@@ -1,8 +1,10 @@
 """SVG charts of bench/run.sh's results, written by hand (no plotting dependency): generated tokens/s
 against clients per engine, with t5serve's ratio to the fastest other engine of its precision, and
-open-loop latency (p50, p99) against the arrival rate as a fraction of saturation. report.py calls
-write(); the markdown stays report.py's. Where each point lands is Axis.at, checked against the
-drawn ticks by tests/python/test_charts.py.
+open-loop latency (p50, p99) against the arrival rate as a fraction of saturation, with where p99
+leaves twice the single-request p50 (within_2x; one panel per server or lever setting, and their
+p99 / single-request p50 side by side when there are several). report.py and
+bench/open_loop_report.py call write() and open_loop_chart(); the markdown stays theirs. Where each
+point lands is Axis.at, checked against the drawn ticks by tests/python/test_charts.py.
 
 Elements carry class and data-* attributes (panel, point, bar, ratio, ref, tick) so that a test or a
 script can find them; coordinates are written with two decimals.
@@ -57,12 +59,36 @@ class Axis:
 
 @dataclass
 class OpenCurve:
-    """One server's open-loop runs: points are (fraction of saturation, rate req/s, p50 s, p99 s)."""
+    """One server's open-loop runs: points are (fraction of saturation, rate req/s, p50 s, p99 s).
+    setting and flags: the lever setting bench/open_loop.sh ran it with (its LABEL and SERVER_FLAGS);
+    the charts name a curve by its setting where it has one."""
 
     name: str
     single_p50_s: float | None = None
     saturation: float | None = None
     points: list[tuple[float, float, float, float]] = field(default_factory=list)
+    setting: str | None = None
+    flags: str | None = None
+
+
+@dataclass(frozen=True)
+class Within2x:
+    """Where an open-loop curve's p99 leaves `bound` x the single-request p50 (within_2x)."""
+
+    bound: float
+    # The stated figure: the highest tested fraction of saturation up to which every tested
+    # fraction passes (p99 <= bound x single p50); 0 when the lowest tested one already fails.
+    fraction: float
+    # Its arrival rate, req/s (None when fraction is 0).
+    rate: float | None
+    # The lowest failing fraction; None when every tested one passes (fraction is then a lower bound).
+    first_failing: float | None
+    # Where p99 crosses the bound on the straight line between the last passing and the first
+    # failing point; None unless both exist.
+    interpolated: float | None
+    # Tested fractions above first_failing that pass again (the noise of one run, or a curve that
+    # is not monotone); they do not raise fraction.
+    passes_again: tuple[float, ...] = ()
 
 
 def num(v: float) -> str:
@@ -289,7 +315,8 @@ def open_curves(rows: list[dict]) -> dict[str, OpenCurve]:
             continue
         name = r["engine"].removesuffix("-open")
         single, sat = closed.get((name, 1)), closed.get((name, 32))
-        c = curves.setdefault(name, OpenCurve(name, single and single["p50_s"], sat and sat["requests_per_s"]))
+        c = curves.setdefault(name, OpenCurve(name, single and single["p50_s"], sat and sat["requests_per_s"],
+                                              setting=r.get("setting"), flags=r.get("flags")))
         run = r["run"]
         fraction = r.get("fraction", run["param"] / c.saturation if c.saturation else None)
         if fraction is not None:
@@ -299,10 +326,61 @@ def open_curves(rows: list[dict]) -> dict[str, OpenCurve]:
     return {n: c for n, c in curves.items() if c.points}
 
 
+def within_2x(c: OpenCurve, bound: float = 2.0) -> Within2x | None:
+    """The highest arrival rate whose p99 stays within `bound` x the single-request p50, as a
+    fraction of the saturation rate: the highest tested fraction f with p99 <= bound x single p50
+    at f and at every lower tested fraction. The sweep is read from its low end; a pass above the
+    first failure is listed in passes_again but does not count. None without a single-request p50."""
+    if not c.single_p50_s or not c.points:
+        return None
+    limit = bound * c.single_p50_s
+    last: tuple[float, float, float, float] | None = None
+    for i, point in enumerate(c.points):
+        f, _, _, p99 = point
+        if p99 > limit:
+            again = tuple(p[0] for p in c.points[i + 1 :] if p[3] <= limit)
+            if last is None:
+                return Within2x(bound, 0.0, None, f, None, again)
+            f0, rate0, _, q0 = last
+            return Within2x(bound, f0, rate0, f, f0 + (limit - q0) * (f - f0) / (p99 - q0), again)
+        last = point
+    return Within2x(bound, last[0], last[1], None, None)
+
+
+def describe(w: Within2x) -> str:
+    """The figure in words, as the reports state it."""
+    bar = f"p99 <= {num(w.bound)}x the single-request p50"
+    if w.first_failing is None:
+        text = f"{bar} at every tested rate, up to {num(w.fraction)} of saturation ({w.rate:.1f} req/s; a lower bound)"
+    elif w.rate is None:
+        text = f"{bar} at no tested rate: {num(w.first_failing)} of saturation, the lowest tested, already exceeds it"
+    else:
+        text = (f"{bar} up to {num(w.fraction)} of saturation ({w.rate:.1f} req/s); {num(w.first_failing)} exceeds it; "
+                f"interpolated crossing {w.interpolated:.3f}")
+    if w.passes_again:
+        text += f"; passes again at {', '.join(num(f) for f in w.passes_again)} (not counted)"
+    return text
+
+
+def short(w: Within2x | None) -> str:
+    """The figure in a chart label."""
+    if w is None:
+        return "no single-request p50"
+    if w.first_failing is None:
+        return f"p99 <= {num(w.bound)}x single p50 at every tested rate (>= {num(w.fraction)})"
+    if w.rate is None:
+        return f"p99 > {num(w.bound)}x single p50 from {num(w.first_failing)} (lowest tested)"
+    return f"p99 <= {num(w.bound)}x single p50 up to {num(w.fraction)} of saturation ({w.interpolated:.3f} interpolated)"
+
+
 def open_loop_log(text: str) -> list[dict]:
-    """bench/open_loop.sh's printed output as rows open_curves reads: its single-request and
-    saturation runs (clients 1 and 32) and one open row per table line (fraction, rate, p50 and p99
-    in whole ms). The server is named t5serve-<model directory>."""
+    """bench/open_loop.sh's output as rows open_curves reads: its JSON lines (OUT) as they are, or
+    its printed text: the single-request and saturation runs (clients 1 and 32) and one open row
+    per table line (fraction, rate, p50 and p99 in whole ms), the server named
+    t5serve-<model directory>."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and all(line.lstrip().startswith("{") for line in lines):
+        return [json.loads(line) for line in lines]
     m = re.search(r"^model (\S+); single: (\{.*\})$", text, re.M)
     sat = re.search(r"^saturation \(closed loop, 32 clients\): (\{.*\})$", text, re.M)
     if not m or not sat:
@@ -318,24 +396,39 @@ def open_loop_log(text: str) -> list[dict]:
     return rows
 
 
-OPEN_STYLE = {"p50": ("#1f77b4", None), "p99": ("#d62728", None), "single": ("#555", "2 3"), "2x": ("#555", "7 4")}
+OPEN_STYLE = {"p50": ("#1f77b4", None), "p99": ("#d62728", None), "single": ("#555", "2 3"), "2x": ("#555", "7 4"),
+              "within-2x": ("#2ca02c", "3 3")}
+# Open-loop panels: two per row, this far apart.
+OPEN_COLUMNS, OPEN_PITCH_X, OPEN_PITCH_Y = 2, 400, 350
+
+
+def vline(series_name: str, box: Box, at: float, colour: str, dash_pattern: str | None) -> str:
+    """A reference line down a panel."""
+    return tag("line", class_="ref", data_series=series_name, x1=at, y1=box.top, x2=at, y2=box.bottom,
+               stroke=colour, stroke_width=1.5, stroke_dasharray=dash_pattern)
 
 
 def open_panel(c: OpenCurve, box: Box, x: Axis) -> list[str]:
-    """p50 and p99 (ms) against the fraction of saturation, with the single-request p50 and twice it."""
+    """p50 and p99 (ms) against the fraction of saturation, with the single-request p50 and twice it,
+    and a line at the highest fraction within 2x (stated above the panel)."""
     refs = [("single", c.single_p50_s), ("2x", 2 * c.single_p50_s)] if c.single_p50_s else []
     top = max([p[3] for p in c.points] + [v for _, v in refs]) * 1000
     ticks = nice_ticks(top * 1.1)
     y = Axis(0, ticks[-1], box.bottom, box.top)
     sat = f", saturation {c.saturation:.1f} req/s" if c.saturation else ""
+    w = within_2x(c)
     out = [f'<g class="panel" id="open-{escape(c.name)}">']
-    out.append(tag("text", f"{c.name}{sat}", x=box.left, y=box.top - 8, font_size=12, font_weight="bold"))
+    out.append(tag("text", f"{c.setting or c.name}{sat}", x=box.left, y=box.top - 22, font_size=12, font_weight="bold"))
+    out.append(tag("text", short(w), class_="within-2x", data_fraction=None if w is None else num(w.fraction),
+                   x=box.left, y=box.top - 7, font_size=10.5, fill="#333"))
     out += axes(box, x, y, nice_ticks(x.hi, 4), ticks, ("arrival rate / saturation rate (Poisson)", "latency, ms"))
     for key, v in refs:
         colour, pattern = OPEN_STYLE[key]
         at = y.at(v * 1000)
         out.append(hline(key, box, at, colour, pattern))
         out.append(tag("text", f"{num(round(v * 1000))} ms", x=box.right - 4, y=at - 4, font_size=10, text_anchor="end", fill=colour))
+    if w is not None and w.fraction > 0:
+        out.append(vline("within-2x", box, x.at(w.fraction), *OPEN_STYLE["within-2x"]))
     for key, col in (("p50", 2), ("p99", 3)):
         pts = [(x.at(p[0]), y.at(p[col] * 1000), p[0]) for p in c.points]
         out += series(key, pts, OPEN_STYLE[key][0])
@@ -343,20 +436,51 @@ def open_panel(c: OpenCurve, box: Box, x: Axis) -> list[str]:
     return out
 
 
+def comparison_panel(curves: list[OpenCurve], box: Box, x: Axis, colour: dict[str, str]) -> list[str]:
+    """Every curve's p99 / its own single-request p50 against the fraction of saturation, with the
+    2x line: the lever settings side by side."""
+    ratios = {c.name: [(p[0], p[3] / c.single_p50_s) for p in c.points] for c in curves}
+    ticks = nice_ticks(max([2.0] + [r for pts in ratios.values() for _, r in pts]) * 1.1)
+    y = Axis(0, ticks[-1], box.bottom, box.top)
+    out = ['<g class="panel" id="open-comparison">']
+    title = "p99 / single-request p50, each setting against its own"
+    out.append(tag("text", title, x=box.left, y=box.top - 8, font_size=12, font_weight="bold"))
+    out += axes(box, x, y, nice_ticks(x.hi, 4), ticks, ("arrival rate / saturation rate (Poisson)", "p99 / single p50"))
+    out.append(hline("2x", box, y.at(2), *OPEN_STYLE["2x"]))
+    for c in curves:
+        out += series(c.name, [(x.at(f), y.at(r), f) for f, r in ratios[c.name]], colour[c.name])
+    out.append("</g>")
+    return out
+
+
 def open_loop_chart(rows: list[dict], shape: str, day: str, cpu: dict | None) -> str | None:
-    """One open-loop panel per server, side by side, sharing the x scale and a legend."""
+    """One open-loop panel per server or lever setting, two to a row, sharing the x scale and a
+    legend; with several curves, their p99 / single-request p50 in one more panel below."""
     curves = open_curves(rows)
     if not curves:
         return None
     hi = nice_ticks(max(p[0] for c in curves.values() for p in c.points) * 1.1, 4)[-1]
     body = heading("Open-loop latency against arrival rate", shape, day, cpu)
     for i, c in enumerate(curves.values()):
-        box = Box(80 + 400 * i, 90, 310, 250)
+        col, row = i % OPEN_COLUMNS, i // OPEN_COLUMNS
+        box = Box(80 + OPEN_PITCH_X * col, 100 + OPEN_PITCH_Y * row, 310, 250)
         body += open_panel(c, box, Axis(0, hi, box.left, box.right))
+    rows_drawn = (len(curves) + OPEN_COLUMNS - 1) // OPEN_COLUMNS
+    bottom = 100 + OPEN_PITCH_Y * (rows_drawn - 1) + 250 + 65
     entries = [("p50", *OPEN_STYLE["p50"]), ("p99", *OPEN_STYLE["p99"]),
-               ("single-request p50 (1 client)", *OPEN_STYLE["single"]), ("2x the single-request p50", *OPEN_STYLE["2x"])]
-    body += legend(entries, 80, 405)
-    return document(max(WIDTH, 80 + 400 * len(curves)), 405 + 18 * len(entries) + 10, body)
+               ("single-request p50 (1 client)", *OPEN_STYLE["single"]), ("2x the single-request p50", *OPEN_STYLE["2x"]),
+               ("highest tested rate with p99 within 2x", *OPEN_STYLE["within-2x"])]
+    body += legend(entries, 80, bottom)
+    bottom += 18 * len(entries)
+    compared = [c for c in curves.values() if c.single_p50_s]
+    if len(compared) > 1:
+        box = Box(80, bottom + 40, 500, 250)
+        colour = colours([c.name for c in compared])
+        body += comparison_panel(compared, box, Axis(0, hi, box.left, box.right), colour)
+        labels = [(f"{c.setting or c.name}: {short(within_2x(c))}", colour[c.name], None) for c in compared]
+        body += legend(labels, 80, box.bottom + 55)
+        bottom = box.bottom + 55 + 18 * len(labels)
+    return document(max(WIDTH, 80 + OPEN_PITCH_X * min(len(curves), OPEN_COLUMNS)), bottom + 10, body)
 
 
 def write(rows: list[dict], shape: str, stem: str, open_log: str | None = None, day: str | None = None) -> list[str]:

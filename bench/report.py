@@ -2,8 +2,10 @@
 """Turns bench/run.sh's JSON lines into markdown: tokens/s of every engine, t5serve's ratios
 against each, the targets of the batching and performance issues, and t5serve's latencies.
 With --charts STEM it also draws them (bench/charts.py) as STEM-tokens.svg and STEM-open-loop.svg
-and links them from the markdown; --open-loop LOG adds bench/open_loop.sh's printed sweep to the
-open-loop chart. To redraw the charts of a committed run:
+and links them from the markdown; --open-loop LOG adds bench/open_loop.sh's sweep (its JSON lines,
+OUT, or its printed text) to the open-loop chart and states, for each of its curves, the highest
+tested rate whose p99 stays within 2x the single-request p50 (charts.within_2x). To redraw the
+charts of a committed run:
 
     python3 bench/report.py bench/results/NAME.jsonl t5-small "" --charts bench/results/NAME >/dev/null
 """
@@ -153,7 +155,13 @@ for name in ours:
             f"single-request p50 ({single * 1000:.0f} ms); mean time to first token {o['ttft_mean_s'] * 1000:.1f} ms."
         )
 
+open_text = open(open_log).read() if open_log else None
+if open_text:
+    for c in charts.open_curves(charts.open_loop_log(open_text)).values():
+        w = charts.within_2x(c)
+        print(f"\nOpen-loop sweep, {c.name}: {charts.describe(w) if w else 'no single-request p50 recorded'}.")
+
 if chart_stem:
-    drawn = charts.write(rows, shape, chart_stem, open(open_log).read() if open_log else None)
+    drawn = charts.write(rows, shape, chart_stem, open_text)
     if drawn:
         print("\nCharts: " + ", ".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in drawn) + ".")

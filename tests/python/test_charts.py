@@ -2,7 +2,11 @@
 
 A small results file with known figures (bench/run.sh's JSON lines: a cpu record, t5serve's closed
 and open-loop runs, three other engines, paired rounds that the charts leave out) and a saved
-bench/open_loop.sh output go through report.py as bench/run.sh calls it. The SVGs are parsed with
+bench/open_loop.sh output go through report.py as bench/run.sh calls it; bench/open_loop.sh's JSON
+lines of two lever settings go through report.py --open-loop and bench/open_loop_report.py (the
+open-loop levers' markdown and chart), and charts.within_2x, the highest tested fraction of
+saturation whose p99 stays within 2x the single-request p50, is checked exactly on known sweeps.
+The SVGs are parsed with
 xml.etree; every point must sit where the figure maps on the axis drawn beside it (the scale is read
 from the tick labels and positions in the picture itself, linear for values, log2 for clients), every
 ratio label must be the exact ratio to the fastest other engine of the same precision, and the
@@ -22,6 +26,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+import charts  # noqa: E402  (bench/charts.py, beside bench/report.py)
+
 NS = {"s": "http://www.w3.org/2000/svg"}
 STEM = "2026-01-02-0304-t5-small-test"
 CPU = {"model_name": "Test CPU", "cores": 2, "features": ["avx2", "fma"], "int8_kernel": "avx2", "int8_kernel_saturates": True}
@@ -54,6 +61,37 @@ saturation (closed loop, 32 clients): {"mode":"closed","p50_s":0.4,"p99_s":0.8,"
 # Fraction, p50 ms, p99 ms of the table above.
 SWEEP = [(0.125, 95, 130), (0.25, 110, 170), (0.5, 160, 290)]
 TOLERANCE = 0.005
+
+
+# bench/open_loop.sh's JSON lines for two lever settings: label -> (flags, single-request p50 s,
+# saturation req/s, [(fraction, p50 s, p99 s)]). Binary fractions, so that every figure is exact.
+LEVERS = {
+    "default": ("", 0.125, 64.0, [(0.0625, 0.1, 0.125), (0.125, 0.11, 0.1875), (0.1875, 0.12, 0.1875),
+                                  (0.25, 0.15, 0.3125), (0.375, 0.2, 0.25), (0.5, 0.3, 0.5)]),
+    "lanes1-prefill-inline": ("--decode-lanes 1 --prefill-thread false", 0.1, 50.0,
+                              [(0.0625, 0.1, 0.15), (0.125, 0.12, 0.2), (0.25, 0.15, 0.19)]),
+}
+# What within_2x must make of them: (fraction, rate, first failing, interpolated, passes again).
+# default: the limit is 0.25 s; 0.1875 passes (0.1875 s), 0.25 fails (0.3125 s), and p99 crosses
+# 0.25 s at 0.1875 + (0.25 - 0.1875) / (0.3125 - 0.1875) * 0.0625 = 0.21875; 0.375 passes again.
+# lanes1-prefill-inline: the limit is 0.2 s, met exactly at 0.125; every fraction passes.
+LEVERS_WITHIN = {
+    "default": (0.1875, 12.0, 0.25, 0.21875, (0.375,)),
+    "lanes1-prefill-inline": (0.25, 12.5, None, None, ()),
+}
+
+
+def lever_rows() -> list[dict]:
+    rows = [{"engine": "cpu", "cpu": CPU}]
+    for label, (flags, single, sat, sweep) in LEVERS.items():
+        name = f"t5serve-t5-small-shape-int8@{label}"
+        common = {"setting": label, "flags": flags, "model": "models/t5-small-shape-int8"}
+        rows.append({"engine": name, "batch": 1, "run": {"p50_s": single, "p99_s": single, "requests_per_s": 1 / single}, **common})
+        rows.append({"engine": name, "batch": 32, "run": {"p50_s": 0.5, "p99_s": 0.6, "requests_per_s": sat}, **common})
+        for f, p50, p99 in sweep:
+            run = {"param": f * sat, "p50_s": p50, "p99_s": p99, "requests": 200, "requests_per_s": f * sat, "wall_s": 10.0}
+            rows.append({"engine": f"{name}-open", "fraction": f, "rate": f * sat, "busy": 0.5, "run": run, **common})
+    return rows
 
 
 def results(tokens: dict) -> list[dict]:
@@ -216,6 +254,113 @@ class Charts(unittest.TestCase):
         root = ET.parse(tmp / f"{STEM}-tokens.svg").getroot()
         self.assertEqual([g.get("id") for g in root.iter(f"{{{NS['s']}}}g") if g.get("class") == "panel"], ["tokens"])
         self.assertTrue((tmp / f"{STEM}-open-loop.svg").exists())
+
+
+def refs(g: ET.Element) -> dict[str, ET.Element]:
+    return {e.get("data-series"): e for e in g.iter(f"{{{NS['s']}}}line") if e.get("class") == "ref"}
+
+
+class OpenLoopSweeps(unittest.TestCase):
+    """bench/open_loop.sh's JSON lines, one sweep per lever setting (bench/open_loop_levers.sh)."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp())
+        self.jsonl = self.tmp / "open-loop.jsonl"
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in lever_rows()))
+
+    def levers_report(self, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(ROOT / "bench/open_loop_report.py"), str(self.jsonl), *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True)
+
+    def test_within_2x_of_the_known_sweeps(self) -> None:
+        curves = charts.open_curves(lever_rows())
+        for label, (fraction, rate, failing, interpolated, again) in LEVERS_WITHIN.items():
+            w = charts.within_2x(curves[f"t5serve-t5-small-shape-int8@{label}"])
+            self.assertEqual((w.fraction, w.rate, w.first_failing, w.interpolated, w.passes_again),
+                             (fraction, rate, failing, interpolated, again), label)
+
+    def test_within_2x_edges(self) -> None:
+        def curve(single, points):
+            return charts.OpenCurve("x", single, 100.0, [(f, f * 100, p99 / 2, p99) for f, p99 in points])
+
+        none = charts.within_2x(curve(0.1, [(0.0625, 0.25), (0.125, 0.3)]))
+        self.assertEqual((none.fraction, none.rate, none.first_failing, none.interpolated), (0.0, None, 0.0625, None))
+        self.assertIn("at no tested rate", charts.describe(none))
+        once = charts.within_2x(curve(0.1, [(0.0625, 0.15), (0.125, 0.25)]))
+        self.assertEqual((once.fraction, once.first_failing), (0.0625, 0.125))
+        # 0.15 s -> 0.25 s over 0.0625 -> 0.125: 0.2 s is crossed halfway (within float rounding).
+        self.assertAlmostEqual(once.interpolated, 0.09375, places=12)
+        self.assertIsNone(charts.within_2x(curve(None, [(0.0625, 0.1)])), "no single-request p50, no figure")
+
+    def test_report_states_the_figure_and_draws_each_setting(self) -> None:
+        out = report(self.tmp, TOKENS, "--charts", str(self.tmp / STEM), "--open-loop", str(self.jsonl))
+        self.assertIn("Open-loop sweep, t5serve-t5-small-shape-int8@default: p99 <= 2x the single-request p50 up to "
+                      "0.1875 of saturation (12.0 req/s); 0.25 exceeds it; interpolated crossing 0.219; passes again "
+                      "at 0.375 (not counted).", out.stdout)
+        self.assertIn("Open-loop sweep, t5serve-t5-small-shape-int8@lanes1-prefill-inline: p99 <= 2x the single-request "
+                      "p50 at every tested rate, up to 0.25 of saturation (12.5 req/s; a lower bound).", out.stdout)
+        self.check_chart(self.tmp / f"{STEM}-open-loop.svg")
+
+    def check_chart(self, svg: Path) -> None:
+        for label, (flags, single, sat, sweep) in LEVERS.items():
+            name = f"t5serve-t5-small-shape-int8@{label}"
+            g = panel(svg, f"open-{name}")
+            xs, ys = ticks(g, "x"), ticks(g, "y")
+            points = elements(g, "circle", "point")
+            self.assertEqual(len(points), 2 * len(sweep))
+            for f, p50, p99 in sweep:
+                for key, v in (("p50", p50), ("p99", p99)):
+                    p = points[(key, f"{f:g}")]
+                    self.near(p.get("cx"), linear(xs, f), f"{label} {key} at {f}, x")
+                    self.near(p.get("cy"), linear(ys, v * 1000), f"{label} {key} at {f}, y")
+            lines = refs(g)
+            self.near(lines["single"].get("y1"), linear(ys, single * 1000), f"{label} single-request p50 line")
+            self.near(lines["2x"].get("y1"), linear(ys, 2 * single * 1000), f"{label} 2x line")
+            fraction = LEVERS_WITHIN[label][0]
+            self.near(lines["within-2x"].get("x1"), linear(xs, fraction), f"{label} within-2x line")
+            stated = [t for t in g.iter(f"{{{NS['s']}}}text") if t.get("class") == "within-2x"]
+            self.assertEqual([t.get("data-fraction") for t in stated], [f"{fraction:g}"], label)
+        self.assertIn("up to 0.1875 of saturation (0.219 interpolated)", self.texts(svg, "open-t5serve-t5-small-shape-int8@default"))
+        self.assertIn("at every tested rate (>= 0.25)", self.texts(svg, "open-t5serve-t5-small-shape-int8@lanes1-prefill-inline"))
+        # Side by side: p99 / the setting's own single-request p50, and the line at 2.
+        g = panel(svg, "open-comparison")
+        xs, ys = ticks(g, "x"), ticks(g, "y")
+        points = elements(g, "circle", "point")
+        for label, (_, single, _, sweep) in LEVERS.items():
+            for f, _, p99 in sweep:
+                p = points[(f"t5serve-t5-small-shape-int8@{label}", f"{f:g}")]
+                self.near(p.get("cx"), linear(xs, f), f"comparison {label} at {f}, x")
+                self.near(p.get("cy"), linear(ys, p99 / single), f"comparison {label} at {f}, y")
+        self.near(refs(g)["2x"].get("y1"), linear(ys, 2), "comparison 2x line")
+
+    def texts(self, svg: Path, ident: str) -> str:
+        return " | ".join(t.text or "" for t in panel(svg, ident).iter(f"{{{NS['s']}}}text"))
+
+    def near(self, got: str, want: float, what: str) -> None:
+        self.assertLessEqual(abs(float(got) - want), TOLERANCE, f"{what}: drawn at {got}, its axis puts it at {want:.3f}")
+
+    def test_levers_markdown_rows_and_chart(self) -> None:
+        out = self.levers_report("--chart", str(self.tmp / STEM)).stdout
+        # setting | flags | single p50 ms | saturation | figure | its rate | rate / first saturation | interpolated | first failing
+        self.assertIn("| default | default flags | 125 | 64.0 | 0.1875 | 12.0 | 0.188 | 0.219 | 0.25 |", out)
+        self.assertIn("| lanes1-prefill-inline | `--decode-lanes 1 --prefill-thread false` | 100 | 50.0 | 0.25 (all passed) "
+                      "| 12.5 | 0.195 | - | - |", out)
+        # A sweep's table: fraction, rate, requests, p50, p99, their ratios to the single p50, busy, within.
+        self.assertIn("| 0.25 | 16.00 | 200 | 150.0 | 312.5 | 1.20 | 2.50 | 50% | no |", out)
+        self.assertIn("| 0.125 | 6.25 | 200 | 120.0 | 200.0 | 1.20 | 2.00 | 50% | yes |", out)
+        self.assertIn(f"![{STEM}-open-loop.svg]({STEM}-open-loop.svg)", out)
+        self.check_chart(self.tmp / f"{STEM}-open-loop.svg")
+        summary = [json.loads(line) for line in self.levers_report("--rows").stdout.splitlines()]
+        self.assertEqual([(r["engine"], r["fraction"], r["rate"], r["first_failing"], r["interpolated"]) for r in summary],
+                         [("t5serve-t5-small-shape-int8@default-open-within-2x", 0.1875, 12.0, 0.25, 0.21875),
+                          ("t5serve-t5-small-shape-int8@lanes1-prefill-inline-open-within-2x", 0.25, 12.5, None, None)])
+        self.assertEqual(summary[0]["passes_again"], [0.375])
+
+    def test_within_2x_rows_are_not_plotted(self) -> None:
+        rows = lever_rows()
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        summary = self.levers_report("--rows").stdout
+        self.assertEqual(charts.open_curves(charts.open_loop_log(text + summary)), charts.open_curves(rows))
 
 
 if __name__ == "__main__":
