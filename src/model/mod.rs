@@ -9,6 +9,7 @@ pub mod kv;
 pub mod runtime;
 pub mod t5;
 pub mod tokenizer;
+mod weights;
 
 pub use dir::ModelDir;
 pub use files::{DecoderLayout, ModelDims, ModelFiles, ModelTasks};

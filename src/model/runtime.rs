@@ -101,6 +101,70 @@ pub fn environment(explicit: Option<&Path>, pool: Option<GlobalPool>) -> Result<
     Ok(&ENVIRONMENT.get_or_init(|| (env, pool)).0)
 }
 
+/// Padded input tokens of one encoder run beyond which ONNX Runtime's shared arena has grown past
+/// what ordinary batches need (32 prompts of 256 tokens): the arena keeps its peak for good, so
+/// after such a run the next idle moment of a decode lane gives the free part back
+/// (`Seq2SeqModel::release_memory`).
+pub const ARENA_BURST_TOKENS: usize = 2048;
+
+static ARENA_BURSTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Records an encoder run of `tokens` padded input tokens.
+pub fn note_encoder_tokens(tokens: usize) {
+    if tokens > ARENA_BURST_TOKENS {
+        ARENA_BURSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Decode lanes (of every model) that have work. The arena is shared, and a region can only be
+/// freed once no lane holds a tensor in it, so memory is given back when the last busy lane
+/// goes idle.
+static BUSY_LANES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// `ARENA_BURSTS` when memory was last given back.
+static RELEASED_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A decode lane has work.
+pub fn lane_busy() {
+    BUSY_LANES.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
+/// A decode lane has nothing left to do. Returns whether the caller should give memory back:
+/// it was the last busy lane, and there was a large run since memory was last given back.
+pub fn lane_idle() -> bool {
+    use std::sync::atomic::Ordering;
+    if BUSY_LANES.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return false;
+    }
+    let bursts = ARENA_BURSTS.load(Ordering::Acquire);
+    RELEASED_AT.swap(bursts, Ordering::AcqRel) != bursts
+}
+
+/// Run options that make ONNX Runtime free the CPU arena's unused regions when the run ends.
+pub fn shrink_arena_options() -> ort::Result<ort::session::RunOptions> {
+    let mut options = ort::session::RunOptions::new()?;
+    options.set("memory.enable_memory_arena_shrinkage", "cpu:0")?;
+    Ok(options)
+}
+
+/// Returns the C heap's free pages to the system (what the arena and the caches freed).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The process's one container of prepacked weights, given to every CPU session. ONNX Runtime's
+/// CPU kernels copy their constant weights into the layout their matrix code reads (int8
+/// MatMulInteger/DynamicQuantizeMatMul, fp32 MatMul/Gemm); the container keys each copy by the
+/// operator and the weight's content, so the sessions of every lane and the solo set, and the two
+/// decoder graphs, which hold the same matrices, share one copy instead of one each.
+pub fn prepacked_weights() -> &'static ort::session::builder::PrepackedWeights {
+    static WEIGHTS: OnceLock<ort::session::builder::PrepackedWeights> = OnceLock::new();
+    WEIGHTS.get_or_init(ort::session::builder::PrepackedWeights::new)
+}
+
 /// Registers one CPU arena with the environment, for the sessions that opt in
 /// (`session.use_env_allocators`): every CPU session then draws its tensors from it instead of
 /// an arena of its own. With two decode lanes and the solo sessions there are a dozen sessions;

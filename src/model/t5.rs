@@ -219,8 +219,13 @@ fn build_session(path: &Path, settings: &SessionSettings, role: Role) -> ort::Re
         .map_err(|e| ort::Error::new(e.to_string()))?;
     let mut builder = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::All)?;
     if settings.cuda_device.is_none() {
-        // One arena for all sessions (see runtime::register_shared_arena).
-        builder = builder.with_env_allocators()?;
+        // One arena for all sessions (see runtime::register_shared_arena), and one copy of each
+        // prepacked weight (runtime::prepacked_weights).
+        builder = builder.with_env_allocators()?.with_prepacked_weights(runtime::prepacked_weights())?;
+        // One copy of the large weights for every session that holds them (model::weights).
+        for (name, value) in super::weights::shared_initializers(path).map_err(|e| ort::Error::new(e.to_string()))? {
+            builder = builder.with_initializer(name, value)?;
+        }
     }
     if let Some(threads) = settings.threads_for(role) {
         builder = builder
@@ -343,6 +348,7 @@ impl Seq2SeqModel {
     /// Runs the encoder over a right-padded batch.
     pub fn encode(&self, input_ids: Array2<i64>, mask: Array2<i64>) -> Result<Encoded, ModelError> {
         let (batch, len) = input_ids.dim();
+        runtime::note_encoder_tokens(batch * len);
         let d = self.dims.d_model;
         let hidden = {
             let inputs: Inputs<'_> = vec![
@@ -361,6 +367,22 @@ impl Seq2SeqModel {
             Array3::from_shape_vec((batch, len, d), data.to_vec()).expect("shape checked above")
         };
         Ok(Encoded { hidden, mask })
+    }
+
+    /// Gives memory back: a one-token encoder run asks ONNX Runtime to free the shared arena's
+    /// unused regions, and the C heap returns its free pages. Called when the last busy decode
+    /// lane goes idle after a burst of large inputs (`runtime::lane_idle`).
+    pub fn release_memory(&self) -> Result<(), ModelError> {
+        let one = Array2::from_elem((1, 1), i64::from(self.dims.eos_token_id));
+        let mask = Array2::<i64>::ones((1, 1));
+        let inputs: Inputs<'_> = vec![
+            ("input_ids".into(), TensorRef::from_array_view(one.view())?.into()),
+            ("attention_mask".into(), TensorRef::from_array_view(mask.view())?.into()),
+        ];
+        let options = runtime::shrink_arena_options()?;
+        lock(&self.encoder).run_with_options(inputs, &options)?;
+        runtime::trim_heap();
+        Ok(())
     }
 
     /// The first decoder step: one token per row (normally the decoder start token). Returns

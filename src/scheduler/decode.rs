@@ -113,6 +113,7 @@ impl LaneThread {
             prefill,
             solo: self.solo,
             cache: self.cache,
+            busy: false,
         }
         .run(jobs);
     }
@@ -144,6 +145,8 @@ struct DecodeLoop {
     prefill: Option<PrefillThread>,
     solo: Option<Solo>,
     cache: Option<Arc<EncoderCache>>,
+    /// Whether this lane counts among the process's busy lanes (`runtime::lane_busy`).
+    busy: bool,
 }
 
 /// One lane's last published share of the shared gauges.
@@ -184,6 +187,9 @@ impl DecodeLoop {
                     }
                 }
             } else if self.cohorts.is_empty() && open {
+                if self.queue.is_empty() {
+                    self.went_idle();
+                }
                 let first = match self.queue.next_wakeup() {
                     None => jobs.recv().map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
                     Some(at) => {
@@ -220,6 +226,7 @@ impl DecodeLoop {
                 }
             }
             if !open && self.queue.is_empty() && self.cohorts.is_empty() && self.prefilling() == 0 {
+                self.went_idle();
                 return;
             }
             // 2-3. Form a new cohort from the queue head.
@@ -255,7 +262,23 @@ impl DecodeLoop {
         }
     }
 
+    /// Idle: the last lane of the process to go idle gives back what a burst of large inputs
+    /// left in ONNX Runtime's arena.
+    fn went_idle(&mut self) {
+        if !std::mem::replace(&mut self.busy, false) || !crate::model::runtime::lane_idle() {
+            return;
+        }
+        // Any session will do: every CPU session draws from the one shared arena.
+        match self.model.release_memory() {
+            Ok(()) => tracing::info!("memory given back after a burst of large inputs"),
+            Err(e) => tracing::warn!(error = %e, "could not give memory back"),
+        }
+    }
+
     fn enqueue(&mut self, rows: Vec<RowRequest>) {
+        if !std::mem::replace(&mut self.busy, true) {
+            crate::model::runtime::lane_busy();
+        }
         let now = Instant::now();
         let n = rows.len();
         for r in rows {
