@@ -48,6 +48,9 @@ if [ ! -x .venv-test/bin/python ]; then python3 -m venv .venv-test; fi
 .venv-test/bin/python tests/python/test_int8_export.py target/debug/t5serve
 # The benchmark charts (bench/charts.py): points, bars and ratio labels where the figures put them.
 python3 tests/python/test_charts.py
+# The int4 export path: scripts/quantize_model.py --quantize int4 on the tiny model (MatMulNBits,
+# accuracy_level 4), served by the real binary, equal to a reference greedy loop over the same graphs.
+.venv-test/bin/python tests/python/test_int4_export.py target/debug/t5serve
 # The exporter's removal of the masked decoder's per-step copies (scripts/t5tools.drop_copies).
 .venv-test/bin/python tests/python/test_drop_copies.py
 # Property-based conformance to openapi.yaml (schemathesis, fixed seed and example count).

@@ -89,9 +89,14 @@ impl WorkerInfo {
         }
     }
 
-    /// `int8` for a quantized directory, else `float32`.
+    /// The weights' type: `quantization.json`'s `dtype` (`int4` from `--quantize int4`), `int8`
+    /// for a quantized directory that does not say (int8 exports before int4 existed), else `float32`.
     pub fn weights(&self) -> &'static str {
-        if self.quantization.is_some() { "int8" } else { "float32" }
+        match self.quantization.as_ref().map(|q| q.get("dtype").and_then(|d| d.as_str())) {
+            None => "float32",
+            Some(Some("int4")) => "int4",
+            Some(_) => "int8",
+        }
     }
 
     /// Whether this int8 model's u8×s8 products can saturate on this machine's CPU kernels
