@@ -4,7 +4,10 @@
 #   - Rust-side heap allocations and bytes per decoder step (ONNX Runtime allocates in its own
 #     arena and is not counted), from the server's histograms;
 #   - resident memory (VmRSS) after a warm-up and after 10,000 more requests, and the change;
-#   - t5serve_kv_cache_bytes at the end (0: nothing stays allocated for finished rows).
+#   - t5serve_kv_cache_bytes at the end (0: nothing stays allocated for finished rows);
+#   - resident memory right after start, after a burst of 1 MB-class inputs (BURST requests of a
+#     body just under max_body_bytes, truncated to max_input_tokens, 16 at a time), and a minute
+#     after the burst (ONNX Runtime's arena keeps its peak unless it is given back).
 #   bench/memory.sh        (run bench/run.sh once first: it makes the models and the prompt)
 # Environment: MODEL (default models/t5-small-shape-int8), REQUESTS (default 10000),
 # CONCURRENCY (default 32), SERVER_FLAGS. Prints figures; not a test.
@@ -12,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${MODEL:-models/t5-small-shape-int8}"
 REQUESTS="${REQUESTS:-10000}"
+BURST="${BURST:-32}"
 CONCURRENCY="${CONCURRENCY:-32}"
 PORT="${PORT:-18933}"
 WORK=bench/work
@@ -23,6 +27,7 @@ build --features alloc-count
 start_server "$WORK/memory-server.log" --model "$MODEL" --max-concurrent-requests 1024 ${SERVER_FLAGS:-}
 URL="http://127.0.0.1:$PORT"
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
+echo "after start: VmRSS $(( $(rss_kb) / 1024 )) MiB"
 # A metric summed over its series (most are split by the model label).
 metric() { curl -s "$URL/metrics" | awk -v m="$1" '{n = $1; sub(/\{.*/, "", n)} n == m {s += $2; f = 1} END {if (f) print s}'; }
 
@@ -54,3 +59,22 @@ print(f"Rust-side allocations per step: {(a1 - a0) / steps:.1f} ({(a1 - a0) / ro
 PY
 echo "t5serve_kv_cache_bytes now: $(metric t5serve_kv_cache_bytes)"
 tail -1 "$WORK/memory-load.json"
+
+# The burst: 1 MB-class bodies, each truncated to the model's longest input.
+.venv/bin/python - "$URL" "$BURST" <<'PY'
+import concurrent.futures as cf, json, sys, urllib.request
+url, n = sys.argv[1], int(sys.argv[2])
+words = "seven hundred and twelve thousand four hundred and three "
+text = (words * (1_000_000 // len(words)))[:1_000_000]
+body = json.dumps({"inputs": text, "parameters": {"max_new_tokens": 4, "truncate": 512}}).encode()
+def post(_):
+    req = urllib.request.Request(url + "/v1/generate", data=body, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return r.status
+with cf.ThreadPoolExecutor(16) as pool:
+    codes = list(pool.map(post, range(n)))
+print(f"burst: {n} requests of {len(body) / 1e6:.2f} MB, statuses {sorted(set(codes))}")
+PY
+echo "right after the burst: VmRSS $(( $(rss_kb) / 1024 )) MiB"
+sleep 60
+echo "a minute after the burst: VmRSS $(( $(rss_kb) / 1024 )) MiB"

@@ -51,6 +51,9 @@ python3 tests/python/test_charts.py
 # The int4 export path: scripts/quantize_model.py --quantize int4 on the tiny model (MatMulNBits,
 # accuracy_level 4), served by the real binary, equal to a reference greedy loop over the same graphs.
 .venv-test/bin/python tests/python/test_int4_export.py target/debug/t5serve
+# The fused-graph rewrites (scripts/fuse_graphs.py) against the unfused graphs: outputs within the
+# derived tolerance, greedy ids equal, and the real binary serving the fused tiny model.
+.venv-test/bin/python tests/python/test_fused_graphs.py target/debug/t5serve
 # The exporter's removal of the masked decoder's per-step copies (scripts/t5tools.drop_copies).
 .venv-test/bin/python tests/python/test_drop_copies.py
 # Property-based conformance to openapi.yaml (schemathesis, fixed seed and example count).

@@ -147,7 +147,6 @@ impl ModelFiles {
 
     pub fn layout_name(&self) -> &'static str {
         match self.decoder {
-            DecoderLayout::Split { .. } if self.masked_only() => "split (masked steps)",
             DecoderLayout::Split { .. } => "split",
             DecoderLayout::Merged(_) => "merged",
         }
