@@ -274,6 +274,8 @@ fn log_loaded(spec: &ModelSpec, info: &WorkerInfo, plan: &crate::plan::ThreadPla
         device_id = ?info.cuda_device,
         cpu_features = %cpu.names().join(","),
         int8_kernel = cpu.int8_kernel().name(),
+        quantized = %crate::model::cpu::int8_kind(cpu.int8_kernel(), info.quantization.as_ref())
+            .unwrap_or_else(|| "no".into()),
         decode_lanes = plan.lanes,
         intra_op_threads = s.intra_threads,
         ort_thread_pool = if s.global_pool { "global" } else { "per-session" },

@@ -174,6 +174,31 @@ pub fn int8_may_saturate(kernel: Int8Kernel, quantization: Option<&serde_json::V
     kernel.saturates() && signed && !reduced
 }
 
+/// What kind of quantized model meets which kernel, for the start-up log: e.g. `signed 8-bit
+/// per-tensor weights on avx2 (pairs of products saturate)`, `4-bit weights (MatMulNBits) on
+/// avx512-vnni`. `None` for a float model.
+pub fn int8_kind(kernel: Int8Kernel, quantization: Option<&serde_json::Value>) -> Option<String> {
+    let q = quantization?;
+    let text = |key: &str| q.get(key).and_then(|v| v.as_str());
+    let flag = |key: &str| q.get(key).and_then(|v| v.as_bool()).unwrap_or(false);
+    let weights = if text("dtype") == Some("int4") {
+        "4-bit weights (MatMulNBits)".to_string()
+    } else {
+        let sign = if text("weight_type") == Some("QUInt8") { "unsigned" } else { "signed" };
+        let bits = if flag("reduce_range") { "7-bit" } else { "8-bit" };
+        let scale = if flag("per_channel") { "per-channel" } else { "per-tensor" };
+        format!("{sign} {bits} {scale} weights")
+    };
+    let sums = if int8_may_saturate(kernel, Some(q)) {
+        "pairs of products saturate"
+    } else if kernel.saturates() {
+        "these weights cannot saturate its 16-bit pair sums"
+    } else {
+        "exact 32-bit sums"
+    };
+    Some(format!("{weights} on {} ({sums})", kernel.name()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +262,32 @@ mod tests {
         assert_eq!(all.names(), ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"]);
         assert!(cpu(&[]).names().is_empty());
         assert_eq!(CpuFeatures::from_names(&all.names()), all);
+    }
+
+    #[test]
+    fn the_int8_kind_names_the_weights_and_what_the_kernel_does_with_them() {
+        let q = |v: serde_json::Value| Some(v);
+        let signed = q(serde_json::json!({"dtype": "int8", "weight_type": "QInt8", "per_channel": false}));
+        assert_eq!(int8_kind(Int8Kernel::Avx2, None), None);
+        assert_eq!(
+            int8_kind(Int8Kernel::Avx2, signed.as_ref()).unwrap(),
+            "signed 8-bit per-tensor weights on avx2 (pairs of products saturate)"
+        );
+        assert_eq!(
+            int8_kind(Int8Kernel::Avx512Vnni, signed.as_ref()).unwrap(),
+            "signed 8-bit per-tensor weights on avx512-vnni (exact 32-bit sums)"
+        );
+        let reduced = q(serde_json::json!({"weight_type": "QInt8", "per_channel": true, "reduce_range": true}));
+        assert_eq!(
+            int8_kind(Int8Kernel::Avx2, reduced.as_ref()).unwrap(),
+            "signed 7-bit per-channel weights on avx2 (these weights cannot saturate its 16-bit pair sums)"
+        );
+        let unsigned = q(serde_json::json!({"weight_type": "QUInt8"}));
+        assert!(int8_kind(Int8Kernel::Avx2, unsigned.as_ref()).unwrap().starts_with("unsigned 8-bit per-tensor"));
+        let int4 = q(serde_json::json!({"dtype": "int4", "bits": 4}));
+        assert_eq!(
+            int8_kind(Int8Kernel::Amx, int4.as_ref()).unwrap(),
+            "4-bit weights (MatMulNBits) on amx (exact 32-bit sums)"
+        );
     }
 }
