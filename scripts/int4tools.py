@@ -302,12 +302,7 @@ def quantize_dir_int4(src: Path, dst: Path, block_size: int = BLOCK_SIZE, symmet
         )
     if block_size < 16 or block_size & (block_size - 1):
         raise SystemExit(f"quantize: block size {block_size}: MatMulNBits needs a power of two >= 16")
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file() and f.suffix != ".onnx":
-            shutil.copy(f, dst / f.name)
+    t5tools.fresh_copy_without_graphs(src, dst)
     per_graph = {name: quantize_graph(src / name, dst / name, block_size, symmetric) for name in graphs}
     embeddings = all(c["GatherBlockQuantized"] for c in per_graph.values())
     settings = {

@@ -214,6 +214,17 @@ def add_quantize_flags(p) -> None:
     )
 
 
+def fresh_copy_without_graphs(src: Path, dst: Path) -> None:
+    """Makes `dst` an empty directory holding `src`'s files other than its .onnx graphs (config,
+    tokenizer, t5serve.json): where quantized graphs are written beside them."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and f.suffix != ".onnx":
+            shutil.copy(f, dst / f.name)
+
+
 def quantize_dir(src: Path, dst: Path, per_channel: bool = False, reduce_range: bool = False, weights: str = "int8") -> dict:
     """Writes an int8 copy of the model directory `src` to `dst`: dynamic quantization
     (onnxruntime quantize_dynamic) with signed int8 weights (QInt8) unless `weights` is "uint8",
@@ -242,12 +253,7 @@ def quantize_dir(src: Path, dst: Path, per_channel: bool = False, reduce_range: 
             "export it without --merged: the merged decoder's weights sit in `If` subgraphs that "
             "quantize_dynamic does not quantize"
         )
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file() and f.suffix != ".onnx":
-            shutil.copy(f, dst / f.name)
+    fresh_copy_without_graphs(src, dst)
     for name in graphs:
         quantize_dynamic(
             str(src / name),

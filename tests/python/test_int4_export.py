@@ -16,16 +16,14 @@ import subprocess
 import sys
 import tempfile
 import unittest
-import urllib.request
 from pathlib import Path
 
 import onnx
 
-from server import ROOT, Server
+from server import ROOT, serves_like_the_reference_loop
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import int4tools  # noqa: E402
-from t5tools import ort_greedy  # noqa: E402
 
 BINARY = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target/debug/t5serve"
 SOURCE = ROOT / "tests/data/tiny-t5-masked"  # tests/data/tiny-t5's graphs + the masked decoder
@@ -39,12 +37,6 @@ def quantize(source: Path, out: Path, *extra: str) -> subprocess.CompletedProces
         capture_output=True,
         text=True,
     )
-
-
-def post(base: str, path: str, body: dict) -> dict:
-    req = urllib.request.Request(base + path, json.dumps(body).encode(), {"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
 
 
 def constant_matmuls(graph) -> list[str]:
@@ -142,33 +134,12 @@ class Int4Export(unittest.TestCase):
         self.assertIn("split decoder pair", r.stderr)
 
     def serves_like_the_reference_loop(self, model: Path) -> dict:
-        """Serves `model` with the real binary; its greedy tokens must equal the reference loop's
-        over the same graphs on this machine. Returns /v1/models."""
-        golden = json.loads((ROOT / "tests/data/golden.json").read_text())["cases"]
-        cases = [c for c in golden if c["prompt"]][:6]
-        server = Server(BINARY, model=str(model))
-        try:
-            with urllib.request.urlopen(server.base + "/v1/models", timeout=30) as r:
-                models = json.loads(r.read())
-            info = models["models"][0]
-            self.assertEqual(info["quantization"], json.loads((model / "quantization.json").read_text()))
-            self.assertEqual(info["weights"], "int4")
-            # int4 weights cannot saturate the int8 kernel: |w - zero point| <= 15 against int8 activations.
-            self.assertFalse(info["int8_may_saturate"])
-            for case in cases:
-                want = ort_greedy(model, case["input_ids"], STEPS)
-                got = post(
-                    server.base,
-                    "/v1/generate",
-                    {"inputs": case["prompt"], "parameters": {"max_new_tokens": STEPS, "min_new_tokens": STEPS, "details": True}},
-                )
-                self.assertEqual([t["id"] for t in got["details"]["tokens"]], want, case["prompt"])
-            return models
-        finally:
-            server.stop()
+        return serves_like_the_reference_loop(self, BINARY, model, "int4", STEPS)
 
     def test_server_serves_int4_and_equals_the_reference_loop(self):
-        self.serves_like_the_reference_loop(self.int4)
+        models = self.serves_like_the_reference_loop(self.int4)
+        # int4 weights cannot saturate the int8 kernel: |w - zero point| <= 15 against int8 activations.
+        self.assertFalse(models["models"][0]["int8_may_saturate"])
 
     def test_block_size_16_symmetric_on_the_split_only_model_is_served(self):
         out = Path(self.tmp.name) / "tiny-t5-int4-b16-sym"

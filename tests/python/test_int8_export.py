@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import unittest
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +18,7 @@ import onnx
 import onnx.numpy_helper
 import onnxruntime as ort
 
-from server import ROOT, Server
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from t5tools import ort_greedy  # noqa: E402
+from server import ROOT, serves_like_the_reference_loop
 
 BINARY = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "target/debug/t5serve"
 SOURCE = ROOT / "tests/data/tiny-t5-masked"  # split decoders + the masked decoder
@@ -35,12 +31,6 @@ def quantize(out: Path, *extra: str) -> None:
         check=True,
         capture_output=True,
     )
-
-
-def post(base: str, path: str, body: dict) -> dict:
-    req = urllib.request.Request(base + path, json.dumps(body).encode(), {"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
 
 
 class Int8Export(unittest.TestCase):
@@ -93,28 +83,7 @@ class Int8Export(unittest.TestCase):
         self.assertIn("split decoder pair", r.stderr)
 
     def serves_like_the_reference_loop(self, model: Path) -> dict:
-        """Serves `model` with the real binary; its greedy tokens must equal the reference loop's
-        over the same graphs on this machine. Returns /v1/models."""
-        golden = json.loads((ROOT / "tests/data/golden.json").read_text())["cases"]
-        cases = [c for c in golden if c["prompt"]][:6]
-        server = Server(BINARY, model=str(model))
-        try:
-            with urllib.request.urlopen(server.base + "/v1/models", timeout=30) as r:
-                models = json.loads(r.read())
-            info = models["models"][0]
-            self.assertEqual(info["weights"], "int8")
-            self.assertEqual(info["quantization"], json.loads((model / "quantization.json").read_text()))
-            for case in cases:
-                want = ort_greedy(model, case["input_ids"], STEPS)
-                got = post(
-                    server.base,
-                    "/v1/generate",
-                    {"inputs": case["prompt"], "parameters": {"max_new_tokens": STEPS, "min_new_tokens": STEPS, "details": True}},
-                )
-                self.assertEqual([t["id"] for t in got["details"]["tokens"]], want, case["prompt"])
-            return models
-        finally:
-            server.stop()
+        return serves_like_the_reference_loop(self, BINARY, model, "int8", STEPS)
 
     def test_server_serves_int8_and_equals_the_reference_loop(self):
         models = self.serves_like_the_reference_loop(self.int8)
