@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import date
 from xml.sax.saxutils import quoteattr, escape
@@ -501,3 +502,15 @@ def write(rows: list[dict], shape: str, stem: str, open_log: str | None = None, 
                 f.write(svg)
             written.append(path)
     return written
+
+
+def option(name: str) -> str | None:
+    """Takes `name VALUE` out of the arguments (t5serve's flags, positional, may start with --)."""
+    if name not in sys.argv[1:]:
+        return None
+    i = sys.argv.index(name, 1)
+    if i + 1 >= len(sys.argv):
+        sys.exit(f"{name} needs a value")
+    value = sys.argv[i + 1]
+    del sys.argv[i : i + 2]
+    return value

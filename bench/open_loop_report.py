@@ -29,17 +29,6 @@ DEFINITION = (
 )
 
 
-def option(name: str) -> str | None:
-    if name not in sys.argv[1:]:
-        return None
-    i = sys.argv.index(name, 1)
-    if i + 1 >= len(sys.argv):
-        sys.exit(f"{name} needs a value")
-    value = sys.argv[i + 1]
-    del sys.argv[i : i + 2]
-    return value
-
-
 def switch(name: str) -> bool:
     if name in sys.argv[1:]:
         sys.argv.remove(name)
@@ -101,8 +90,8 @@ def markdown(rows: list[dict], curves: dict[str, charts.OpenCurve], cpu: dict | 
 
 
 def main() -> None:
-    stem = option("--chart")
-    shape = option("--shape")
+    stem = charts.option("--chart")
+    shape = charts.option("--shape")
     brief, as_rows = switch("--brief"), switch("--rows")
     if len(sys.argv) < 2:
         sys.exit(__doc__)

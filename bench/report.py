@@ -20,20 +20,8 @@ from datetime import date
 import charts
 
 
-def option(name: str) -> str | None:
-    """Takes `name VALUE` out of the arguments (t5serve's flags, positional, may start with --)."""
-    if name not in sys.argv[1:]:
-        return None
-    i = sys.argv.index(name, 1)
-    if i + 1 >= len(sys.argv):
-        sys.exit(f"{name} needs a value")
-    value = sys.argv[i + 1]
-    del sys.argv[i : i + 2]
-    return value
-
-
-chart_stem = option("--charts")
-open_log = option("--open-loop")
+chart_stem = charts.option("--charts")
+open_log = charts.option("--open-loop")
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 shape = sys.argv[2]
 flags = sys.argv[3] if len(sys.argv) > 3 else ""

@@ -340,6 +340,12 @@ impl Seq2SeqModel {
         matches!(self.decoder, Decoder::Merged(_))
     }
 
+    /// Whether cached steps without padding have a graph that skips the mask (the plain
+    /// `decoder_with_past_model.onnx`); a masked-only model passes a mask every step.
+    pub fn has_unmasked_step(&self) -> bool {
+        !matches!(self.masked, MaskedStep::WithPast)
+    }
+
     /// Whether new rows can join a running batch (the model has the masked decoder graph).
     pub fn can_join(&self) -> bool {
         !matches!(self.masked, MaskedStep::Absent)
