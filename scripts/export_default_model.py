@@ -748,11 +748,19 @@ def write_card(dest: Path, info: dict) -> None:
     args = train.get("args") or {}
     shape = info["shape"]
     prev = info.get("previous_phase")
-    phases = (
-        f"A first phase of {prev['steps']} steps (lr {prev['lr']}, {prev['train_minutes']} minutes), then "
-        if prev
-        else ""
-    )
+    phases = ""
+    if prev:
+        origin = (
+            f" (the model committed in {prev['recovered_commit']}, whose weights `scripts/bundle_checkpoint.py` "
+            f"recovers from its {'int8' if prev.get('recovered_int8') else 'fp32'} files)"
+            if prev.get("recovered_commit")
+            else ""
+        )
+        tasks = f" on {', '.join(prev['tasks'])}" if prev.get("tasks") else ""
+        phases = (
+            f"A first phase of {prev['steps']} steps (lr {prev['lr']}, {prev['train_minutes']} minutes{tasks}){origin}, "
+            "then this phase, which starts from those weights: "
+        )
     cpu = train["cpu"]
     cpu_text = f"a {cpu['cores']}-core {cpu['model']}" + (f" ({', '.join(cpu['flags'])})" if cpu["flags"] else "")
     weights = dict(T.TASK_WEIGHTS)
@@ -1028,7 +1036,10 @@ def main(quick: bool = False, ckpt: Path | None = None, cpu: dict | None = None)
             k: train_info.get(k)
             for k in ("steps", "batch", "lr", "train_minutes", "train_s_per_step", "cpu_s_per_step", "threads", "params_m", "precision", "cpu", "args", "heldout_pytorch")
         },
-        "previous_phase": {k: train_info.get("previous_phase", {}).get(k) for k in ("steps", "batch", "lr", "train_minutes", "heldout_pytorch")}
+        "previous_phase": {
+            k: train_info.get("previous_phase", {}).get(k)
+            for k in ("steps", "batch", "lr", "train_minutes", "heldout_pytorch", "tasks", "recovered_from", "recovered_int8", "recovered_commit")
+        }
         if isinstance(train_info.get("previous_phase"), dict)
         else None,
     }
