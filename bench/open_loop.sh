@@ -26,10 +26,12 @@
 #                                      --prefill-threads N (N cores' threads for prefill, the rest for
 #                                      steps); --decode-lanes N (0 = auto: 2 for an int8 model on 2+ cores,
 #                                      each lane prefilling inline on its share of the cores)
-#                   splitting a large prefill: no flag yet. One prefill runs at a time and takes every
-#                                      admissible queued row; it is split only into length buckets
-#                                      (scheduler/buckets.rs, MAX_BUCKET_PADDING, a constant).
-#                                      --max-batch-size caps the rows it can add (and the decode batch)
+#                   splitting a large prefill: --max-prefill-tokens N (one prefill encodes at most N
+#                                      padded tokens, rows x longest input; the rest wait for the next
+#                                      one, with decoder steps in between). One prefill runs at a time;
+#                                      it is also split into length buckets (scheduler/buckets.rs,
+#                                      MAX_BUCKET_PADDING, a constant). --max-batch-size caps the rows
+#                                      it can add (and the decode batch)
 #                   cohort sizing:     --max-batch-size (rows decoding at once), --max-queue-delay-ms (how
 #                                      long a request waits for others to start with), --max-cohorts
 #                                      (only for a model without decoder_with_past_masked.onnx: with it,

@@ -18,8 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The settings, LABEL|FLAGS (added to `t5serve serve --model MODEL --max-concurrent-requests 1024`).
-# What each lever is: bench/open_loop.sh's header. Add a line when a new lever lands (a flag that
-# splits a large prefill has none yet).
+# What each lever is: bench/open_loop.sh's header. Add a line when a new lever lands.
 LEVERS=(
   "default|"                                                                              # int8: 2 lanes, each prefilling inline on its core
   "lanes1-prefill-thread|--decode-lanes 1"                                                # prefill overlapped, sharing the global pool with the steps
@@ -28,6 +27,7 @@ LEVERS=(
   "queue-delay-0|--max-queue-delay-ms 0"                                                  # start at once, never wait for company
   "queue-delay-10|--max-queue-delay-ms 10"                                                # wait up to 10 ms to start with others
   "batch-16|--max-batch-size 16"                                                          # half the rows decoding at once (and per prefill)
+  "prefill-256|--max-prefill-tokens 256"                                                  # a prefill encodes at most 256 padded tokens; more rows wait for the next
 )
 
 MODEL="${1:-models/t5-small-shape-int8}"

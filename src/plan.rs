@@ -84,6 +84,7 @@ impl ThreadPlan {
             max_queue_delay: std::time::Duration::from_millis(config.max_queue_delay_ms),
             max_cohorts: config.max_cohorts,
             lanes: self.lanes,
+            max_prefill_tokens: config.max_prefill_tokens,
             encoder_cache_bytes: config.encoder_cache_mb.saturating_mul(1 << 20),
         }
     }

@@ -458,3 +458,38 @@ async fn inputs_are_encoded_in_length_buckets_and_the_padding_is_reported() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// `max_prefill_tokens` splits one prefill's rows by padded tokens (rows x longest input): rows of
+/// 12, 12 and 10 tokens under a cap of 30 are encoded as two prefills (2 x 12, then the third: all
+/// three would be 3 x 12 = 36), a lone row larger than the cap still runs, and every row gets what
+/// it gets alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prefill_cap_encodes_a_request_s_rows_in_parts_with_unchanged_answers() {
+    let server = start_server_with(tiny_model(), |c| c.max_prefill_tokens = 30).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/generate", server.addr);
+    let prefills = || metric(&client, server.addr, "t5serve_padding_ratio_count");
+    let texts = [
+        "the cat sat on the mat and then it",
+        "a dog ran in the park with a red",
+        "one two three four five six seven eight nine",
+    ];
+    let params = json!({"max_new_tokens": 6, "min_new_tokens": 6});
+    let mut alone = Vec::new();
+    for t in texts {
+        let (status, v) = post(&client, &url, json!({"inputs": t, "parameters": params})).await;
+        assert_eq!(status, 200, "{v}");
+        alone.push(v["generated_text"].clone());
+    }
+    let before = prefills().await;
+    let (status, v) = post(&client, &url, json!({"inputs": texts, "parameters": params})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(prefills().await - before, 2.0, "2 rows of 12 tokens, then the third");
+    let together: Vec<Value> = v.as_array().unwrap().iter().map(|r| r["generated_text"].clone()).collect();
+    assert_eq!(together, alone);
+    // One row of 41 tokens, more than the cap alone: it runs, in one prefill.
+    let before = prefills().await;
+    let (status, v) = post(&client, &url, json!({"inputs": vec!["the"; 40].join(" "), "parameters": params})).await;
+    assert_eq!((status, prefills().await - before), (200, 1.0), "{v}");
+    server.shutdown().await.unwrap();
+}

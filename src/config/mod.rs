@@ -327,6 +327,12 @@ pub struct Config {
     #[flag(usize; long, env = "T5SERVE_MAX_COHORTS")]
     #[scope(model)]
     pub max_cohorts: usize = 4,
+    /// Most input tokens one prefill encodes (its rows times the longest of their inputs, as
+    /// padded; 0: no cap). Rows beyond it wait for the next prefill, so a burst of long inputs
+    /// is encoded in parts and the running rows step in between. A single request is never split.
+    #[flag(usize; long, env = "T5SERVE_MAX_PREFILL_TOKENS")]
+    #[scope(model)]
+    pub max_prefill_tokens: usize = 0,
     /// Default deadline of a request while queued, in milliseconds; a request may set a shorter one.
     #[flag(u64; long, env = "T5SERVE_QUEUE_DEADLINE_MS")]
     #[scope(model)]
@@ -434,6 +440,7 @@ impl Config {
         range("encoder_cache_mb", self.encoder_cache_mb, 0, 1 << 20)?;
         range("max_queue_delay_ms", self.max_queue_delay_ms as usize, 0, 10_000)?;
         range("max_cohorts", self.max_cohorts, 1, 64)?;
+        range("max_prefill_tokens", self.max_prefill_tokens, 0, 1 << 24)?;
         // Each lane gets at least one row of max_batch_size.
         range("decode_lanes", self.decode_lanes, 0, self.max_batch_size.min(64))?;
         range("queue_deadline_ms", self.queue_deadline_ms as usize, 1, 3_600_000)?;

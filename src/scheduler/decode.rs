@@ -80,6 +80,7 @@ impl LaneThread {
             max_batch_size: self.settings.max_batch_size,
             max_batch_bytes: self.settings.max_batch_bytes,
             max_queue_delay: self.settings.max_queue_delay,
+            max_prefill_tokens: self.settings.max_prefill_tokens,
         };
         let prefill = match self.sessions.prefill_threads {
             None => None,

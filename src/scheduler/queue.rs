@@ -41,6 +41,9 @@ pub struct QueueLimits {
     pub max_batch_bytes: usize,
     /// How long the first waiting request may wait for others to join it while nothing runs.
     pub max_queue_delay: Duration,
+    /// Most input tokens one batch of new rows encodes (rows x the longest input); 0: no cap.
+    /// The first waiting request always fits, whatever its size.
+    pub max_prefill_tokens: usize,
 }
 
 /// What the queue needs to know about a waiting request.
@@ -151,9 +154,14 @@ impl<T: Waiting> Queue<T> {
 
         let mut rows: Vec<(usize, usize)> = running.to_vec();
         let mut take = 0;
+        let (mut new_rows, mut longest) = (0, 0);
         for e in &self.entries {
             let width = e.item.width();
             if rows.len() + width > self.limits.max_batch_size.max(width) {
+                break;
+            }
+            let (cap, padded) = (self.limits.max_prefill_tokens, (new_rows + width) * longest.max(e.item.input_len()));
+            if cap > 0 && take > 0 && padded > cap {
                 break;
             }
             rows.extend(std::iter::repeat_n((e.item.input_len(), e.item.max_new_tokens()), width));
@@ -161,6 +169,7 @@ impl<T: Waiting> Queue<T> {
                 rows.truncate(rows.len() - width);
                 break;
             }
+            (new_rows, longest) = (new_rows + width, longest.max(e.item.input_len()));
             take += 1;
         }
         let full = take < self.entries.len() || rows.len() >= self.limits.max_batch_size;
@@ -182,6 +191,7 @@ mod tests {
         id: usize,
         input: usize,
         max_new: usize,
+        width: usize,
         closed: Rc<Cell<bool>>,
     }
 
@@ -195,17 +205,28 @@ mod tests {
         fn is_closed(&self) -> bool {
             self.closed.get()
         }
+        fn width(&self) -> usize {
+            self.width
+        }
     }
 
     fn req(id: usize, input: usize, max_new: usize) -> Req {
-        Req { id, input, max_new, closed: Rc::new(Cell::new(false)) }
+        Req { id, input, max_new, width: 1, closed: Rc::new(Cell::new(false)) }
     }
 
     /// One byte per token either way keeps budgets readable.
     const UNIT: CostModel = CostModel { bytes_per_encoder_token: 1, bytes_per_decoder_token: 1 };
 
     fn queue(max_batch_size: usize, max_batch_bytes: usize) -> Queue<Req> {
-        Queue::new(QueueLimits { max_batch_size, max_batch_bytes, max_queue_delay: Duration::from_millis(5) }, UNIT)
+        Queue::new(
+            QueueLimits {
+                max_batch_size,
+                max_batch_bytes,
+                max_queue_delay: Duration::from_millis(5),
+                max_prefill_tokens: 0,
+            },
+            UNIT,
+        )
     }
 
     fn ids(f: &Formed<Req>) -> Vec<usize> {
@@ -243,6 +264,53 @@ mod tests {
         let f = q.next_batch(t + Duration::from_millis(10), &[(5, 5)], true);
         assert_eq!(ids(&f), vec![0, 1, 2]);
         assert_eq!(q.len(), 2);
+    }
+
+    fn capped(max_prefill_tokens: usize) -> Queue<Req> {
+        let limits = QueueLimits { max_prefill_tokens, ..queue(32, 1 << 30).limits };
+        Queue::new(limits, UNIT)
+    }
+
+    #[test]
+    fn a_prefill_cap_splits_a_burst_by_padded_tokens_and_starts_the_rest_next() {
+        // Inputs 10, 30, 10, 10: padded to the longest, two rows cost 2 x 30 = 60, three 90.
+        let mut q = capped(64);
+        let t = Instant::now();
+        for (i, len) in [10, 30, 10, 10].into_iter().enumerate() {
+            q.push(req(i, len, 5), t, None);
+        }
+        // Full by the cap: starts at once, without waiting for the queue delay.
+        let f = q.next_batch(t, &[], true);
+        assert_eq!(ids(&f), vec![0, 1]);
+        // The rest: 2 x 10 = 20 tokens, under the cap but the queue is not full, so it waits
+        // for company up to the delay, as any batch does.
+        assert!(q.next_batch(t, &[(10, 5), (30, 5)], true).batch.is_empty());
+        let f = q.next_batch(t + Duration::from_millis(10), &[(10, 5), (30, 5)], true);
+        assert_eq!(ids(&f), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_prefill_cap_never_holds_back_a_request_larger_than_it() {
+        let mut q = capped(16);
+        let t = Instant::now();
+        q.push(req(0, 100, 5), t, None);
+        q.push(req(1, 1, 5), t, None);
+        assert_eq!(ids(&q.next_batch(t, &[], true)), vec![0]);
+        assert_eq!(ids(&q.next_batch(t + Duration::from_millis(10), &[], true)), vec![1]);
+        // Beams count as rows: 4 beams of 5 tokens are 20 > 16, yet they start alone.
+        let mut q = capped(16);
+        q.push(Req { width: 4, ..req(2, 5, 5) }, t, None);
+        assert_eq!(ids(&q.next_batch(t + Duration::from_millis(10), &[], true)), vec![2]);
+    }
+
+    #[test]
+    fn no_prefill_cap_takes_every_row_that_fits() {
+        let mut q = capped(0);
+        let t = Instant::now();
+        for i in 0..6 {
+            q.push(req(i, 500, 5), t, None);
+        }
+        assert_eq!(ids(&q.next_batch(t + Duration::from_millis(10), &[], true)).len(), 6);
     }
 
     #[test]

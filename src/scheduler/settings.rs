@@ -20,6 +20,8 @@ pub struct SchedulerSettings {
     /// Decode lanes: independent decode loops, each with its own sessions, queue and a share of
     /// the batch size and memory budget. New requests go to the least loaded lane.
     pub lanes: usize,
+    /// Most input tokens (rows x the longest input) one prefill encodes; 0: no cap.
+    pub max_prefill_tokens: usize,
     /// Bytes of the encoder cache the model's lanes share (0: none).
     pub encoder_cache_bytes: usize,
 }
@@ -32,6 +34,7 @@ impl Default for SchedulerSettings {
             max_queue_delay: Duration::from_millis(2),
             max_cohorts: 4,
             lanes: 1,
+            max_prefill_tokens: 0,
             encoder_cache_bytes: 0,
         }
     }
