@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Exports the trained default model (scripts/train_default_model.py train) and bundles it.
 
-    python scripts/export_default_model.py [--quick] [--ckpt DIR] [--binary target/debug/t5serve | --cpu JSON]
+    python scripts/export_default_model.py [--quick] [--ckpt DIR] [--numbers N] [--sentences N] [--binary target/debug/t5serve | --cpu JSON]
 
 1. ONNX export through export_model.py's code path (optimum, split decoders).
 2. Dynamic int8 quantization (onnxruntime quantize_dynamic, signed QInt8 weights, per-tensor) of
@@ -756,10 +756,10 @@ def write_card(dest: Path, info: dict) -> None:
             if prev.get("recovered_commit")
             else ""
         )
-        tasks = f" on {', '.join(prev['tasks'])}" if prev.get("tasks") else ""
+        tasks = f" on the tasks {', '.join(prev['tasks'])}" if prev.get("tasks") else ""
         phases = (
-            f"A first phase of {prev['steps']} steps (lr {prev['lr']}, {prev['train_minutes']} minutes{tasks}){origin}, "
-            "then this phase, which starts from those weights: "
+            f"a first phase, {prev['steps']} steps (lr {prev['lr']}, {prev['train_minutes']} minutes){tasks}{origin}; "
+            "then this phase, from those weights: "
         )
     cpu = train["cpu"]
     cpu_text = f"a {cpu['cores']}-core {cpu['model']}" + (f" ({', '.join(cpu['flags'])})" if cpu["flags"] else "")
@@ -952,7 +952,9 @@ def load_train_info(ckpt: Path) -> dict:
     return train_info
 
 
-def main(quick: bool = False, ckpt: Path | None = None, cpu: dict | None = None) -> None:
+def main(
+    quick: bool = False, ckpt: Path | None = None, cpu: dict | None = None, numbers: int | None = None, sentences: int = SENTENCES_PER_LANGUAGE
+) -> None:
     """`quick` checks the pipeline on a checkpoint mid-training: few numbers, scratch outputs."""
     import torch
 
@@ -964,8 +966,9 @@ def main(quick: bool = False, ckpt: Path | None = None, cpu: dict | None = None)
     cpu = cpu if cpu is not None else t5tools.cpu_report()  # what the server says of this CPU (the fixtures record it)
     tok = t5tools.load_t5_tokenizer()
     _, heldout = T.split_numbers()
-    # Every held-out number and 400 sentences per language; quick: 60 numbers, 10 sentences.
-    eval_numbers, entity_numbers = T.eval_sets(60, 10) if quick else T.eval_sets(None, SENTENCES_PER_LANGUAGE)
+    # Every held-out number (or `numbers` of them, half small, half large) and `sentences` per
+    # language; quick: 60 numbers, 10 sentences.
+    eval_numbers, entity_numbers = T.eval_sets(60, 10) if quick else T.eval_sets(numbers, sentences)
     fp32 = WORK / "fp32"
     int8 = WORK / "int8"
     if fp32.exists():
@@ -1083,6 +1086,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="check the pipeline on a mid-training checkpoint")
     p.add_argument("--ckpt", type=Path, help=f"checkpoint to export (default {T.CKPT})")
+    p.add_argument("--numbers", type=int, help="held-out numbers per task in the tables (default: all 3,000)")
+    p.add_argument("--sentences", type=int, default=SENTENCES_PER_LANGUAGE, help="held-out sentences per language")
     t5tools.add_cpu_flags(p)
     p.add_argument(
         "--fixture-fp32",
@@ -1095,4 +1100,10 @@ if __name__ == "__main__":
             raise SystemExit(f"no fp32 export in {WORK / 'fp32'}: run without --fixture-fp32 first")
         print(json.dumps(record_fixture_fp32(WORK / "fp32", t5tools.load_t5_tokenizer())))
     else:
-        main(quick=a.quick, ckpt=a.ckpt, cpu=t5tools.cpu_from_args(a) if (a.cpu or a.binary) else None)
+        main(
+            quick=a.quick,
+            ckpt=a.ckpt,
+            cpu=t5tools.cpu_from_args(a) if (a.cpu or a.binary) else None,
+            numbers=a.numbers,
+            sentences=a.sentences,
+        )
