@@ -772,7 +772,7 @@ def write_card(dest: Path, info: dict) -> None:
     card = f"""# t5-numbers: the bundled default model of t5serve
 
 A small T5 (d_model {shape['d_model']}, {shape['num_heads']} heads, {shape['num_layers']} encoder + {shape['num_decoder_layers']} decoder layers, d_ff {shape['d_ff']}, ReLU feed-forward,
-{train.get('params_m', '?')}M parameters), trained from scratch on this project's machines by
+{train.get('params_m', '?')}M parameters), trained {"from scratch and then in phases (see Training)" if prev else "from scratch"} on this project's machines by
 `scripts/train_default_model.py`. It uses the original T5 tokenizer (32,100-piece SentencePiece
 Unigram vocabulary, model vocab 32128, tied embeddings), so it is a drop-in T5: any T5 client,
 exporter or server handles it the same way.

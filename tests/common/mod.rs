@@ -359,3 +359,21 @@ impl ServerProcess {
         (status, text)
     }
 }
+
+/// Most number-task answers (%) that may change with their batch-mates. The int8 activation
+/// scales are computed over the whole batch, so a row's logits move with the other rows. Measured
+/// on the bundled model (2-core AVX2 EPYC, the 600 number-task fixture prompts alone and 32 per
+/// request): 4 answers moved, all with all-caps inputs, with top-2 margins alone up to 0.66; the
+/// fp32 export of the same checkpoint through the same server moved none (so the cache and padding
+/// are not the cause; tests/batching.rs holds fp32 batching exact). Twice the measured share.
+pub const BATCH_MOVED_PCT: usize = 2;
+
+/// Tasks the bundled model has not learned yet (issue 24: extraction is at entity F1 0.13-0.16,
+/// its answers mostly degenerate, and 14 of its 100 fixture answers moved in a batch): their
+/// moves are reported, not held to BATCH_MOVED_PCT.
+pub const UNLEARNED: &[&str] = &["entities"];
+
+/// Whether a task of the bundled model is held to BATCH_MOVED_PCT (not in UNLEARNED).
+pub fn learned(task: &str) -> bool {
+    !UNLEARNED.contains(&task)
+}
