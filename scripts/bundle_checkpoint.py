@@ -135,11 +135,14 @@ def recover(model_dir: Path, out: Path) -> None:
     check(model, model_dir)
     # The phase that made the bundle, as the next phase's export reports it (previous_phase).
     previous = model_dir / "eval.json"
-    info = dict(json.loads(previous.read_text()).get("training", {})) if previous.exists() else {}
+    card = json.loads(previous.read_text()) if previous.exists() else {}
+    info = dict(card.get("training", {}))
+    # The phases before it, for a card that names them all.
+    info["previous_phase"] = card.get("previous_phase")
     info.update(recovered_from=str(model_dir.resolve().relative_to(t5tools.ROOT)) if model_dir.resolve().is_relative_to(t5tools.ROOT) else str(model_dir))
     info["recovered_int8"] = (model_dir / t5tools.QUANTIZATION_FILE).exists()
     info["recovered_commit"] = bundle_commit(model_dir)
-    info["tasks"] = sorted(info.get("heldout_pytorch") or {})
+    info["tasks"] = sorted(info.get("heldout_pytorch") or card.get("eval", {}).get("int8") or {})
     (out / "train_log.json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
     print(f"recovered {sum(p.numel() for p in model.parameters())} parameters from {model_dir} into {out}")
 
@@ -154,6 +157,29 @@ def bundle_commit(model_dir: Path) -> str | None:
     return r.stdout.strip() or None
 
 
+def bundle_greedy(model_dir: Path, input_ids: list[int], steps: int) -> list[int]:
+    """Greedy decoding over the bundle's encoder and full decoder (`decoder_model.onnx`, which every
+    layout keeps), the whole prefix again at each step: no cached-step graph needed (the bundle
+    may hold only the masked one). EOS (id 1) is never chosen."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    encoder, decoder = (ort.InferenceSession(str(model_dir / g), opts, providers=["CPUExecutionProvider"]) for g in GRAPHS)
+    ids = np.array([input_ids], dtype=np.int64)
+    mask = np.ones_like(ids)
+    hidden = encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    names = [o.name for o in decoder.get_outputs()]
+    prefix = [0]  # T5's decoder start token
+    for _ in range(steps):
+        feeds = {"input_ids": np.array([prefix], dtype=np.int64), "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
+        scores = decoder.run(None, feeds)[names.index("logits")][0, -1].copy()
+        scores[1] = -np.inf
+        prefix.append(int(np.argmax(scores)))
+    return prefix[1:]
+
+
 def check(model, model_dir: Path) -> None:
     """The recovered model answers the check prompts as the bundled files do (greedy; the
     reference never ends, so the recovered answer must be its prefix)."""
@@ -162,7 +188,7 @@ def check(model, model_dir: Path) -> None:
     tok = t5tools.load_t5_tokenizer()
     for prompt in CHECK_PROMPTS:
         ids = tok(prompt)["input_ids"]
-        bundled = t5tools.ort_greedy(model_dir, ids, 24)
+        bundled = bundle_greedy(model_dir, ids, 24)
         out = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, num_beams=1)[0].tolist()[1:]
         ours = out[: out.index(1)] if 1 in out else out
         if ours != bundled[: len(ours)]:

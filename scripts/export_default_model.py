@@ -757,8 +757,13 @@ def write_card(dest: Path, info: dict) -> None:
             else ""
         )
         tasks = f" on the tasks {', '.join(prev['tasks'])}" if prev.get("tasks") else ""
+        earlier, p = [], prev.get("previous_phase")
+        while isinstance(p, dict):
+            earlier.insert(0, f"{p['steps']} steps (lr {p['lr']}, {p['train_minutes']} minutes)")
+            p = p.get("previous_phase")
+        before = f"phases of {', then '.join(earlier)}, then " if earlier else "a first phase, "
         phases = (
-            f"a first phase, {prev['steps']} steps (lr {prev['lr']}, {prev['train_minutes']} minutes){tasks}{origin}; "
+            f"{before}{prev['steps']} steps (lr {prev['lr']}, {prev['train_minutes']} minutes){tasks}{origin}; "
             "then this phase, from those weights: "
         )
     cpu = train["cpu"]
@@ -1041,7 +1046,18 @@ def main(
         },
         "previous_phase": {
             k: train_info.get("previous_phase", {}).get(k)
-            for k in ("steps", "batch", "lr", "train_minutes", "heldout_pytorch", "tasks", "recovered_from", "recovered_int8", "recovered_commit")
+            for k in (
+                "steps",
+                "batch",
+                "lr",
+                "train_minutes",
+                "heldout_pytorch",
+                "tasks",
+                "recovered_from",
+                "recovered_int8",
+                "recovered_commit",
+                "previous_phase",
+            )
         }
         if isinstance(train_info.get("previous_phase"), dict)
         else None,
