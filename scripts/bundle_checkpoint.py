@@ -157,29 +157,6 @@ def bundle_commit(model_dir: Path) -> str | None:
     return r.stdout.strip() or None
 
 
-def bundle_greedy(model_dir: Path, input_ids: list[int], steps: int) -> list[int]:
-    """Greedy decoding over the bundle's encoder and full decoder (`decoder_model.onnx`, which every
-    layout keeps), the whole prefix again at each step: no cached-step graph needed (the bundle
-    may hold only the masked one). EOS (id 1) is never chosen."""
-    import numpy as np
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    encoder, decoder = (ort.InferenceSession(str(model_dir / g), opts, providers=["CPUExecutionProvider"]) for g in GRAPHS)
-    ids = np.array([input_ids], dtype=np.int64)
-    mask = np.ones_like(ids)
-    hidden = encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-    names = [o.name for o in decoder.get_outputs()]
-    prefix = [0]  # T5's decoder start token
-    for _ in range(steps):
-        feeds = {"input_ids": np.array([prefix], dtype=np.int64), "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
-        scores = decoder.run(None, feeds)[names.index("logits")][0, -1].copy()
-        scores[1] = -np.inf
-        prefix.append(int(np.argmax(scores)))
-    return prefix[1:]
-
-
 def check(model, model_dir: Path) -> None:
     """The recovered model answers the check prompts as the bundled files do (greedy; the
     reference never ends, so the recovered answer must be its prefix)."""
@@ -188,7 +165,7 @@ def check(model, model_dir: Path) -> None:
     tok = t5tools.load_t5_tokenizer()
     for prompt in CHECK_PROMPTS:
         ids = tok(prompt)["input_ids"]
-        bundled = bundle_greedy(model_dir, ids, 24)
+        bundled = t5tools.ort_greedy(model_dir, ids, 24)
         out = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, num_beams=1)[0].tolist()[1:]
         ours = out[: out.index(1)] if 1 in out else out
         if ours != bundled[: len(ours)]:

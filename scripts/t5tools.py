@@ -150,7 +150,8 @@ _ORT_SESSIONS: dict = {}
 def ort_greedy(model: Path, input_ids: list[int], steps: int) -> list[int]:
     """Greedy decoding over optimum's split graphs with onnxruntime's Python API and numpy, one
     prompt at a time: the encoder once, decoder_model for the first step, decoder_with_past_model
-    after it, the cross-attention K/V kept from the first step. EOS (id 1) is never chosen, as
+    after it (or, in a masked-only directory such as the bundled model, decoder_with_past_masked
+    with an all-ones mask), the cross-attention K/V kept from the first step. EOS (id 1) is never chosen, as
     with min_new_tokens = steps. An independent reference for the server's decode loop (no padding, no batching, no cache
     surgery), used by tests/python/test_int8_export.py and bench/int8_agreement.py."""
     import numpy as np
@@ -160,9 +161,11 @@ def ort_greedy(model: Path, input_ids: list[int], steps: int) -> list[int]:
     if key not in _ORT_SESSIONS:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
-        names = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+        step = "decoder_with_past_model.onnx" if (Path(model) / "decoder_with_past_model.onnx").exists() else MASKED_WITH_PAST
+        names = ("encoder_model.onnx", "decoder_model.onnx", step)
         _ORT_SESSIONS[key] = tuple(ort.InferenceSession(str(Path(model) / n), opts, providers=["CPUExecutionProvider"]) for n in names)
     encoder, first, with_past = _ORT_SESSIONS[key]
+    masked = "decoder_attention_mask" in {i.name for i in with_past.get_inputs()}
     ids = np.array([input_ids], dtype=np.int64)
     mask = np.ones_like(ids)
     hidden = encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -178,6 +181,8 @@ def ort_greedy(model: Path, input_ids: list[int], steps: int) -> list[int]:
         nxt = int(np.argmax(scores))
         generated.append(nxt)
         feeds = {"input_ids": np.array([[nxt]], dtype=np.int64), "encoder_attention_mask": mask, **past}
+        if masked:
+            feeds["decoder_attention_mask"] = np.ones((1, len(generated) + 1), dtype=np.int64)
         outs = with_past.run(None, feeds)
         names = [o.name for o in with_past.get_outputs()]
         for n, v in zip(names, outs):

@@ -154,13 +154,14 @@ impl<T: Waiting> Queue<T> {
 
         let mut rows: Vec<(usize, usize)> = running.to_vec();
         let mut take = 0;
-        let (mut new_rows, mut longest) = (0, 0);
+        let mut longest = 0; // the longest input among the new rows
         for e in &self.entries {
             let width = e.item.width();
             if rows.len() + width > self.limits.max_batch_size.max(width) {
                 break;
             }
-            let (cap, padded) = (self.limits.max_prefill_tokens, (new_rows + width) * longest.max(e.item.input_len()));
+            let new_rows = rows.len() - running.len() + width;
+            let (cap, padded) = (self.limits.max_prefill_tokens, new_rows * longest.max(e.item.input_len()));
             if cap > 0 && take > 0 && padded > cap {
                 break;
             }
@@ -169,7 +170,7 @@ impl<T: Waiting> Queue<T> {
                 rows.truncate(rows.len() - width);
                 break;
             }
-            (new_rows, longest) = (new_rows + width, longest.max(e.item.input_len()));
+            longest = longest.max(e.item.input_len());
             take += 1;
         }
         let full = take < self.entries.len() || rows.len() >= self.limits.max_batch_size;

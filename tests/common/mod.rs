@@ -377,3 +377,8 @@ pub const UNLEARNED: &[&str] = &["entities"];
 pub fn learned(task: &str) -> bool {
     !UNLEARNED.contains(&task)
 }
+
+/// Whether `moved` answers of `held` (of learned tasks) stay within BATCH_MOVED_PCT.
+pub fn few_moved(moved: usize, held: usize) -> bool {
+    moved * 100 <= held * BATCH_MOVED_PCT
+}
