@@ -1,7 +1,8 @@
 //! Several models in one process (issue 21): the committed tiny model and the bundled model side
 //! by side, each answering exactly what its independent reference says (the tiny model's golden
 //! outputs from transformers; the bundled model's optimum outputs computed on this CPU), one by
-//! one and in a mixed concurrent load across both; requests route by `model`, an unknown id is a
+//! one and in a mixed concurrent load across both (the int8 bundled model to within
+//! common::BATCH_MOVED_PCT there); requests route by `model`, an unknown id is a
 //! 404 naming the served ones; a model that fails to load is reported while the others serve.
 
 mod common;
@@ -105,12 +106,28 @@ async fn two_models_in_one_process_each_answer_as_their_reference() {
         }
     }
     assert!(tasks.len() >= 300, "{}", tasks.len());
+    // The tiny model is fp32: exact in any batch. The bundled model is int8 with activation scales
+    // per batch, so a few of its answers may move with their batch-mates (common::BATCH_MOVED_PCT).
+    let (mut held, mut moved) = (0, Vec::new());
     for t in tasks {
         let (status, same, model, inputs) = t.await.unwrap();
         assert_eq!(status, 200);
-        assert!(same, "{model} {inputs} under a mixed load");
+        if model == "tiny" {
+            assert!(same, "{model} {inputs} under a mixed load");
+        } else {
+            held += 1;
+            if !same {
+                moved.push(inputs);
+            }
+        }
         *answered.entry(model).or_default() += 1.0;
     }
+    assert!(held >= 150, "{held}");
+    assert!(
+        common::few_moved(moved.len(), held),
+        "{} of {held} numbers answers moved under a mixed load: {moved:?}",
+        moved.len()
+    );
     // The metrics by model: each model's requests, and work done by each model's scheduler.
     let metric = |q: String| {
         let client = client.clone();
