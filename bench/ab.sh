@@ -5,7 +5,10 @@
 # the median of the per-round ratios B/A. Not a test: no assertions.
 #   bench/ab.sh A_BINARY B_BINARY [MODEL_DIR...]   (default: the t5-small shape, int8 and fp32)
 # Needs bench/run.sh's prompt (bench/work/prompt.txt) and loadgen (cargo build --release --example loadgen).
-# Environment: ROUNDS (default 5), CONCURRENCY (default "1 8 32"), NEW_TOKENS (default 32).
+# Environment: ROUNDS (default 5), CONCURRENCY (default "1 8 32"), NEW_TOKENS (default 32), B_MODEL
+# (a model directory side B serves instead of each MODEL_DIR: two models on one binary, e.g. the
+# int4 copy against the int8 one: bench/ab.sh B B models/t5-small-shape-int8 with
+# B_MODEL=models/t5-small-shape-int4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A="$1"
@@ -29,7 +32,7 @@ OUT="$WORK/ab.jsonl"
 EMPTY="$WORK/ab-empty.toml"
 : > "$EMPTY"
 
-# run BINARY LABEL MODEL ROUND: one server, every concurrency, one JSON line each.
+# run BINARY LABEL MODEL ROUND PAIR: one server on MODEL (the pair's side LABEL; PAIR names the pair), every concurrency, one JSON line each.
 run() {
   "$1" serve --config "$EMPTY" --port "$PORT" --model "$3" --max-concurrent-requests 1024 > "$WORK/ab-server.log" 2>&1 &
   local pid=$!
@@ -42,7 +45,7 @@ run() {
   for c in ${CONCURRENCY:-1 8 32}; do
     local n=$(( c == 1 ? 20 : c * 6 ))
     $LOADGEN "$url" closed "$c" "$n" "$PROMPT" "${NEW_TOKENS:-32}" \
-      | sed "s|^|{\"side\":\"$2\",\"model\":\"$3\",\"round\":$4,\"batch\":$c,\"run\":|; s|$|}|" >> "$OUT"
+      | sed "s|^|{\"side\":\"$2\",\"model\":\"$5\",\"served\":\"$3\",\"round\":$4,\"batch\":$c,\"run\":|; s|$|}|" >> "$OUT"
   done
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
@@ -50,7 +53,8 @@ run() {
 
 for model in "${MODELS[@]}"; do
   for r in $(seq 1 "$ROUNDS"); do
-    if [ $((r % 2)) -eq 1 ]; then run "$A" A "$model" "$r"; run "$B" B "$model" "$r"; else run "$B" B "$model" "$r"; run "$A" A "$model" "$r"; fi
+    b_model="${B_MODEL:-$model}"
+    if [ $((r % 2)) -eq 1 ]; then run "$A" A "$model" "$r" "$model"; run "$B" B "$b_model" "$r" "$model"; else run "$B" B "$b_model" "$r" "$model"; run "$A" A "$model" "$r" "$model"; fi
   done
 done
 
@@ -58,7 +62,9 @@ python3 - "$OUT" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 for model in dict.fromkeys(r["model"] for r in rows):
-    print(f"\n{model}: generated tokens/s per round (A / B), and the median of the rounds' ratios B/A")
+    served = {r["served"] for r in rows if r["model"] == model and r["side"] == "B"} - {model}
+    other = f" (B serves {', '.join(served)})" if served else ""
+    print(f"\n{model}{other}: generated tokens/s per round (A / B), and the median of the rounds' ratios B/A")
     print("| concurrency | A | B | median B/A | rounds' B/A |\n|---|---|---|---|---|")
     for c in sorted({r["batch"] for r in rows if r["model"] == model}):
         side = lambda s: {r["round"]: r["run"]["tokens_per_s"] for r in rows if (r["model"], r["batch"], r["side"]) == (model, c, s)}

@@ -43,7 +43,8 @@ ALL="$WORK/open-loop-levers.jsonl"
 COMMIT=$(git rev-parse HEAD)
 DIRTY=false
 [ -z "$(git status --porcelain --untracked-files=no)" ] || DIRTY=true
-COMMAND="$(env | grep -E '^(ONLY|FRACTIONS|REQUESTS|SINGLE_REQUESTS|SATURATION_REQUESTS|NEW_TOKENS|SEED|PROMPT|BIN)=' | sort | tr '\n' ' ')bench/open_loop_levers.sh $MODEL"
+# (grep finds nothing when no setting is in the environment: not an error.)
+COMMAND="$(env | { grep -E '^(ONLY|FRACTIONS|REQUESTS|SINGLE_REQUESTS|SATURATION_REQUESTS|NEW_TOKENS|SEED|PROMPT|BIN)=' || true; } | sort | tr '\n' ' ')bench/open_loop_levers.sh $MODEL"
 
 built="${SKIP_BUILD:-}"
 ran=0
