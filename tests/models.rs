@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -73,7 +74,7 @@ async fn two_models_in_one_process_each_answer_as_their_reference() {
     assert!(cases.iter().filter(|c| c.model == "tiny").count() >= 3);
     assert!(cases.iter().filter(|c| c.model == "numbers").count() >= 100);
     // Requests answered 200 by /v1/generate, by model: the metrics must count the same.
-    let mut answered = std::collections::BTreeMap::<&str, f64>::new();
+    let mut answered = BTreeMap::<&str, f64>::new();
     for c in &cases {
         *answered.entry(c.model).or_default() += 1.0;
         let (status, body) = post(&client, &format!("{base}/v1/generate"), c.body.clone()).await;
@@ -89,45 +90,9 @@ async fn two_models_in_one_process_each_answer_as_their_reference() {
     *answered.entry("tiny").or_default() += 1.0;
 
     // A mixed concurrent load across both: several hundred requests, 32 at a time, interleaved.
-    let cases = Arc::new(cases);
-    let gate = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut tasks = Vec::new();
-    for round in 0..3 {
-        for i in 0..cases.len() {
-            let (cases, client, base, gate) = (cases.clone(), client.clone(), base.clone(), gate.clone());
-            // Alternate the models: tiny cases are few, so they recur.
-            let k = if (i + round) % 2 == 0 { i % 5 } else { i };
-            tasks.push(tokio::spawn(async move {
-                let _permit = gate.acquire().await.unwrap();
-                let c = &cases[k.min(cases.len() - 1)];
-                let (status, body) = post(&client, &format!("{base}/v1/generate"), c.body.clone()).await;
-                (status, body["generated_text"] == c.text.as_str(), c.model, c.body["inputs"].clone())
-            }));
-        }
+    for (model, n) in mixed_load(&client, &base, cases).await {
+        *answered.entry(model).or_default() += n;
     }
-    assert!(tasks.len() >= 300, "{}", tasks.len());
-    // The tiny model is fp32: exact in any batch. The bundled model is int8 with activation scales
-    // per batch, so a few of its answers may move with their batch-mates (common::BATCH_MOVED_PCT).
-    let (mut held, mut moved) = (0, Vec::new());
-    for t in tasks {
-        let (status, same, model, inputs) = t.await.unwrap();
-        assert_eq!(status, 200);
-        if model == "tiny" {
-            assert!(same, "{model} {inputs} under a mixed load");
-        } else {
-            held += 1;
-            if !same {
-                moved.push(inputs);
-            }
-        }
-        *answered.entry(model).or_default() += 1.0;
-    }
-    assert!(held >= 150, "{held}");
-    assert!(
-        common::few_moved(moved.len(), held),
-        "{} of {held} numbers answers moved under a mixed load: {moved:?}",
-        moved.len()
-    );
     // The metrics by model: each model's requests, and work done by each model's scheduler.
     let metric = |q: String| {
         let client = client.clone();
@@ -167,6 +132,51 @@ async fn two_models_in_one_process_each_answer_as_their_reference() {
     .await;
     assert_eq!((status, body["translations"][0].as_str()), (200, Some("zweiundvierzig")), "{body}");
     server.shutdown().await.unwrap();
+}
+
+/// Several hundred requests across both models, 32 at a time, interleaved; returns how many each
+/// model answered. The tiny model is fp32: exact in any batch. The bundled model is int8 with
+/// activation scales per batch, so a few of its answers may move with their batch-mates
+/// (common::BATCH_MOVED_PCT).
+async fn mixed_load(client: &reqwest::Client, base: &str, cases: Vec<Case>) -> BTreeMap<&'static str, f64> {
+    let cases = Arc::new(cases);
+    let gate = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for i in 0..cases.len() {
+            let (cases, client, base, gate) = (cases.clone(), client.clone(), base.to_string(), gate.clone());
+            // Alternate the models: tiny cases are few, so they recur.
+            let k = if (i + round) % 2 == 0 { i % 5 } else { i };
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                let c = &cases[k.min(cases.len() - 1)];
+                let (status, body) = post(&client, &format!("{base}/v1/generate"), c.body.clone()).await;
+                (status, body["generated_text"] == c.text.as_str(), c.model, c.body["inputs"].clone())
+            }));
+        }
+    }
+    assert!(tasks.len() >= 300, "{}", tasks.len());
+    let (mut answered, mut held, mut moved) = (BTreeMap::new(), 0, Vec::new());
+    for t in tasks {
+        let (status, same, model, inputs) = t.await.unwrap();
+        assert_eq!(status, 200);
+        if model == "tiny" {
+            assert!(same, "{model} {inputs} under a mixed load");
+        } else {
+            held += 1;
+            if !same {
+                moved.push(inputs);
+            }
+        }
+        *answered.entry(model).or_default() += 1.0;
+    }
+    assert!(held >= 150, "{held}");
+    assert!(
+        common::few_moved(moved.len(), held),
+        "{} of {held} numbers answers moved under a mixed load: {moved:?}",
+        moved.len()
+    );
+    answered
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
