@@ -11,9 +11,9 @@ when absent) is an exported fp32 directory with the split decoders. Its int8 cop
 with scripts/quantize_model.py into bench/work/int8-kinds/NAME/KIND (reused while the source and
 the settings are unchanged):
 
-    s8-tensor      (no flag: the exporter's default)     s8-channel     --per-channel
-    s8-tensor-rr   --reduce-range                        s8-channel-rr  --per-channel --reduce-range
-    u8-tensor      --weights uint8                       u8-channel     --weights uint8 --per-channel
+    s8-tensor-rr   --reduce-range (the exporter's default) s8-channel-rr  --per-channel --reduce-range
+    s8-tensor      --full-range                           s8-channel     --per-channel --full-range
+    u8-tensor      --weights uint8                        u8-channel     --weights uint8 --per-channel
 
 1. Speed: onnxruntime's Python API, no server. The encoder on 64-token inputs and the cached step
    (decoder_with_past_model.onnx, and decoder_with_past_masked.onnx with an all-ones mask when
@@ -79,17 +79,19 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import fused_profile  # noqa: E402  (session, step_feeds, interleaved_times)
 import t5tools  # noqa: E402
 
-# name -> scripts/quantize_model.py flags. The first is the exporter's default and the baseline.
+# name -> scripts/quantize_model.py flags, each explicit (the exporter's default is named, not
+# implied). The first is the exporter's default and the baseline: 7-bit signed weights since this
+# script's AVX2 run (bench/results/2026-12-03-1021-int8-kinds-t5-small-shape.md) recommended them.
 KINDS = {
-    "s8-tensor": [],
     "s8-tensor-rr": ["--reduce-range"],
-    "s8-channel": ["--per-channel"],
+    "s8-tensor": ["--full-range"],
     "s8-channel-rr": ["--per-channel", "--reduce-range"],
+    "s8-channel": ["--per-channel", "--full-range"],
     "u8-tensor": ["--weights", "uint8"],
     "u8-channel": ["--weights", "uint8", "--per-channel"],
 }
-DEFAULT = "s8-tensor"
-CONTROL = "s8-tensor (A/A)"
+DEFAULT = next(iter(KINDS))
+CONTROL = f"{DEFAULT} (A/A)"
 WORK = ROOT / "bench" / "work" / "int8-kinds"
 ENC_LEN, PAST_LEN = 64, 16
 # Below this, a speed difference is not believed, whatever the A/A control says.
@@ -104,7 +106,7 @@ RULE = (
     f"most {AGREEMENT_POINTS:g} point, or one prompt's worth (100 / prompts) where that is more, below the "
     "default's, and, when the numbers model ran, no number task's held-out exact match falls more than 1 point "
     "below fp32's (the bundling rule of scripts/export_default_model.py). Its speed score is the geometric mean, over every timed graph, batch and "
-    "thread count, of its median per-cycle time ratio to the default (s8-tensor). The noise is the largest "
+    f"thread count, of its median per-cycle time ratio to the default ({DEFAULT}). The noise is the largest "
     f"distance from 1 of the A/A control's ratios, at least {MIN_NOISE:g}. Among the qualifying kinds whose score "
     "is within the noise of the best one, the recommendation prefers, in order: one that cannot saturate on this "
     "CPU's int8 kernel (only when the kernel saturates: reduced range or unsigned weights), the default, the "
@@ -156,7 +158,7 @@ def quantize_kinds(src: Path, dest: Path, kinds: list[str], force: bool) -> dict
             if run.returncode:
                 raise SystemExit(f"{' '.join(cmd)}: exit {run.returncode}")
             stamp.write_text(json.dumps(want) + "\n")
-            print(f"  {kind}: {' '.join(KINDS[kind]) or '(no flag)'} -> {d} ({time.time() - t:.0f} s)", flush=True)
+            print(f"  {kind}: {' '.join(KINDS[kind])} -> {d} ({time.time() - t:.0f} s)", flush=True)
         out[kind] = d
     return out
 
@@ -296,7 +298,7 @@ def recommend(cpu: dict, quant: dict[str, dict], speed_rows: list, agree_rows: l
         bits.append(f"{agree[pick]}% of greedy tokens as fp32")
     if acc:
         bits.append("every number task within 1 point of fp32")
-    how = f"`scripts/quantize_model.py SRC DST {' '.join(KINDS[pick])}`" if KINDS[pick] else "the exporter's default, no flag"
+    how = f"`scripts/quantize_model.py SRC DST {' '.join(KINDS[pick])}`" + (" (the exporter's default)" if pick == DEFAULT else "")
     text = f"**{pick}** ({how}): {'; '.join(bits)}; within the noise ({noise:.3f}) of the best: {', '.join(near)}"
     if saturates:
         text += f"; this CPU's int8 kernel ({cpu.get('int8_kernel')}) saturates"
@@ -335,14 +337,14 @@ def markdown(meta: dict, quant: dict, sizes: dict, speed_rows: list, agree_rows:
         "|---|---|---|---|---|---|---|",
     ]
     for k, q in quant.items():
-        out.append(f"| {k} | {' '.join(KINDS[k]) or '(none: default)'} | {q['weight_type']} | {q['per_channel']} | {q.get('reduce_range', False)} "
+        out.append(f"| {k} | {' '.join(KINDS[k])}{' (default)' if k == DEFAULT else ''} | {q['weight_type']} | {q['per_channel']} | {q.get('reduce_range', False)} "
                    f"| {may_saturate(cpu, q)} | {sizes[k]:.1f} |")
     if speed_rows:
         out += ["", "## Speed (onnxruntime, no server)", "",
-                f"Median ms per run, and in brackets the median over cycles of the ratio to s8-tensor in the same cycle "
+                f"Median ms per run, and in brackets the median over cycles of the ratio to {DEFAULT} in the same cycle "
                 f"(kinds interleaved, order rotating; encoder on {ENC_LEN}-token inputs, cached step with {PAST_LEN} "
                 "positions of self-attention cache; spinning off; sessions created afresh in 7 blocks, creation order "
-                "rotated). A/A is a second session of s8-tensor's files: its "
+                f"rotated). A/A is a second session of {DEFAULT}'s files: its "
                 "distance from 1 is this run's noise. Score: geometric mean of the ratios.", ""]
         cases = sorted({(r["threads"], r["graph"], r["batch"]) for r in speed_rows}, key=lambda c: (c[0], GRAPH_ORDER.index(c[1]), c[2]))
         short = {"encoder_model.onnx": "encoder", "decoder_with_past_model.onnx": "step", t5tools.MASKED_WITH_PAST: "masked step"}

@@ -4,7 +4,9 @@
     python scripts/export_default_model.py [--quick] [--ckpt DIR] [--numbers N] [--sentences N] [--binary target/debug/t5serve | --cpu JSON]
 
 1. ONNX export through export_model.py's code path (optimum, split decoders).
-2. Dynamic int8 quantization (onnxruntime quantize_dynamic, signed QInt8 weights, per-tensor) of
+2. Dynamic int8 quantization (onnxruntime quantize_dynamic, signed QInt8 weights, per-tensor,
+   the exporter's default range: 7-bit since 2026-12-03, so the bundle committed before then is
+   full-range and the next export is not) of
    the encoder and both split decoders; the merged decoder is not used (its weights sit inside
    `If` subgraphs, which quantize_dynamic leaves alone).
 3. The held-out evaluation of fp32 and int8 with an independent implementation (optimum's

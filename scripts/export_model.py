@@ -11,10 +11,10 @@ tokenizer. The output is optimum's `text2text-generation-with-past` layout: enco
 decoder_model.onnx + decoder_with_past_model.onnx (or decoder_model_merged.onnx with --merged),
 config.json, generation_config.json and tokenizer.json without fixed padding or truncation.
 
-`--quantize int8` writes dynamically quantized graphs instead (signed int8 weights, per-tensor
-unless `--per-channel`; the split decoders, since the merged one is not quantized) and records
-the settings in quantization.json. For CPUs without VNNI or AMX, whose int8 kernel can saturate
-(`t5serve cpu`), add `--reduce-range` (7-bit weights) or `--weights uint8`.
+`--quantize int8` writes dynamically quantized graphs instead (signed 7-bit weights, which no
+CPU's int8 kernel can saturate, unless `--full-range` or `--weights uint8`; per-tensor unless
+`--per-channel`; the split decoders, since the merged one is not quantized) and records the
+settings in quantization.json.
 
 `--quantize int4` writes 4-bit weights: every MatMul with a constant weight (attention,
 feed-forward, lm_head) becomes ONNX Runtime's MatMulNBits (blocks of `--block-size` weights,
@@ -66,8 +66,8 @@ def main() -> None:
     args = p.parse_args()
     if args.quantize and args.merged:
         p.error("--quantize needs the split decoders (quantize_dynamic leaves the merged decoder's If subgraphs alone)")
-    if (args.per_channel or args.reduce_range or args.weights != "int8") and args.quantize != "int8":
-        p.error("--per-channel, --reduce-range and --weights go with --quantize int8")
+    if t5tools.quantize_flags_used(args) and args.quantize != "int8":
+        p.error("--per-channel, --reduce-range, --full-range and --weights go with --quantize int8")
     int4tools.check_int4_flags(p, args)
     final = args.output
     if args.quantize:

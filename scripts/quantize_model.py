@@ -10,9 +10,11 @@ the split decoder graphs (and decoder_with_past_masked.onnx when present). The s
 recorded in quantization.json; t5serve loads the directory like any other and reports them in
 /v1/models. Needs only onnxruntime and onnx (no PyTorch).
 
-For CPUs without VNNI or AMX (`t5serve cpu` says "int8_kernel_saturates": true), whose int8
-kernel adds pairs of u8 x s8 products in 16 bits with saturation: `--reduce-range` (7-bit
-weights, which cannot saturate) or `--weights uint8`.
+Signed weights are 7-bit by default (`--reduce-range`): CPUs without VNNI or AMX (`t5serve cpu`
+says "int8_kernel_saturates": true) add pairs of u8 x s8 products in 16 bits with saturation,
+which 7-bit weights cannot reach, and on the CPUs measured the reduced range cost no speed.
+`--full-range` gives 8-bit signed weights (exact on VNNI and AMX CPUs only); `--weights uint8`
+takes the u8 x u8 kernel, which does not saturate either.
 
 `--quantize int4`: 4-bit weights of the same graphs (scripts/int4tools.py: MatMulNBits with
 accuracy_level 4 for every MatMul with a constant weight, lm_head included, GatherBlockQuantized
@@ -40,8 +42,8 @@ def main() -> None:
     t5tools.add_quantize_flags(p)
     int4tools.add_int4_flags(p)
     args = p.parse_args()
-    if (args.per_channel or args.reduce_range or args.weights != "int8") and args.quantize != "int8":
-        p.error("--per-channel, --reduce-range and --weights go with --quantize int8")
+    if t5tools.quantize_flags_used(args) and args.quantize != "int8":
+        p.error("--per-channel, --reduce-range, --full-range and --weights go with --quantize int8")
     int4tools.check_int4_flags(p, args)
     if args.quantize == "int4":
         settings = int4tools.quantize_dir_int4(args.source, args.output, block_size=args.block_size, symmetric=args.symmetric)

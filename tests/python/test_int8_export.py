@@ -48,6 +48,8 @@ class Int8Export(unittest.TestCase):
         settings = json.loads((self.int8 / "quantization.json").read_text())
         self.assertEqual(settings["weight_type"], "QInt8")
         self.assertFalse(settings["per_channel"])
+        # Signed weights are 7-bit unless --full-range (t5tools.quantize_dir).
+        self.assertTrue(settings["reduce_range"])
         self.assertEqual(
             settings["graphs"],
             ["encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_with_past_masked.onnx"],
@@ -87,8 +89,28 @@ class Int8Export(unittest.TestCase):
 
     def test_server_serves_int8_and_equals_the_reference_loop(self):
         models = self.serves_like_the_reference_loop(self.int8)
-        # Signed full-range weights may saturate exactly where the CPU's int8 kernel does.
+        # The default (7-bit signed weights) cannot saturate on any CPU.
+        self.assertFalse(models["models"][0]["int8_may_saturate"])
+
+    def test_full_range_weights_are_served_and_may_saturate_where_the_kernel_does(self):
+        out = Path(self.tmp.name) / "tiny-t5-int8-full"
+        quantize(out, "--full-range")
+        self.assertFalse(json.loads((out / "quantization.json").read_text())["reduce_range"])
+        graph = onnx.load(str(out / "decoder_with_past_model.onnx")).graph
+        weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims]
+        self.assertGreater(max(int(np.abs(w.astype(np.int32)).max()) for w in weights), 64, "8-bit weights use the full range")
+        models = self.serves_like_the_reference_loop(out)
         self.assertEqual(models["models"][0]["int8_may_saturate"], models["cpu"]["int8_kernel_saturates"])
+
+    def test_flags_that_contradict_or_do_not_apply_are_refused(self):
+        for flags in (["--reduce-range", "--full-range"], ["--quantize", "int4", "--full-range"]):
+            with self.subTest(flags=flags):
+                r = subprocess.run(
+                    [sys.executable, str(ROOT / "scripts/quantize_model.py"), str(SOURCE), str(Path(self.tmp.name) / "x"), *flags],
+                    capture_output=True,
+                    text=True,
+                )
+                self.assertEqual(r.returncode, 2, r.stderr)
 
     def test_reduce_range_and_unsigned_weights_are_served_and_cannot_saturate(self):
         for flags, dtype in ((["--reduce-range"], onnx.TensorProto.INT8), (["--weights", "uint8"], onnx.TensorProto.UINT8)):
