@@ -34,7 +34,10 @@ EMPTY="$WORK/ab-empty.toml"
 
 # run BINARY LABEL MODEL ROUND PAIR: one server on MODEL (the pair's side LABEL; PAIR names the pair), every concurrency, one JSON line each.
 run() {
-  "$1" serve --config "$EMPTY" --port "$PORT" --model "$3" --max-concurrent-requests 1024 > "$WORK/ab-server.log" 2>&1 &
+  local flags
+  if [ "$2" = A ]; then flags="${A_FLAGS:-}"; else flags="${B_FLAGS:-}"; fi
+  # shellcheck disable=SC2086
+  "$1" serve --config "$EMPTY" --port "$PORT" --model "$3" --max-concurrent-requests 1024 $flags > "$WORK/ab-server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 240); do
     curl -fs "localhost:$PORT/health" >/dev/null && break
@@ -58,12 +61,14 @@ for model in "${MODELS[@]}"; do
   done
 done
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "${A_FLAGS:-}" "${B_FLAGS:-}" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 for model in dict.fromkeys(r["model"] for r in rows):
     served = {r["served"] for r in rows if r["model"] == model and r["side"] == "B"} - {model}
     other = f" (B serves {', '.join(served)})" if served else ""
+    flags = " ".join(f"{k}: {v}" for k, v in (("A flags", sys.argv[2]), ("B flags", sys.argv[3])) if v)
+    other += f" ({flags})" if flags else ""
     print(f"\n{model}{other}: generated tokens/s per round (A / B), and the median of the rounds' ratios B/A")
     print("| concurrency | A | B | median B/A | rounds' B/A |\n|---|---|---|---|---|")
     for c in sorted({r["batch"] for r in rows if r["model"] == model}):

@@ -38,6 +38,7 @@ impl ThreadPlan {
             global_pool: config.ort_thread_pool == ThreadPool::Global,
             prefill_threads: config.prefill_thread.then_some(config.prefill_threads),
             spinning: config.intra_op_spinning,
+            share_weights: config.share_weights,
             ort_library: config.ort_library.clone(),
             cuda_device: (config.execution_provider == ExecutionProvider::Cuda).then_some(config.device_id),
         };
@@ -152,6 +153,16 @@ mod tests {
         assert_eq!(ThreadPlan::new(&c, false, 8).sessions.split_threads(), Some((3, 5)));
         let c = Config { ort_thread_pool: ThreadPool::PerSession, prefill_thread: false, ..Config::default() };
         assert_eq!(ThreadPlan::new(&c, false, 8).sessions.split_threads(), None);
+    }
+
+    #[test]
+    fn every_session_set_follows_share_weights() {
+        let sharing = |c: &Config| {
+            let p = ThreadPlan::new(c, true, 2);
+            (p.sessions.share_weights, p.solo.map(|s| s.share_weights))
+        };
+        assert_eq!(sharing(&Config::default()), (true, Some(true)), "shared by default");
+        assert_eq!(sharing(&Config { share_weights: false, ..Config::default() }), (false, Some(false)));
     }
 
     #[test]

@@ -210,6 +210,11 @@ pub struct Config {
     /// Let ONNX Runtime threads busy-wait between ops (they block again after a short spin).
     #[flag(bool; long, env = "T5SERVE_INTRA_OP_SPINNING")]
     pub intra_op_spinning: bool = true,
+    /// One copy of each large weight, and of its prepacked form, for every CPU session of the
+    /// process (the lanes', the solo set's, both decoders'); false gives each session its own
+    /// copies (more memory; for comparing the two).
+    #[flag(bool; long, env = "T5SERVE_SHARE_WEIGHTS")]
+    pub share_weights: bool = true,
     /// Independent decode loops, each with its own sessions (with a pool of intra_op_threads each,
     /// 0 = an equal share of the cores), queue, and share of the batch size and memory budget; new
     /// requests go to the least loaded. With 1, the sessions use ort_thread_pool.

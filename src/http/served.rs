@@ -285,6 +285,7 @@ fn log_loaded(spec: &ModelSpec, info: &WorkerInfo, plan: &crate::plan::ThreadPla
         http_threads = plan.http_threads,
         tokenizer_threads = config.tokenizer_threads,
         intra_op_spinning = s.spinning,
+        share_weights = s.share_weights,
         load_seconds = info.load_seconds,
         "model loaded"
     );

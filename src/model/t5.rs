@@ -34,6 +34,9 @@ pub struct SessionSettings {
     /// Busy-wait in intra-op threads between ops. On by default with the global pool (one set of
     /// spinning threads); with a pool per session, three sessions' spinners compete for the cores.
     pub spinning: bool,
+    /// One copy of each large weight and of its prepacked form for every CPU session that holds
+    /// it (model::weights, runtime::prepacked_weights), instead of one per session.
+    pub share_weights: bool,
     /// Explicit path of libonnxruntime; `None` uses ORT_DYLIB_PATH or `.ort/`.
     pub ort_library: Option<std::path::PathBuf>,
     /// `Some(device)` runs the graphs on that CUDA device, or fails to load; `None` is the CPU.
@@ -47,6 +50,7 @@ impl Default for SessionSettings {
             global_pool: true,
             prefill_threads: Some(0),
             spinning: true,
+            share_weights: true,
             ort_library: None,
             cuda_device: None,
         }
@@ -219,10 +223,13 @@ fn build_session(path: &Path, settings: &SessionSettings, role: Role) -> ort::Re
         .map_err(|e| ort::Error::new(e.to_string()))?;
     let mut builder = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::All)?;
     if settings.cuda_device.is_none() {
-        // One arena for all sessions (see runtime::register_shared_arena), and one copy of each
-        // prepacked weight (runtime::prepacked_weights).
-        builder = builder.with_env_allocators()?.with_prepacked_weights(runtime::prepacked_weights())?;
-        // One copy of the large weights for every session that holds them (model::weights).
+        // One arena for all sessions (see runtime::register_shared_arena).
+        builder = builder.with_env_allocators()?;
+    }
+    if settings.cuda_device.is_none() && settings.share_weights {
+        // One copy of each prepacked weight (runtime::prepacked_weights), and of the large
+        // weights, for every session that holds them (model::weights).
+        builder = builder.with_prepacked_weights(runtime::prepacked_weights())?;
         for (name, value) in super::weights::shared_initializers(path).map_err(|e| ort::Error::new(e.to_string()))? {
             builder = builder.with_initializer(name, value)?;
         }
