@@ -28,6 +28,8 @@ LEVERS=(
   "queue-delay-10|--max-queue-delay-ms 10"                                                # wait up to 10 ms to start with others
   "batch-16|--max-batch-size 16"                                                          # half the rows decoding at once (and per prefill)
   "prefill-256|--max-prefill-tokens 256"                                                  # a prefill encodes at most 256 padded tokens; more rows wait for the next
+  "no-solo|--solo-sessions false"                                                         # a lone request keeps its lane's core instead of taking both
+  "spinning-off|--intra-op-spinning false"                                                # pool threads block at once between ops instead of spinning
 )
 
 MODEL="${1:-models/t5-small-shape-int8}"

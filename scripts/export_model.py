@@ -24,10 +24,11 @@ held-out evaluation (the bundled numbers model's checkpoints) fp32 and int4 are 
 int4 export is refused (non-zero exit, nothing written) when any task loses more than 1 point;
 for other models it warns that it could not run.
 
-`--fuse` rewrites the graphs to ONNX Runtime's fused CPU kernels afterwards (RMS norm with its
-residual Add, attention as MultiHeadAttention; scripts/fuse_graphs.py), each rewrite kept only
-where it matches the unfused graph and greedy ids stay the same. On the t5-small shape it made
-the cached step 4-7% faster at batch 1 and changed nothing at batch 32 (AVX2, 2 cores).
+int8 exports are then rewritten to ONNX Runtime's fused CPU kernels (RMS norm with its residual
+Add, attention as MultiHeadAttention; scripts/fuse_graphs.py), each rewrite kept only where it
+matches the unfused graph and greedy ids stay the same; `--no-fuse` skips it, `--fuse` asks for it
+on float32 and int4 exports too. Served on the t5-small shape int8 (AVX2, 2 cores, 10 paired
+rounds of bench/ab.sh) the fused graphs gave 1.18x the tokens/s at 1 client and 1.00x at 32.
 
 scripts/quantize_model.py does the same for a directory that is already exported.
 """
@@ -60,7 +61,7 @@ def main() -> None:
         help="write int8 graphs (dynamic quantization, QInt8 weights) or int4 weights (MatMulNBits, "
         "accuracy_level 4, checked against fp32 on a held-out set where the model has one)",
     )
-    p.add_argument("--fuse", action="store_true", help="rewrite the graphs to ONNX Runtime's fused CPU kernels (scripts/fuse_graphs.py)")
+    t5tools.add_fuse_flag(p)
     t5tools.add_quantize_flags(p)
     int4tools.add_int4_flags(p)
     args = p.parse_args()
@@ -92,15 +93,8 @@ def main() -> None:
     finally:
         if args.quantize:
             shutil.rmtree(args.output)
-    if args.fuse:
-        import fuse_graphs
-
-        unfused = final.with_name(final.name + ".unfused-tmp")
-        final.rename(unfused)
-        try:
-            fuse_graphs.fuse_dir(unfused, final)
-        finally:
-            shutil.rmtree(unfused)
+    if t5tools.fuse_wanted(args, args.quantize):
+        t5tools.fuse_in_place(final, explicit=args.fuse is True)
     print(f"exported {args.model} -> {final} ({t5tools.dir_size_mb(final):.1f} MB)")
 
 

@@ -16,6 +16,9 @@ which 7-bit weights cannot reach, and on the CPUs measured the reduced range cos
 `--full-range` gives 8-bit signed weights (exact on VNNI and AMX CPUs only); `--weights uint8`
 takes the u8 x u8 kernel, which does not saturate either.
 
+The int8 copy's graphs are then rewritten to ONNX Runtime's fused CPU kernels, as export_model.py
+does (`--no-fuse` skips it; `--fuse` asks for it with int4 too).
+
 `--quantize int4`: 4-bit weights of the same graphs (scripts/int4tools.py: MatMulNBits with
 accuracy_level 4 for every MatMul with a constant weight, lm_head included, GatherBlockQuantized
 for the token embedding; `--block-size`, default 32, `--symmetric`). Then the accuracy guard: for
@@ -41,6 +44,7 @@ def main() -> None:
     p.add_argument("--quantize", choices=["int8", "int4"], default="int8", help="weight type (default int8)")
     t5tools.add_quantize_flags(p)
     int4tools.add_int4_flags(p)
+    t5tools.add_fuse_flag(p)
     args = p.parse_args()
     if t5tools.quantize_flags_used(args) and args.quantize != "int8":
         p.error("--per-channel, --reduce-range, --full-range and --weights go with --quantize int8")
@@ -52,6 +56,8 @@ def main() -> None:
         settings = t5tools.quantize_dir(
             args.source, args.output, per_channel=args.per_channel, reduce_range=args.reduce_range, weights=args.weights
         )
+    if t5tools.fuse_wanted(args, args.quantize):
+        t5tools.fuse_in_place(args.output, explicit=args.fuse is True)
     print(
         f"quantized {args.source} -> {args.output} ({t5tools.dir_size_mb(args.output):.1f} MB; "
         f"{', '.join(settings['graphs'])})"

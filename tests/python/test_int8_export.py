@@ -1,7 +1,8 @@
 """The int8 export path end to end: scripts/quantize_model.py (the code behind
-`export_model.py --quantize int8`) quantizes the committed fp32 tiny model, the real binary serves
-the result, and its greedy tokens equal an independent greedy loop over the same int8 graphs
-(onnxruntime's Python API, numpy argmax, one prompt at a time).
+`export_model.py --quantize int8`) quantizes the committed fp32 tiny model (and fuses the copy's
+graphs, unless --no-fuse), the real binary serves the result, and its greedy tokens equal an
+independent greedy loop over the same int8 graphs (onnxruntime's Python API, numpy argmax, one
+prompt at a time).
 
     python tests/python/test_int8_export.py [path/to/t5serve]
 """
@@ -62,6 +63,50 @@ class Int8Export(unittest.TestCase):
             int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
             self.assertTrue(int8_weights, f"{name} has no int8 (signed) weights")
             self.assertLess((self.int8 / name).stat().st_size, (SOURCE / name).stat().st_size, name)
+
+    def test_int8_copies_are_fused_unless_no_fuse(self):
+        # t5tools.fuse_wanted: int8 copies get ONNX Runtime's fused kernels by default
+        # (scripts/fuse_graphs.py, every rewrite verified against the unfused graph there).
+        report = json.loads((self.int8 / "fusion.json").read_text())
+        for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_with_past_masked.onnx"):
+            self.assertEqual(report["graphs"][name]["applied"], ["skip_layernorm", "attention"], name)
+            ops = {n.op_type for n in onnx.load(str(self.int8 / name), load_external_data=False).graph.node}
+            self.assertTrue({"MultiHeadAttention", "SkipSimplifiedLayerNormalization", "MatMulInteger"} <= ops, name)
+        out = Path(self.tmp.name) / "tiny-t5-int8-unfused"
+        quantize(out, "--no-fuse")
+        self.assertFalse((out / "fusion.json").exists())
+        ops = {n.op_type for n in onnx.load(str(out / "decoder_with_past_model.onnx"), load_external_data=False).graph.node}
+        self.assertNotIn("MultiHeadAttention", ops)
+        self.assertIn("Softmax", ops)
+        self.serves_like_the_reference_loop(out)
+
+    def test_a_fusion_that_fails_keeps_the_unfused_graphs(self):
+        # What fuse_graphs.fuse_dir does when the fused greedy ids differ: writes part of the
+        # output, then exits. The default keeps the unfused copy with a warning; --fuse fails.
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import fuse_graphs
+        import t5tools
+
+        def fails(src, out, *args, **kwargs):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "fusion.json").write_text("{}")
+            raise SystemExit("greedy ids of the fused graphs differ from the unfused ones")
+
+        out = Path(self.tmp.name) / "tiny-t5-int8-fusion-fails"
+        quantize(out, "--no-fuse")
+        before = sorted(f.name for f in out.iterdir())
+        real, fuse_graphs.fuse_dir = fuse_graphs.fuse_dir, fails
+        try:
+            t5tools.fuse_in_place(out, explicit=False)
+            self.assertEqual(sorted(f.name for f in out.iterdir()), before)
+            with self.assertRaises(SystemExit) as raised:
+                t5tools.fuse_in_place(out, explicit=True)
+            self.assertIn("unfused graphs are kept", str(raised.exception))
+            self.assertEqual(sorted(f.name for f in out.iterdir()), before)
+        finally:
+            fuse_graphs.fuse_dir = real
+        self.assertFalse(out.with_name(out.name + ".unfused-tmp").exists())
+        self.serves_like_the_reference_loop(out)
 
     def test_per_channel_is_an_option(self):
         out = Path(self.tmp.name) / "tiny-t5-int8-pc"
