@@ -218,7 +218,12 @@ class FusedGraphs(unittest.TestCase):
         import fuse_graphs
 
         int8 = Path(self.tmp.name) / "tiny-t5-int8"
-        subprocess.run([sys.executable, str(ROOT / "scripts/quantize_model.py"), str(SOURCE), str(int8)], check=True, capture_output=True)
+        # Unfused int8 graphs (quantize_model.py fuses its copy itself unless --no-fuse).
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts/quantize_model.py"), str(SOURCE), str(int8), "--no-fuse"],
+            check=True,
+            capture_output=True,
+        )
         out = Path(self.tmp.name) / "tiny-t5-int8-fused"
         report = fuse_graphs.fuse_dir(int8, out)
         for name in GRAPHS:
