@@ -80,8 +80,9 @@ import fused_profile  # noqa: E402  (session, step_feeds, interleaved_times)
 import t5tools  # noqa: E402
 
 # name -> scripts/quantize_model.py flags, each explicit (the exporter's default is named, not
-# implied). The first is the exporter's default and the baseline: 7-bit signed weights since this
-# script's AVX2 run (bench/results/2026-12-03-1021-int8-kinds-t5-small-shape.md) recommended them.
+# implied). The first is the exporter's default kind and the baseline: 7-bit signed weights since
+# this script's AVX2 run (bench/results/2026-12-03-1021-int8-kinds-t5-small-shape.md) recommended
+# them. Every kind is quantized unfused (--no-fuse below), where the exporter's default also fuses.
 KINDS = {
     "s8-tensor-rr": ["--reduce-range"],
     "s8-tensor": ["--full-range"],
