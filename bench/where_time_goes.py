@@ -40,7 +40,8 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fused_profile import interleaved_times, op_profiles, step_feeds  # noqa: E402
+import openai_bench  # noqa: E402  (its /proc CPU-time reader)
+from fused_profile import interleaved_times, op_profiles, session, step_feeds  # noqa: E402
 
 NEW_TOKENS = 32
 GROUPS = {
@@ -68,11 +69,6 @@ def metrics(url: str) -> dict[str, float]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def serve(binary: str, model: Path, port: int, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
         [binary, "serve", "--port", str(port), "--model", str(model), "--max-concurrent-requests", "1024"],
@@ -97,9 +93,9 @@ def loadgen(url: str, clients: int, requests: int, prompt: Path) -> dict:
 
 
 def server_split(url: str, pid: int, clients: int, requests: int, prompt: Path) -> dict:
-    m0, c0 = metrics(url), cpu_seconds(pid)
+    m0, c0 = metrics(url), openai_bench.cpu_seconds(pid)
     run = loadgen(url, clients, requests, prompt)
-    m1, c1 = metrics(url), cpu_seconds(pid)
+    m1, c1 = metrics(url), openai_bench.cpu_seconds(pid)
     d = {k: m1.get(k, 0.0) - m0.get(k, 0.0) for k in m1}
     wall = run["wall_s"]
     prefill_s, prefills = d["t5serve_encoder_duration_seconds_sum"], d["t5serve_encoder_duration_seconds_count"]
@@ -146,8 +142,6 @@ def copy_rate_gb_s() -> float:
 
 def graph_profile(model: Path, graph: str, batch: int, threads: int, cycles: int) -> dict:
     feeds = step_feeds(model, graph, batch, threads)
-    from fused_profile import session
-
     times = interleaved_times([session(model / graph, threads)], feeds, cycles)[0]
     ops = op_profiles([model / graph], feeds, threads, max(10, cycles // 2))[0]
     total = sum(ops.values())
